@@ -1,0 +1,3 @@
+//! # milonga
+//!
+//! A streaming-first, content-addressed storage engine for cached pipeline results.

@@ -1,0 +1,9 @@
+//! # milonga-formats
+//!
+//! The built-in formats of milonga, written only against the public traits of
+//! [`milonga_sdk`]. Users depend on the `milonga` crate, which re-exports everything here.
+#![forbid(unsafe_code)]
+
+mod codec;
+
+pub use codec::{JsonCodec, PostcardCodec};

@@ -1,0 +1,205 @@
+//! Artifact I/O: the named files a format writes and reads.
+//!
+//! The engine implements these traits for each backend (a local directory, memory, object
+//! storage); formats only see the traits, so a format works with every backend.
+
+use std::fmt;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// The blake3 hash of a file's content: its content id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentId(pub [u8; 32]);
+
+impl ContentId {
+    /// The content id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentId(*blake3_hash(bytes).as_bytes())
+    }
+
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(ContentId(out))
+    }
+}
+
+fn blake3_hash(bytes: &[u8]) -> blake3::Hash {
+    blake3::hash(bytes)
+}
+
+impl fmt::Display for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentId({})", self.to_hex())
+    }
+}
+
+/// One finished file of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// The file's name within the artifact.
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The blake3 hash of its content.
+    pub id: ContentId,
+}
+
+/// A streaming writer for one file of an artifact.
+///
+/// Dropping it without calling [`finish`](FileWriter::finish) discards what was written.
+pub trait FileWriter: Write + Send {
+    /// Makes the file durable and content-addressed, and returns its entry.
+    ///
+    /// # Errors
+    /// I/O errors while flushing, syncing or publishing.
+    fn finish(self: Box<Self>) -> Result<FileEntry>;
+}
+
+/// Where a format writes the files of one artifact.
+///
+/// Each file is finished on its own: once [`FileWriter::finish`] returns, the file is durable,
+/// even if the process dies before the artifact is complete. That is what lets a long write be
+/// resumed (see [`durable_files`](ArtifactWriter::durable_files)).
+pub trait ArtifactWriter: Send + Sync {
+    /// Starts a new file named `name` (unique within the artifact; `/` separates folders).
+    ///
+    /// # Errors
+    /// An invalid or already finished name, or an I/O error.
+    fn create(&self, name: &str) -> Result<Box<dyn FileWriter>>;
+
+    /// A local directory that belongs to this artifact while it is being written, for tools that
+    /// need real paths (SQLite, external programs). It survives a crash of the writer, so a
+    /// resumable format can continue from what it finds there. Files in it are published with
+    /// [`ingest`](ArtifactWriter::ingest).
+    ///
+    /// # Errors
+    /// An I/O error creating the directory.
+    fn scratch_dir(&self) -> Result<PathBuf>;
+
+    /// Publishes the local file at `path` as the artifact file `name`. The file is moved, not
+    /// copied, where the backend allows; `path` must not be written to afterwards.
+    ///
+    /// # Errors
+    /// An invalid or already finished name, or an I/O error.
+    fn ingest(&self, name: &str, path: &Path) -> Result<FileEntry>;
+
+    /// Files that an earlier, interrupted write of the same artifact finished durably, in the
+    /// order they were finished. Empty on a first attempt.
+    fn durable_files(&self) -> Vec<FileEntry>;
+
+    /// The verified content of a durable file (one listed by
+    /// [`durable_files`](ArtifactWriter::durable_files) or finished in this attempt).
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`](crate::Error::MissingFile),
+    /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
+    fn durable_bytes(&self, name: &str) -> Result<SharedBytes>;
+}
+
+/// A seekable reader over one file.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<R: Read + Seek + Send> ReadSeek for R {}
+
+/// The whole content of a file, shared: a memory map where the backend is local.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// How a format reads the files of one stored artifact.
+pub trait ArtifactReader: Send + Sync {
+    /// A human-readable name for the artifact, used in error messages.
+    fn describe(&self) -> String;
+
+    /// The artifact's files, in the order they were finished.
+    fn files(&self) -> Vec<FileEntry>;
+
+    /// The entry of the file named `name`, if it exists.
+    fn entry(&self, name: &str) -> Option<FileEntry> {
+        self.files().into_iter().find(|f| f.name == name)
+    }
+
+    /// Opens `name` for reading. Reading it sequentially to the end verifies its content hash
+    /// and reports a mismatch as an error from `read`; after a seek, use
+    /// [`bytes`](ArtifactReader::bytes) where verification matters.
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`](crate::Error::MissingFile) or an I/O error.
+    fn open(&self, name: &str) -> Result<Box<dyn ReadSeek>>;
+
+    /// The whole content of `name`, verified against its content hash before it is returned;
+    /// a memory map where the backend is local.
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`](crate::Error::MissingFile),
+    /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
+    fn bytes(&self, name: &str) -> Result<SharedBytes>;
+
+    /// A local path to the immutable file `name`, where the backend has one (for tools that
+    /// need a path, such as SQLite). The file must only be opened read-only. `None` on backends
+    /// without local files.
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`](crate::Error::MissingFile) or an I/O error.
+    fn local_path(&self, name: &str) -> Result<Option<PathBuf>>;
+
+    /// Whether the artifact is complete, still being written, or was abandoned by a writer
+    /// that failed. Artifacts returned for finished steps are always complete; an artifact
+    /// opened to follow a step that is still running is not (see
+    /// [`wait_for_change`](ArtifactReader::wait_for_change)).
+    fn status(&self) -> ArtifactStatus {
+        ArtifactStatus::Complete
+    }
+
+    /// For an artifact that is still being written: blocks until it has more than `known`
+    /// files, its [`status`](ArtifactReader::status) is no longer
+    /// [`Writing`](ArtifactStatus::Writing), or `timeout` passes, whichever comes first. Then
+    /// [`files`](ArtifactReader::files) and `status` show the new state. Returns at once for a
+    /// complete artifact.
+    ///
+    /// # Errors
+    /// An I/O or database error while polling the writer's progress.
+    fn wait_for_change(&self, known: usize, timeout: Duration) -> Result<()> {
+        let _ = (known, timeout);
+        Ok(())
+    }
+}
+
+/// The state of an artifact as seen by a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArtifactStatus {
+    /// Every file is written; the list of files is final.
+    Complete,
+    /// A writer is still adding files; the files listed so far are durable.
+    Writing,
+    /// The writer failed or died; the files listed so far are all there will be. The text says
+    /// why.
+    Failed(String),
+}
+
+/// A shared handle on a stored artifact, kept alive by lazy results that read from it.
+pub type ArtifactHandle = Arc<dyn ArtifactReader>;

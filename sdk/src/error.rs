@@ -1,0 +1,178 @@
+//! The SDK error type.
+
+use std::fmt;
+use std::io;
+
+/// A `Result` whose error is the SDK [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while a format writes or reads an artifact.
+///
+/// Every variant that concerns stored bytes names the file (an artifact file name, an object id
+/// or a path) and, where it is known, the byte offset. Formats add the file name at the place the
+/// I/O happens (see [`Error::in_file`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation on `path` failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes of `file` do not follow the format's layout.
+    #[error("{file} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file that is corrupt.
+        file: String,
+        /// Byte offset where the problem was found.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The content hash of `file` is not the one recorded for it.
+    #[error("{file}: checksum mismatch (expected {expected}, found {actual})")]
+    ChecksumMismatch {
+        /// The file whose content changed.
+        file: String,
+        /// The hash that was recorded.
+        expected: String,
+        /// The hash of the bytes found.
+        actual: String,
+    },
+    /// `file` was written by a version of `format` this build does not read.
+    #[error(
+        "{file}: written by {format} version {found}, this build reads versions up to {supported}"
+    )]
+    UnsupportedVersion {
+        /// The file that was read.
+        file: String,
+        /// The format id.
+        format: String,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// `file` was written by another format than the one reading it.
+    #[error("{file}: written by format {found:?}, read as {expected:?}")]
+    WrongFormat {
+        /// The file that was read.
+        file: String,
+        /// The format that tried to read it.
+        expected: String,
+        /// The format recorded in the file.
+        found: String,
+    },
+    /// No format with this id is known.
+    #[error("unknown format {0:?}")]
+    UnknownFormat(String),
+    /// The artifact has no file with this name.
+    #[error("the artifact has no file named {file:?}")]
+    MissingFile {
+        /// The name that was asked for.
+        file: String,
+    },
+    /// A value could not be decoded from `file`.
+    #[error("cannot decode {file} at byte {offset}: {reason}")]
+    Decode {
+        /// The file (or item) being decoded; empty when a codec does not know it yet.
+        file: String,
+        /// Byte offset of the encoded value within the file, where known.
+        offset: u64,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// What the encoder said.
+        reason: String,
+    },
+    /// An index or range past the end of a sequence.
+    #[error("index {index} is out of range for {file} of length {len}")]
+    OutOfRange {
+        /// The sequence.
+        file: String,
+        /// The index asked for.
+        index: u64,
+        /// The sequence's length.
+        len: u64,
+    },
+    /// The operation is not supported by this backend or format.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A user-provided step or iterator reported an error while its value was being written.
+    #[error("the value being written failed: {0}")]
+    Source(String),
+}
+
+impl Error {
+    /// An I/O error on `path`. If `source` wraps an SDK error (as readers that verify while
+    /// reading produce), that error is returned unchanged.
+    pub fn io(path: impl fmt::Display, source: io::Error) -> Self {
+        if source.get_ref().is_some_and(|e| e.is::<Error>()) {
+            // Unwrap our own error carried through an io::Error.
+            let inner = source.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// A corruption report.
+    pub fn corrupt(file: impl fmt::Display, offset: u64, reason: impl fmt::Display) -> Self {
+        Error::Corrupt {
+            file: file.to_string(),
+            offset,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A decoding failure without a file name yet (codecs produce these; formats add the name
+    /// with [`Error::in_file`]).
+    pub fn decode(reason: impl fmt::Display) -> Self {
+        Error::Decode {
+            file: String::new(),
+            offset: 0,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Fills in the file name (and offset) of a [`Error::Decode`] that has none yet; other
+    /// errors are returned unchanged.
+    #[must_use]
+    pub fn in_file(self, file: impl fmt::Display, offset: u64) -> Self {
+        match self {
+            Error::Decode {
+                file: f,
+                offset: o,
+                reason,
+            } if f.is_empty() => Error::Decode {
+                file: file.to_string(),
+                offset: o + offset,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Io { source, .. } => source.kind(),
+            Error::MissingFile { .. } => io::ErrorKind::NotFound,
+            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
