@@ -1,3 +1,60 @@
 //! # milonga
 //!
 //! A streaming-first, content-addressed storage engine for cached pipeline results.
+//!
+//! A [`Step`] is a function whose result is cached in a [`Workspace`] under an id made from the
+//! step's name, [`VERSION`](Step::VERSION), format and arguments. Steps take other steps as
+//! inputs through [`StepRef`]; re-running a pipeline computes only what is missing, even in a
+//! new process; bumping `VERSION` invalidates. A step's [`Format`] decides how its result is
+//! stored: [`PostcardFormat`] for any serde value, or a custom one written against the SDK.
+//!
+//! ```
+//! use milonga::{Context, PostcardFormat, Step, Workspace};
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct Square { x: u64 }
+//!
+//! impl Step for Square {
+//!     const NAME: &'static str = "Square";
+//!     type Output = u64;
+//!     type Format = PostcardFormat;
+//!     fn run(&self, _ctx: &mut Context<'_>) -> Result<u64, milonga::BoxError> {
+//!         Ok(self.x * self.x)
+//!     }
+//! }
+//!
+//! # fn main() -> milonga::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let ws = Workspace::open(dir.path())?;
+//! assert_eq!(*Square { x: 7 }.result(&ws)?, 49);        // computed and stored
+//! let again = Workspace::open(dir.path())?;
+//! assert_eq!(*Square { x: 7 }.result(&again)?, 49);     // read from the workspace
+//! # Ok(()) }
+//! ```
+//!
+//! Crates: [`sdk`] (the contracts a format author implements) and [`formats`] (the built-in
+//! formats) are re-exported here, so users depend on `milonga` only.
+
+mod error;
+mod manifest;
+mod step;
+pub mod store;
+mod workspace;
+
+pub use error::{BoxError, Error, Result};
+pub use manifest::Manifest;
+pub use step::canonical;
+pub use step::{Context, ResultOf, Step, StepRef, ID_SCHEME};
+pub use workspace::{
+    Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_ENTRIES, SCHEMA_VERSION,
+};
+
+pub use milonga_formats as formats;
+pub use milonga_formats::*;
+pub use milonga_sdk as sdk;
+pub use milonga_sdk::{
+    ArtifactHandle, ArtifactReader, ArtifactStatus, ArtifactWriter, Codec, ContentId, Envelope,
+    FileEntry, FileWriter, Format,
+};

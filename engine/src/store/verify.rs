@@ -1,0 +1,77 @@
+//! Verification of object content against its id.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use milonga_sdk::{ContentId, Error, Result};
+
+/// Checks `bytes` against `id`; `what` names the object in the error.
+pub(crate) fn verify_bytes(bytes: &[u8], id: &ContentId, what: &str) -> Result<()> {
+    let actual = ContentId::of(bytes);
+    if &actual != id {
+        return Err(Error::ChecksumMismatch {
+            file: what.to_owned(),
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(())
+}
+
+/// A reader that hashes what it reads and, at the end of a sequential read, reports content that
+/// does not match the expected id as an error (an `io::Error` carrying
+/// [`Error::ChecksumMismatch`]). After a seek it no longer verifies.
+pub(crate) struct VerifyingReader<R> {
+    inner: R,
+    expected: ContentId,
+    what: String,
+    hasher: Option<blake3::Hasher>,
+    pos: u64,
+}
+
+impl<R> VerifyingReader<R> {
+    pub(crate) fn new(inner: R, expected: ContentId, what: String) -> Self {
+        VerifyingReader {
+            inner,
+            expected,
+            what,
+            hasher: Some(blake3::Hasher::new()),
+            pos: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        if let Some(h) = self.hasher.as_mut() {
+            if n > 0 {
+                h.update(&buf[..n]);
+            } else if !buf.is_empty() {
+                let actual = ContentId(*h.finalize().as_bytes());
+                self.hasher = None;
+                if actual != self.expected {
+                    return Err(Error::ChecksumMismatch {
+                        file: self.what.clone(),
+                        expected: self.expected.to_hex(),
+                        actual: actual.to_hex(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for VerifyingReader<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = self.inner.seek(pos)?;
+        if new != self.pos {
+            // Random access: the running hash no longer covers the whole content.
+            self.hasher = None;
+        }
+        self.pos = new;
+        Ok(new)
+    }
+}

@@ -1,0 +1,386 @@
+//! The engine's implementations of the SDK artifact traits.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use milonga_sdk::{
+    ArtifactReader, ArtifactStatus, ArtifactWriter, ContentId, Error, FileEntry, FileWriter,
+    ReadSeek, Result, SharedBytes,
+};
+
+use super::db::StepState;
+use super::Inner;
+use crate::store::{ObjectStore, ObjectWriter};
+
+/// Checks an artifact file name: 1..=1024 bytes, relative, no `.`/`..` parts, no NUL or `\`.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 1024
+        && !name.starts_with('/')
+        && !name.contains('\0')
+        && !name.contains('\\')
+        && name
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "invalid artifact file name {name:?}: use 1..=1024 bytes of relative path without empty, '.' or '..' parts"
+        )))
+    }
+}
+
+/// Where a running step's format writes its files: each finished file is an object, recorded
+/// at once as partial state of the step in the metadata database.
+pub(crate) struct StepArtifactWriter {
+    ws: Arc<Inner>,
+    unique_id: String,
+    scratch: PathBuf,
+    durable: Vec<FileEntry>,
+    state: Arc<Mutex<WriterState>>,
+}
+
+#[derive(Default)]
+struct WriterState {
+    names: HashSet<String>,
+    finished: Vec<FileEntry>,
+}
+
+impl StepArtifactWriter {
+    pub(crate) fn new(ws: Arc<Inner>, unique_id: &str, durable: Vec<FileEntry>) -> Result<Self> {
+        let scratch = ws.work_dir(unique_id).join("artifact");
+        let state = WriterState {
+            names: durable.iter().map(|f| f.name.clone()).collect(),
+            finished: Vec::new(),
+        };
+        Ok(StepArtifactWriter {
+            ws,
+            unique_id: unique_id.to_owned(),
+            scratch,
+            durable,
+            state: Arc::new(Mutex::new(state)),
+        })
+    }
+
+    /// Forgets the durable files of the earlier attempt (the step starts over).
+    pub(crate) fn discard_durable(&mut self) -> crate::Result<()> {
+        self.ws.db.clear_partial(&self.unique_id)?;
+        let mut st = self.state.lock().expect("poisoned");
+        for f in &self.durable {
+            st.names.remove(&f.name);
+        }
+        self.durable.clear();
+        Ok(())
+    }
+
+    /// All files of the artifact: the earlier attempt's, then this attempt's, in finish order.
+    pub(crate) fn all_files(&self) -> Vec<FileEntry> {
+        let st = self.state.lock().expect("poisoned");
+        let mut v = self.durable.clone();
+        v.extend(st.finished.iter().cloned());
+        v
+    }
+
+    fn reserve(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        let mut st = self.state.lock().expect("poisoned");
+        if !st.names.insert(name.to_owned()) {
+            return Err(Error::Unsupported(format!(
+                "artifact file {name:?} was already written"
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(
+        state: &Mutex<WriterState>,
+        ws: &Inner,
+        unique_id: &str,
+        entry: &FileEntry,
+    ) -> Result<()> {
+        ws.db
+            .add_partial(unique_id, entry)
+            .map_err(|e| Error::Source(e.to_string()))?;
+        state.lock().expect("poisoned").finished.push(entry.clone());
+        Ok(())
+    }
+}
+
+struct StepFileWriter {
+    object: Option<Box<dyn ObjectWriter>>,
+    name: String,
+    ws: Arc<Inner>,
+    unique_id: String,
+    state: Arc<Mutex<WriterState>>,
+}
+
+impl Write for StepFileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.object.as_mut() {
+            Some(o) => o.write(buf),
+            None => Err(io::Error::other("file already finished")),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.object.as_mut() {
+            Some(o) => o.write_all(buf),
+            None => Err(io::Error::other("file already finished")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.object.as_mut() {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl FileWriter for StepFileWriter {
+    fn finish(mut self: Box<Self>) -> Result<FileEntry> {
+        let object = self
+            .object
+            .take()
+            .ok_or_else(|| Error::Unsupported("file already finished".into()))?;
+        let (id, len) = object.commit()?;
+        let entry = FileEntry {
+            name: std::mem::take(&mut self.name),
+            len,
+            id,
+        };
+        StepArtifactWriter::record(&self.state, &self.ws, &self.unique_id, &entry)?;
+        Ok(entry)
+    }
+}
+
+impl Drop for StepFileWriter {
+    fn drop(&mut self) {
+        if self.object.is_some() && !self.name.is_empty() {
+            // Never finished: release the name so that a retry can write it.
+            if let Ok(mut st) = self.state.lock() {
+                st.names.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl ArtifactWriter for StepArtifactWriter {
+    fn create(&self, name: &str) -> Result<Box<dyn FileWriter>> {
+        self.reserve(name)?;
+        let object = self.ws.store.writer()?;
+        Ok(Box::new(StepFileWriter {
+            object: Some(object),
+            name: name.to_owned(),
+            ws: Arc::clone(&self.ws),
+            unique_id: self.unique_id.clone(),
+            state: Arc::clone(&self.state),
+        }))
+    }
+
+    fn scratch_dir(&self) -> Result<PathBuf> {
+        fs::create_dir_all(&self.scratch).map_err(|e| Error::io(self.scratch.display(), e))?;
+        Ok(self.scratch.clone())
+    }
+
+    fn ingest(&self, name: &str, path: &Path) -> Result<FileEntry> {
+        self.reserve(name)?;
+        let result = self.ws.store.ingest(path).and_then(|(id, len)| {
+            let entry = FileEntry {
+                name: name.to_owned(),
+                len,
+                id,
+            };
+            Self::record(&self.state, &self.ws, &self.unique_id, &entry)?;
+            Ok(entry)
+        });
+        if result.is_err() {
+            self.state.lock().expect("poisoned").names.remove(name);
+        }
+        result
+    }
+
+    fn durable_files(&self) -> Vec<FileEntry> {
+        self.durable.clone()
+    }
+
+    fn durable_bytes(&self, name: &str) -> Result<SharedBytes> {
+        let entry = self
+            .all_files()
+            .into_iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| Error::MissingFile {
+                file: name.to_owned(),
+            })?;
+        self.ws.store.bytes(&entry.id)
+    }
+}
+
+/// Reads files by name from a fixed list of entries (a manifest).
+pub(crate) struct StoredArtifact {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) files: Vec<FileEntry>,
+    pub(crate) describe: String,
+    pub(crate) materialize_dir: PathBuf,
+    /// Keeps the workspace (and a memory workspace's temporary folder) alive.
+    pub(crate) _ws: Option<Arc<Inner>>,
+}
+
+fn entry_in(files: &[FileEntry], name: &str, describe: &str) -> Result<FileEntry> {
+    files
+        .iter()
+        .find(|f| f.name == name)
+        .cloned()
+        .ok_or_else(|| Error::MissingFile {
+            file: format!("{name} in {describe}"),
+        })
+}
+
+fn local_path_of(store: &dyn ObjectStore, id: &ContentId, dir: &Path) -> Result<Option<PathBuf>> {
+    if let Some(p) = store.local_path(id)? {
+        return Ok(Some(p));
+    }
+    // Backends without local files: materialize the verified bytes once.
+    let path = dir.join(id.to_hex());
+    if !path.exists() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        let bytes = store.bytes(id)?;
+        let tmp = dir.join(format!("{}.{}.tmp", id.to_hex(), std::process::id()));
+        fs::write(&tmp, (*bytes).as_ref()).map_err(|e| Error::io(tmp.display(), e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(path.display(), e))?;
+    }
+    Ok(Some(path))
+}
+
+impl ArtifactReader for StoredArtifact {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn files(&self) -> Vec<FileEntry> {
+        self.files.clone()
+    }
+
+    fn entry(&self, name: &str) -> Option<FileEntry> {
+        self.files.iter().find(|f| f.name == name).cloned()
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ReadSeek>> {
+        let e = entry_in(&self.files, name, &self.describe)?;
+        self.store.open(&e.id)
+    }
+
+    fn bytes(&self, name: &str) -> Result<SharedBytes> {
+        let e = entry_in(&self.files, name, &self.describe)?;
+        self.store.bytes(&e.id)
+    }
+
+    fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {
+        let e = entry_in(&self.files, name, &self.describe)?;
+        local_path_of(self.store.as_ref(), &e.id, &self.materialize_dir)
+    }
+}
+
+/// An artifact that may still be being written by a running step (in this process or another):
+/// its files are the step's partial files until the step completes, then its manifest's.
+pub(crate) struct FollowedArtifact {
+    pub(crate) ws: Arc<Inner>,
+    pub(crate) unique_id: String,
+    pub(crate) poll: Duration,
+    pub(crate) view: Mutex<(Vec<FileEntry>, ArtifactStatus)>,
+}
+
+impl FollowedArtifact {
+    pub(crate) fn new(ws: Arc<Inner>, unique_id: &str) -> Result<Self> {
+        let this = FollowedArtifact {
+            ws,
+            unique_id: unique_id.to_owned(),
+            poll: Duration::from_millis(20),
+            view: Mutex::new((Vec::new(), ArtifactStatus::Writing)),
+        };
+        this.refresh()?;
+        Ok(this)
+    }
+
+    fn refresh(&self) -> Result<()> {
+        let to_sdk = |e: crate::Error| match e {
+            crate::Error::Format(e) => e,
+            other => Error::Source(other.to_string()),
+        };
+        let info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
+        let (files, status) = match info {
+            Some(i) if i.state == StepState::Completed => {
+                let m = self.ws.load_manifest_of(&i).map_err(to_sdk)?;
+                (m.files, ArtifactStatus::Complete)
+            }
+            Some(i) if i.state == StepState::Failed => (
+                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
+                ArtifactStatus::Failed(i.error.unwrap_or_else(|| "the step failed".into())),
+            ),
+            Some(i) if i.state == StepState::Running && !self.ws.is_locked(&self.unique_id) => (
+                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
+                ArtifactStatus::Failed("the writing process died".into()),
+            ),
+            _ => (
+                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
+                ArtifactStatus::Writing,
+            ),
+        };
+        *self.view.lock().expect("poisoned") = (files, status);
+        Ok(())
+    }
+
+    fn current(&self) -> Vec<FileEntry> {
+        self.view.lock().expect("poisoned").0.clone()
+    }
+}
+
+impl ArtifactReader for FollowedArtifact {
+    fn describe(&self) -> String {
+        format!("artifact of step {} (followed)", self.unique_id)
+    }
+
+    fn files(&self) -> Vec<FileEntry> {
+        self.current()
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ReadSeek>> {
+        let e = entry_in(&self.current(), name, &self.describe())?;
+        self.ws.store.open(&e.id)
+    }
+
+    fn bytes(&self, name: &str) -> Result<SharedBytes> {
+        let e = entry_in(&self.current(), name, &self.describe())?;
+        self.ws.store.bytes(&e.id)
+    }
+
+    fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {
+        let e = entry_in(&self.current(), name, &self.describe())?;
+        local_path_of(self.ws.store.as_ref(), &e.id, &self.ws.materialize_dir())
+    }
+
+    fn status(&self) -> ArtifactStatus {
+        self.view.lock().expect("poisoned").1.clone()
+    }
+
+    fn wait_for_change(&self, known: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.refresh()?;
+            {
+                let v = self.view.lock().expect("poisoned");
+                if v.0.len() > known || v.1 != ArtifactStatus::Writing {
+                    return Ok(());
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(self.poll.min(deadline - now));
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The workspace's metadata database (SQLite).
+//!
+//! One record per step, the dependency edges between steps, and the durable files of artifacts
+//! still being written (the partial state that resume and tail-follow read). Schema in
+//! `docs/FORMAT.md`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use milonga_sdk::{ContentId, FileEntry};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    unique_id      TEXT PRIMARY KEY NOT NULL,
+    step_type      TEXT NOT NULL,
+    version        TEXT,
+    state          TEXT NOT NULL CHECK (state IN ('INCOMPLETE', 'RUNNING', 'COMPLETED', 'FAILED')),
+    manifest_id    TEXT,
+    format_id      TEXT NOT NULL,
+    format_version INTEGER NOT NULL,
+    started_at     INTEGER,
+    ended_at       INTEGER,
+    error          TEXT,
+    metadata       TEXT NOT NULL DEFAULT '{}',
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    owner          TEXT
+);
+CREATE TABLE IF NOT EXISTS step_deps (
+    unique_id TEXT NOT NULL,
+    dep_id    TEXT NOT NULL,
+    PRIMARY KEY (unique_id, dep_id)
+);
+CREATE TABLE IF NOT EXISTS partial_files (
+    unique_id TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    len       INTEGER NOT NULL,
+    PRIMARY KEY (unique_id, seq),
+    UNIQUE (unique_id, name)
+);
+"#;
+
+/// The state of a step's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Known but never finished (a recorded attempt that died, or never started).
+    Incomplete,
+    /// A process is running it (or was, and died: the step lock tells which).
+    Running,
+    /// Its result is durable and its manifest recorded.
+    Completed,
+    /// Its last attempt failed; the error text says why.
+    Failed,
+}
+
+impl StepState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Incomplete => "INCOMPLETE",
+            StepState::Running => "RUNNING",
+            StepState::Completed => "COMPLETED",
+            StepState::Failed => "FAILED",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "INCOMPLETE" => StepState::Incomplete,
+            "RUNNING" => StepState::Running,
+            "COMPLETED" => StepState::Completed,
+            "FAILED" => StepState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for StepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the workspace records about one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// The step's unique id.
+    pub unique_id: String,
+    /// The step's type name (`Step::NAME`).
+    pub step_type: String,
+    /// The step's `VERSION`, if any.
+    pub version: Option<String>,
+    /// Its state.
+    pub state: StepState,
+    /// The content id of the result's manifest, once completed.
+    pub manifest_id: Option<ContentId>,
+    /// The id of the format that writes the result.
+    pub format_id: String,
+    /// The format's version.
+    pub format_version: u32,
+    /// When the last attempt started, in milliseconds since the Unix epoch.
+    pub started_at: Option<i64>,
+    /// When the last attempt ended, in milliseconds since the Unix epoch.
+    pub ended_at: Option<i64>,
+    /// The error text of a failed attempt.
+    pub error: Option<String>,
+    /// Free-form metadata (JSON).
+    pub metadata: serde_json::Value,
+    /// How many times the step was started.
+    pub attempts: u32,
+    /// Who runs or ran the last attempt (`pid@host`).
+    pub owner: Option<String>,
+    /// Unique ids of the steps this one takes as inputs.
+    pub dependencies: Vec<String>,
+}
+
+/// The metadata database of a workspace.
+pub(crate) struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, or an in-memory one for `None`.
+    pub(crate) fn open(path: Option<&Path>) -> Result<Db> {
+        let shown = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(":memory:"));
+        let err = |e| Error::db(&shown, e);
+        let conn = match path {
+            Some(p) => Connection::open(p).map_err(err)?,
+            None => Connection::open_in_memory().map_err(err)?,
+        };
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        if path.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(err)?;
+        }
+        // Check the schema version before touching anything else.
+        let has_version: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    Error::Format(milonga_sdk::Error::corrupt(
+                        shown.display(),
+                        0,
+                        "not a SQLite database",
+                    ))
+                }
+                e => err(e),
+            })?
+            > 0;
+        if has_version {
+            let found: Option<i64> = conn
+                .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+                .map_err(err)?;
+            if let Some(found) = found {
+                if found > SCHEMA_VERSION {
+                    return Err(Error::SchemaTooNew {
+                        path: shown,
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA}
+             INSERT INTO schema_version (version)
+                SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+             COMMIT;"
+        ))
+        .map_err(err)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: shown,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| Error::db(&self.path, e))
+    }
+
+    /// The record of `unique_id`, if any.
+    pub(crate) fn get(&self, unique_id: &str) -> Result<Option<StepInfo>> {
+        let row = self.with(|c| {
+            c.query_row(
+                "SELECT unique_id, step_type, version, state, manifest_id, format_id, format_version,
+                        started_at, ended_at, error, metadata, attempts, owner
+                 FROM steps WHERE unique_id = ?1",
+                [unique_id],
+                read_row,
+            )
+            .optional()
+        })?;
+        match row {
+            None => Ok(None),
+            Some(raw) => {
+                let deps = self.deps(unique_id)?;
+                Ok(Some(self.finish_row(raw, deps)?))
+            }
+        }
+    }
+
+    /// Every step record.
+    pub(crate) fn all(&self) -> Result<Vec<StepInfo>> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT unique_id, step_type, version, state, manifest_id, format_id, format_version,
+                        started_at, ended_at, error, metadata, attempts, owner
+                 FROM steps ORDER BY unique_id",
+            )?;
+            let rows = st.query_map([], read_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|raw| {
+                let deps = self.deps(&raw.0)?;
+                self.finish_row(raw, deps)
+            })
+            .collect()
+    }
+
+    fn deps(&self, unique_id: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT dep_id FROM step_deps WHERE unique_id = ?1 ORDER BY dep_id",
+            )?;
+            let v = st
+                .query_map([unique_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(v)
+        })
+    }
+
+    fn finish_row(&self, raw: RawRow, dependencies: Vec<String>) -> Result<StepInfo> {
+        let bad = |what: &str| {
+            Error::Format(milonga_sdk::Error::corrupt(
+                self.path.display(),
+                0,
+                format!("step {}: invalid {what}", raw.0),
+            ))
+        };
+        let state = StepState::parse(&raw.3).ok_or_else(|| bad("state"))?;
+        let manifest_id = match &raw.4 {
+            None => None,
+            Some(h) => Some(ContentId::from_hex(h).ok_or_else(|| bad("manifest id"))?),
+        };
+        let metadata = serde_json::from_str(&raw.10).map_err(|_| bad("metadata JSON"))?;
+        Ok(StepInfo {
+            unique_id: raw.0.clone(),
+            step_type: raw.1.clone(),
+            version: raw.2.clone(),
+            state,
+            manifest_id,
+            format_id: raw.5.clone(),
+            format_version: u32::try_from(raw.6).map_err(|_| bad("format version"))?,
+            started_at: raw.7,
+            ended_at: raw.8,
+            error: raw.9.clone(),
+            metadata,
+            attempts: u32::try_from(raw.11).unwrap_or(0),
+            owner: raw.12.clone(),
+            dependencies,
+        })
+    }
+
+    /// Records that `info.unique_id` starts an attempt now (state RUNNING), with its
+    /// dependencies.
+    pub(crate) fn mark_running(&self, info: &StepInfo) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO steps (unique_id, step_type, version, state, format_id, format_version,
+                                    started_at, ended_at, error, metadata, attempts, owner)
+                 VALUES (?1, ?2, ?3, 'RUNNING', ?4, ?5, ?6, NULL, NULL, ?7, 1, ?8)
+                 ON CONFLICT (unique_id) DO UPDATE SET
+                    step_type = excluded.step_type, version = excluded.version, state = 'RUNNING',
+                    manifest_id = NULL, format_id = excluded.format_id,
+                    format_version = excluded.format_version, started_at = excluded.started_at,
+                    ended_at = NULL, error = NULL, metadata = excluded.metadata,
+                    attempts = steps.attempts + 1, owner = excluded.owner",
+                params![
+                    info.unique_id,
+                    info.step_type,
+                    info.version,
+                    info.format_id,
+                    info.format_version,
+                    info.started_at,
+                    info.metadata.to_string(),
+                    info.owner,
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM step_deps WHERE unique_id = ?1",
+                [&info.unique_id],
+            )?;
+            for d in &info.dependencies {
+                tx.execute(
+                    "INSERT OR IGNORE INTO step_deps (unique_id, dep_id) VALUES (?1, ?2)",
+                    params![info.unique_id, d],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a failed attempt.
+    pub(crate) fn mark_failed(&self, unique_id: &str, error: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE steps SET state = 'FAILED', ended_at = ?2, error = ?3 WHERE unique_id = ?1",
+                params![unique_id, now_millis(), error],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records the result: COMPLETED with its manifest, and drops the partial-file rows, in one
+    /// transaction. Called only after the manifest object is durable.
+    pub(crate) fn mark_completed(&self, unique_id: &str, manifest: &ContentId) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE steps SET state = 'COMPLETED', manifest_id = ?2, ended_at = ?3, error = NULL
+                 WHERE unique_id = ?1",
+                params![unique_id, manifest.to_hex(), now_millis()],
+            )?;
+            if n != 1 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+            tx.execute(
+                "DELETE FROM partial_files WHERE unique_id = ?1",
+                [unique_id],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Removes the record of a step (its objects become garbage).
+    pub(crate) fn remove(&self, unique_id: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM steps WHERE unique_id = ?1", [unique_id])?;
+            tx.execute("DELETE FROM step_deps WHERE unique_id = ?1", [unique_id])?;
+            tx.execute(
+                "DELETE FROM partial_files WHERE unique_id = ?1",
+                [unique_id],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Records a durable file of an artifact being written.
+    pub(crate) fn add_partial(&self, unique_id: &str, entry: &FileEntry) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO partial_files (unique_id, seq, name, object_id, len)
+                 VALUES (?1, (SELECT coalesce(max(seq) + 1, 0) FROM partial_files WHERE unique_id = ?1),
+                         ?2, ?3, ?4)",
+                params![unique_id, entry.name, entry.id.to_hex(), entry.len as i64],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The durable files of an artifact being written, in the order they were finished.
+    pub(crate) fn partial_files(&self, unique_id: &str) -> Result<Vec<FileEntry>> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, object_id, len FROM partial_files WHERE unique_id = ?1 ORDER BY seq",
+            )?;
+            let v = st
+                .query_map([unique_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(v)
+        })?;
+        rows.into_iter()
+            .map(|(name, id, len)| {
+                let id = ContentId::from_hex(&id).ok_or_else(|| {
+                    Error::Format(milonga_sdk::Error::corrupt(
+                        self.path.display(),
+                        0,
+                        format!("partial file {name} of {unique_id}: invalid object id"),
+                    ))
+                })?;
+                Ok(FileEntry {
+                    name,
+                    len: len as u64,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets the durable files of an interrupted write (a step that does not resume starts
+    /// over).
+    pub(crate) fn clear_partial(&self, unique_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM partial_files WHERE unique_id = ?1",
+                [unique_id],
+            )
+        })?;
+        Ok(())
+    }
+}
+
+type RawRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+);
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}

@@ -1,0 +1,369 @@
+//! The workspace: an object store, a metadata database, step locks and a result cache.
+
+mod artifact;
+mod cache;
+mod db;
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use milonga_sdk::{ArtifactHandle, ContentId};
+
+pub use cache::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES};
+pub use db::{StepInfo, StepState, SCHEMA_VERSION};
+
+pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
+pub(crate) use cache::MemoryCache;
+pub(crate) use db::now_millis;
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::store::{LocalStore, MemoryStore, ObjectStore};
+use db::Db;
+
+/// The name of the metadata database file in a local workspace.
+pub const DATABASE_FILE: &str = "milonga.sqlite";
+
+/// A place where step results are cached: content-addressed objects, a metadata database with
+/// one record per step, per-step locks and an in-memory cache of results.
+///
+/// Cloning is cheap; clones share everything. Lazy results keep what they need alive, so they
+/// stay valid after the workspace handle is dropped.
+///
+/// ```
+/// # fn main() -> milonga::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let ws = milonga::Workspace::open(dir.path())?;
+/// assert!(ws.steps()?.is_empty());
+/// let same = milonga::Workspace::from_url(&format!("file://{}", dir.path().display()))?;
+/// assert_eq!(same.root(), ws.root());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Workspace {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    url: String,
+    root: Option<PathBuf>,
+    /// Holds `work/`, `locks/` and materialized files: the root, or a temporary folder.
+    dir: PathBuf,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) db: Db,
+    pub(crate) cache: Mutex<MemoryCache>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+impl Workspace {
+    /// Opens the local workspace in directory `path`, creating it if needed.
+    ///
+    /// # Errors
+    /// I/O errors, a database that is not SQLite ([`milonga_sdk::Error::Corrupt`]) or was
+    /// written by a newer milonga ([`Error::SchemaTooNew`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Workspace> {
+        let root = path.as_ref();
+        fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io(root.display(), e))?;
+        let db = Db::open(Some(&root.join(DATABASE_FILE)))?;
+        let store = LocalStore::open(&root)?;
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                url: format!("file://{}", root.display()),
+                root: Some(root.clone()),
+                dir: root,
+                store: Arc::new(store),
+                db,
+                cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
+                _tmp: None,
+            }),
+        })
+    }
+
+    /// A workspace that lives in memory (objects and metadata) and disappears with its last
+    /// handle. Tools that need real paths get them in a private temporary folder.
+    ///
+    /// # Errors
+    /// An I/O error creating the temporary folder.
+    pub fn memory() -> Result<Workspace> {
+        let tmp = tempfile::Builder::new()
+            .prefix("milonga-memory-")
+            .tempdir()
+            .map_err(|e| Error::io("temporary folder", e))?;
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                url: "memory://".into(),
+                root: None,
+                dir: tmp.path().to_owned(),
+                store: Arc::new(MemoryStore::new()),
+                db: Db::open(None)?,
+                cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
+                _tmp: Some(tmp),
+            }),
+        })
+    }
+
+    /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`), or
+    /// `memory://`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownScheme`] for any other scheme, or as [`Workspace::open`].
+    pub fn from_url(url: &str) -> Result<Workspace> {
+        if url == "memory://" || url == "memory:" {
+            return Self::memory();
+        }
+        for scheme in ["file://", "local://"] {
+            if let Some(path) = url.strip_prefix(scheme) {
+                if path.is_empty() {
+                    return Err(Error::UnknownScheme { url: url.into() });
+                }
+                return Self::open(path);
+            }
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+')
+            {
+                return Err(Error::UnknownScheme { url: url.into() });
+            }
+        }
+        if url.is_empty() {
+            return Err(Error::UnknownScheme { url: url.into() });
+        }
+        Self::open(url)
+    }
+
+    /// The workspace's URL (`file:///…` or `memory://`).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The workspace's directory, for local workspaces.
+    pub fn root(&self) -> Option<&Path> {
+        self.inner.root.as_deref()
+    }
+
+    /// The record of the step with this unique id, if the workspace knows it.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn step_info(&self, unique_id: &str) -> Result<Option<StepInfo>> {
+        self.inner.db.get(unique_id)
+    }
+
+    /// Every step record.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn steps(&self) -> Result<Vec<StepInfo>> {
+        self.inner.db.all()
+    }
+
+    /// Forgets a step's result, so that the next `result()` runs it again. Its objects stay
+    /// until garbage collection. Returns whether the step was known.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn remove_step(&self, unique_id: &str) -> Result<bool> {
+        self.inner.cache_lock().remove(unique_id);
+        self.inner.db.remove(unique_id)
+    }
+
+    /// Sets the limits of the in-memory result cache: at most `max_entries` results whose
+    /// stored size adds up to at most `max_bytes`.
+    pub fn set_cache_limits(&self, max_entries: usize, max_bytes: u64) {
+        self.inner.cache_lock().set_limits(max_entries, max_bytes);
+    }
+
+    /// The stored artifact of a completed step, as a reader handle.
+    ///
+    /// # Errors
+    /// [`Error::State`] if the step is not completed; errors reading its manifest.
+    pub fn artifact(&self, unique_id: &str) -> Result<ArtifactHandle> {
+        let info = self.step_info(unique_id)?.ok_or_else(|| Error::State {
+            unique_id: unique_id.into(),
+            reason: "the workspace has no record of this step".into(),
+        })?;
+        self.inner.stored_artifact(&info)
+    }
+
+    /// Follows the artifact of a step that may still be running, here or in another process:
+    /// the handle lists the files committed so far and reports whether the writer is still
+    /// writing, finished or failed (see [`milonga_sdk::ArtifactReader::wait_for_change`]).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn follow_artifact(&self, unique_id: &str) -> Result<ArtifactHandle> {
+        let f = FollowedArtifact::new(Arc::clone(&self.inner), unique_id)?;
+        Ok(Arc::new(f))
+    }
+
+    /// Reads every object the workspace refers to and checks its content against its id;
+    /// also checks that every manifest decodes and every file it lists is present.
+    ///
+    /// # Errors
+    /// A database or I/O error that stops the check itself; problems found are in the report.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for info in self.steps()? {
+            let Some(mid) = info.manifest_id else {
+                continue;
+            };
+            report.objects_checked += 1;
+            let manifest = match self.inner.load_manifest(&mid) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.problems.push(Problem {
+                        unique_id: info.unique_id.clone(),
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            for f in &manifest.files {
+                report.objects_checked += 1;
+                report.bytes_checked += f.len;
+                if let Err(e) = self.inner.store.bytes(&f.id) {
+                    report.problems.push(Problem {
+                        unique_id: info.unique_id.clone(),
+                        error: format!("file {}: {e}", f.name),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The outcome of [`Workspace::verify`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Objects read and checked (manifests and files).
+    pub objects_checked: u64,
+    /// Bytes of artifact files checked.
+    pub bytes_checked: u64,
+    /// What was found wrong.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem found by [`Workspace::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The step whose result is affected.
+    pub unique_id: String,
+    /// What is wrong, naming the object.
+    pub error: String,
+}
+
+/// An exclusive lock on one step, held while it runs; released on drop or when the process
+/// dies (an OS file lock), so a dead holder never wedges the step.
+pub(crate) struct StepLock {
+    _file: File,
+}
+
+impl Inner {
+    pub(crate) fn cache_lock(&self) -> std::sync::MutexGuard<'_, MemoryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn work_dir(&self, unique_id: &str) -> PathBuf {
+        self.dir.join("work").join(unique_id)
+    }
+
+    pub(crate) fn materialize_dir(&self) -> PathBuf {
+        self.dir.join("tmp").join("materialized")
+    }
+
+    fn lock_path(&self, unique_id: &str) -> Result<PathBuf> {
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        Ok(dir.join(format!("{unique_id}.lock")))
+    }
+
+    fn lock_file(&self, unique_id: &str) -> Result<(File, PathBuf)> {
+        let path = self.lock_path(unique_id)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        Ok((f, path))
+    }
+
+    /// Takes the step's lock, waiting while another process or thread holds it.
+    pub(crate) fn lock_step(&self, unique_id: &str) -> Result<StepLock> {
+        let (f, path) = self.lock_file(unique_id)?;
+        f.lock().map_err(|e| Error::io(path.display(), e))?;
+        Ok(StepLock { _file: f })
+    }
+
+    /// Takes the step's lock if it is free.
+    pub(crate) fn try_lock_step(&self, unique_id: &str) -> Result<Option<StepLock>> {
+        let (f, path) = self.lock_file(unique_id)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(StepLock { _file: f })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
+        }
+    }
+
+    /// Whether some process (or thread) holds the step's lock now.
+    pub(crate) fn is_locked(&self, unique_id: &str) -> bool {
+        matches!(self.try_lock_step(unique_id), Ok(None))
+    }
+
+    pub(crate) fn load_manifest(&self, id: &ContentId) -> Result<Manifest> {
+        let bytes = self.store.bytes(id)?;
+        Ok(Manifest::decode(
+            (*bytes).as_ref(),
+            &self.store.describe(id),
+        )?)
+    }
+
+    pub(crate) fn load_manifest_of(&self, info: &StepInfo) -> Result<Manifest> {
+        let id = info.manifest_id.ok_or_else(|| Error::State {
+            unique_id: info.unique_id.clone(),
+            reason: format!("state {} has no manifest", info.state),
+        })?;
+        self.load_manifest(&id)
+    }
+
+    pub(crate) fn stored_artifact(self: &Arc<Self>, info: &StepInfo) -> Result<ArtifactHandle> {
+        if info.state != StepState::Completed {
+            return Err(Error::State {
+                unique_id: info.unique_id.clone(),
+                reason: format!("not completed (state {})", info.state),
+            });
+        }
+        let manifest = self.load_manifest_of(info)?;
+        Ok(Arc::new(StoredArtifact {
+            store: Arc::clone(&self.store),
+            files: manifest.files,
+            describe: format!("result of step {}", info.unique_id),
+            materialize_dir: self.materialize_dir(),
+            _ws: Some(Arc::clone(self)),
+        }))
+    }
+
+    /// Writes `manifest` as an object (durably) and returns its id.
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<ContentId> {
+        let bytes = manifest.encode()?;
+        let mut w = self.store.writer()?;
+        std::io::Write::write_all(&mut w, &bytes).map_err(|e| Error::io("manifest", e))?;
+        Ok(w.commit()?.0)
+    }
+}
