@@ -58,3 +58,8 @@ pub use milonga_sdk::{
     ArtifactHandle, ArtifactReader, ArtifactStatus, ArtifactWriter, Codec, ContentId, Envelope,
     FileEntry, FileWriter, Format,
 };
+
+/// The README's examples, compiled (and the custom format run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,1 +1,151 @@
-//! Integration tests for milonga.
+//! Steps shared by the integration tests and the `milonga-test-step` helper binary (which runs
+//! them in separate processes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::sync::Mutex;
+
+use milonga::{BoxError, Context, PostcardFormat, Step, StepRef};
+use serde::Serialize;
+
+static RUNS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+/// Counts one run of `what`, in this process and, when `MILONGA_TEST_LOG` names a file, in that
+/// file (one line per run) so that runs in other processes can be counted too.
+pub fn count_run(what: &str) {
+    *RUNS.lock().unwrap().entry(what.to_owned()).or_default() += 1;
+    if let Ok(path) = std::env::var("MILONGA_TEST_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open run log");
+        writeln!(f, "{what}").expect("write run log");
+    }
+}
+
+/// How many times `what` ran in this process.
+pub fn runs(what: &str) -> usize {
+    RUNS.lock().unwrap().get(what).copied().unwrap_or(0)
+}
+
+/// x², version 1.
+#[derive(Serialize)]
+pub struct Square {
+    /// The number.
+    pub x: u64,
+    /// Milliseconds to sleep in `run` (left out of the id).
+    #[serde(skip)]
+    pub sleep_ms: u64,
+}
+
+impl Step for Square {
+    const NAME: &'static str = "Square";
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        count_run(&format!("Square({})", self.x));
+        std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+        Ok(self.x * self.x)
+    }
+}
+
+/// The same step after its code changed: `VERSION` bumped.
+#[derive(Serialize)]
+pub struct SquareV2 {
+    /// The number.
+    pub x: u64,
+}
+
+impl Step for SquareV2 {
+    const NAME: &'static str = "Square";
+    const VERSION: Option<&'static str> = Some("2");
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        count_run(&format!("SquareV2({})", self.x));
+        Ok(self.x * self.x)
+    }
+}
+
+/// First step of a chain: the numbers `0..n`.
+#[derive(Serialize)]
+pub struct Numbers {
+    /// How many.
+    pub n: u32,
+}
+
+impl Step for Numbers {
+    const NAME: &'static str = "chain::Numbers";
+    type Output = Vec<u32>;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<Vec<u32>, BoxError> {
+        count_run("Numbers");
+        Ok((0..self.n).collect())
+    }
+}
+
+/// Second step: each number times `factor`.
+#[derive(Serialize)]
+pub struct Scale {
+    /// Input.
+    pub numbers: StepRef<Numbers>,
+    /// Multiplier.
+    pub factor: u32,
+}
+
+impl Step for Scale {
+    const NAME: &'static str = "chain::Scale";
+    type Output = Vec<u32>;
+    type Format = PostcardFormat;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<Vec<u32>, BoxError> {
+        count_run("Scale");
+        Ok(ctx
+            .input(&self.numbers)?
+            .iter()
+            .map(|n| n * self.factor)
+            .collect())
+    }
+}
+
+/// Third step: the sum plus `offset`.
+#[derive(Serialize)]
+pub struct Total {
+    /// Input.
+    pub scaled: StepRef<Scale>,
+    /// Added to the sum.
+    pub offset: u64,
+}
+
+impl Step for Total {
+    const NAME: &'static str = "chain::Total";
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        count_run("Total");
+        Ok(ctx
+            .input(&self.scaled)?
+            .iter()
+            .map(|&n| u64::from(n))
+            .sum::<u64>()
+            + self.offset)
+    }
+}
+
+/// A step whose arguments are a map and a set.
+#[derive(Serialize)]
+pub struct WithCollections {
+    /// A map argument.
+    pub map: HashMap<String, u32>,
+    /// A set argument.
+    pub set: HashSet<i64>,
+}
+
+impl Step for WithCollections {
+    const NAME: &'static str = "WithCollections";
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        Ok(self.map.values().map(|&v| u64::from(v)).sum::<u64>() + self.set.len() as u64)
+    }
+}

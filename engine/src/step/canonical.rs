@@ -1,4 +1,106 @@
-//! DOCS_PLACEHOLDER
+//! Canonical encoding of step arguments for step unique_ids (scheme [`SCHEME`] = `milonga.id.v1`).
+//!
+//! [`canonical`] turns any `T: Serialize` into a canonical, type-tagged byte stream: equal argument
+//! values give equal bytes in every process, on every platform and in every release, whatever the
+//! iteration order of their maps and sets, the width of their integers or the declaration order of
+//! their struct fields. The step id hashes these bytes (together with [`SCHEME`] and the step's
+//! name, version and format); the bytes are never decoded. The encoding is a prefix code (every
+//! value's length follows from its tag and length fields), so a sequence of values can never be
+//! re-split into a different sequence of values.
+//!
+//! # Encoding (`milonga.id.v1`, pinned forever)
+//!
+//! `len` is a `u64` little-endian (8 bytes). `name` is `len` + UTF-8 bytes. All sorting compares
+//! byte strings lexicographically (shorter prefix first).
+//!
+//! | Tag    | Value                                           | Bytes after the tag                                              |
+//! |--------|-------------------------------------------------|------------------------------------------------------------------|
+//! | `0x00` | unit: `()`, unit struct                         | —                                                                |
+//! | `0x01` | `None`                                          | —                                                                |
+//! | `0x02` | `Some(v)`                                       | v                                                                |
+//! | `0x03` | `bool`                                          | `0x00` false / `0x01` true                                       |
+//! | `0x04` | every integer type, `i8` … `i128`, `u8` … `u128`, `isize`, `usize` | sign (`0x00` ≥ 0, `0x01` < 0), n: one byte 0..=16, n bytes of the magnitude little-endian without trailing zero bytes (0 → n = 0) |
+//! | `0x05` | `f32` (widened), `f64`                          | 8 bytes: IEEE-754 bits little-endian; `-0.0` written as `0.0`, every NaN as `0x7FF8000000000000` |
+//! | `0x06` | `char`                                          | Unicode scalar value, `u32` little-endian                        |
+//! | `0x07` | string                                          | `len` + UTF-8 bytes                                              |
+//! | `0x08` | byte string (`serialize_bytes`, e.g. `serde_bytes`) | `len` + bytes                                                |
+//! | `0x09` | sequence: `Vec`, slice, array, `VecDeque`, tuple, tuple struct, tuple-variant payload | `len` (count) + elements in order          |
+//! | `0x0A` | set: `HashSet`, `BTreeSet`, `BinaryHeap`, hashbrown `HashSet`, [`sorted`] fields | `len` (count) + elements sorted by their bytes (duplicates kept) |
+//! | `0x0B` | map: every `serialize_map` (`HashMap`, `BTreeMap`, `IndexMap`, `#[serde(flatten)]` structs) | `len` (count) + (key, value) pairs sorted by key bytes, then value bytes |
+//! | `0x0C` | struct, struct-variant payload                  | `len` (field count) + (field `name`, value) pairs sorted by name (then value bytes) |
+//! | `0x0D` | enum variant                                    | variant `name` + payload: `0x00` for a unit variant, the value for a newtype variant, a `0x09` sequence for a tuple variant, a `0x0C` struct for a struct variant |
+//! | `0x0E` | step reference (newtype struct [`STEP_REF_NAME`]) | `len` + UTF-8 unique_id of the referenced step                 |
+//!
+//! What is *not* encoded: struct, tuple-struct, newtype-struct and enum type names (a newtype struct
+//! is its inner value), variant indexes, skipped fields, the Rust field declaration order, map and
+//! set iteration order. What *is* encoded: field names and variant names as serde sees them (so a
+//! `#[serde(rename = "old")]` keeps ids when a Rust field is renamed), and the order of sequences.
+//! The serializer reports `is_human_readable() == false`, so types with two serde forms (IP
+//! addresses, UUIDs, ...) use their compact form.
+//!
+//! ## Worked examples
+//!
+//! | Value                                   | Canonical bytes (hex)                                     |
+//! |-----------------------------------------|-----------------------------------------------------------|
+//! | `()`                                    | `00`                                                      |
+//! | `Some(())` / `None`                     | `02 00` / `01`                                            |
+//! | `true`                                  | `03 01`                                                   |
+//! | `1u8`, `1i32`, `1u64`, `1u128`          | `04 00 01 01`                                             |
+//! | `-300i64`                               | `04 01 02 2c01`                                           |
+//! | `1.5f32`, `1.5f64`                      | `05 000000000000f83f`                                     |
+//! | `'a'`                                   | `06 61000000`                                             |
+//! | `"ab"`                                  | `07 0200000000000000 6162`                                |
+//! | `vec![1u8, 2]`, `[1u8, 2]`, `(1u8, 2u8)` | `09 0200000000000000 04000101 04000102`                  |
+//! | `BTreeSet::from([2u8, 1])`              | `0a 0200000000000000 04000101 04000102`                   |
+//! | `HashMap::from([("b", 1u8), ("a", 2u8)])` | `0b 0200000000000000 07 0100000000000000 61 04000102 07 0100000000000000 62 04000101` |
+//! | `struct AB { a: u32, b: String }` as `AB { a: 1, b: "x".into() }` | `0c 0200000000000000 0100000000000000 61 04000101 0100000000000000 62 07 0100000000000000 78` |
+//! | `E::D { y: 2, x: 1 }`                   | `0d 0100000000000000 44 0c 0200000000000000 0100000000000000 78 04000101 0100000000000000 79 04000102` |
+//! | step reference to `Up-abc`              | `0e 0600000000000000 55702d616263`                        |
+//!
+//! ## Leaving arguments out of the id
+//!
+//! A field that serde does not serialize is not part of the id. This is milonga's
+//! `SKIP_ID_ARGUMENTS`:
+//!
+//! ```
+//! # use serde::Serialize;
+//! #[derive(Serialize)]
+//! struct Train {
+//!     lr: f64,
+//!     #[serde(skip_serializing)] // never part of the id
+//!     workers: usize,
+//!     #[serde(skip_serializing_if = "Option::is_none")] // part of the id only when set
+//!     notes: Option<String>,
+//! }
+//! ```
+//!
+//! `Train { lr: 0.1, workers: 4, notes: None }` has exactly the bytes of a struct with the single
+//! field `lr: 0.1`. The `skip_serializing_if` form also lets a new argument be added to a step
+//! without changing the ids of existing results, as long as the new argument is at its default.
+//!
+//! ## Unordered collections
+//!
+//! Maps are always sorted, whatever their type. Sets cannot be told apart from sequences by their
+//! serde calls (both use `collect_seq`), so the serializer inspects
+//! `std::any::type_name::<I>()` of the collection handed to `collect_seq`: if the outer type's last
+//! path segment is `HashSet`, `BTreeSet` or `BinaryHeap`, the collection is encoded as a set. The
+//! type name is used only for this decision and is never hashed. Any other collection whose order
+//! does not matter (an `IndexSet`, a `Vec` used as a bag) can be marked with
+//! `#[serde(serialize_with = "sorted")]` (see [`sorted`]).
+//!
+//! ## Values that intentionally encode alike
+//!
+//! `()` and a unit struct; a newtype struct and its inner value; a `Vec`, a slice, an array, a
+//! `VecDeque`, a tuple and a tuple struct with the same elements; `E::A` and `F::A(())`;
+//! `E::C(1, 2)` and `F::C((1, 2))`; a `HashSet`, `BTreeSet` and `BinaryHeap` with the same
+//! elements; any two maps with the same entries; integers of different widths with the same value;
+//! an `f32` and its widening to `f64`; `0.0` and `-0.0`; all NaNs; `String`, `&str`, `PathBuf`
+//! with the same text; `Box<T>`, `&T`, `Rc<T>` and `T`.
+//!
+//! Kept distinct: `None`, `Some(())` and `()`; `()` and an empty struct `S {}`; `char` and a
+//! one-character string; a string and a step reference with the same text; a byte string and a
+//! sequence of `u8` (a plain `Vec<u8>` is a sequence of integers); integers and floats; a struct
+//! and a map with the same keys; a set and a sequence; `bool` and integers.
 
 use std::collections::HashSet;
 
@@ -90,15 +192,16 @@ pub fn canonical<T: Serialize + ?Sized>(value: &T) -> Result<Canonical, Canonica
 /// ```ignore
 /// #[derive(Serialize)]
 /// struct Args {
+///     // The path is wherever the crate re-exports this function.
 ///     #[serde(serialize_with = "milonga::canonical::sorted")]
 ///     languages: Vec<String>, // ["en", "de"] and ["de", "en"] give the same id
 /// }
 /// ```
-pub fn sorted<C, S>(value: &C, serializer: S) -> Result<S::Ok, S::Error>
+pub fn sorted<'c, C, S>(value: &'c C, serializer: S) -> Result<S::Ok, S::Error>
 where
     C: ?Sized,
-    for<'a> &'a C: IntoIterator,
-    for<'a> <&'a C as IntoIterator>::Item: Serialize,
+    &'c C: IntoIterator,
+    <&'c C as IntoIterator>::Item: Serialize,
     S: Serializer,
 {
     serializer.serialize_newtype_struct(SORTED_NAME, &AsSeq(value))
@@ -107,17 +210,14 @@ where
 /// Serializes a borrowed collection as a sequence of its items.
 struct AsSeq<'c, C: ?Sized>(&'c C);
 
-impl<C> Serialize for AsSeq<'_, C>
+impl<'c, C> Serialize for AsSeq<'c, C>
 where
     C: ?Sized,
-    for<'a> &'a C: IntoIterator,
-    for<'a> <&'a C as IntoIterator>::Item: Serialize,
+    &'c C: IntoIterator,
+    <&'c C as IntoIterator>::Item: Serialize,
 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Deliberately not `collect_seq(self.0)`: the type name of the iterator, not of the
-        // collection, reaches `collect_seq`, so the set detection never fires here and the
-        // `SORTED_NAME` wrapper alone decides.
-        serializer.collect_seq(self.0.into_iter())
+        serializer.collect_seq(self.0)
     }
 }
 
@@ -760,8 +860,13 @@ mod tests {
         B(u8),
         C(u8, u8),
         D { y: u8, x: u8 },
-        U(()),
-        T((u8, u8)),
+    }
+
+    /// Same variant names as [`E`], other payload shapes.
+    #[derive(Serialize)]
+    enum F {
+        A(()),
+        C((u8, u8)),
     }
 
     #[derive(Serialize)]
@@ -889,12 +994,460 @@ mod tests {
             c.step_refs,
             vec!["Produce-001-5KJvsngHeMpm88rD".to_string()]
         );
-        assert_eq!(blake3::hash(&c.bytes).to_hex().as_str(), "GOLDEN");
+        assert_eq!(
+            blake3::hash(&c.bytes).to_hex().as_str(),
+            "97e33f84dfab94dc17b6a566de3b8de5afb25ed00ef1e1e496c78c2b68212197"
+        );
     }
 
     #[test]
-    fn dump() {
-        println!("{}", hex(&bytes(&outer())));
-        println!("{}", blake3::hash(&bytes(&outer())).to_hex());
+    fn hash_set_and_btree_set_agree() {
+        let mut hs = HashSet::with_capacity(100);
+        for x in [5u32, 1, 9, 3] {
+            hs.insert(x);
+        }
+        let bs = BTreeSet::from([3u32, 9, 1, 5]);
+        assert_eq!(bytes(&hs), bytes(&bs));
+        let heap = BinaryHeap::from(vec![9u32, 1, 5, 3]);
+        assert_eq!(bytes(&heap), bytes(&bs));
+        // Through references and options too.
+        assert_eq!(bytes(&Some(&hs)), bytes(&Some(&bs)));
+        // A set is not a sequence.
+        assert_ne!(bytes(&bs), bytes(&vec![1u32, 3, 5, 9]));
+    }
+
+    #[test]
+    fn set_detection_by_type_name() {
+        assert!(is_unordered_collection(
+            "&std::collections::hash::set::HashSet<u8, std::hash::random::RandomState>"
+        ));
+        assert!(is_unordered_collection(
+            "&alloc::collections::btree::set::BTreeSet<alloc::vec::Vec<u8>>"
+        ));
+        assert!(is_unordered_collection(
+            "&hashbrown::set::HashSet<u8, foldhash::fast::RandomState, hashbrown::raw::Global>"
+        ));
+        assert!(is_unordered_collection("&mut BTreeSet<u8>"));
+        assert!(!is_unordered_collection(
+            "&[std::collections::hash::set::HashSet<u8>]"
+        ));
+        assert!(!is_unordered_collection(
+            "&alloc::vec::Vec<std::collections::hash::set::HashSet<u8>>"
+        ));
+        assert!(!is_unordered_collection("&indexmap::set::IndexSet<u8>"));
+        assert!(!is_unordered_collection("&my::NotAHashSet<u8>"));
+        assert!(!is_unordered_collection(
+            "std::collections::hash::set::Iter<'_, u8>"
+        ));
+        // The real type names seen by collect_seq.
+        fn name_of<T: Serialize>(_: &T) -> &'static str {
+            std::any::type_name::<&T>()
+        }
+        assert!(is_unordered_collection(name_of(&HashSet::<u8>::new())));
+        assert!(is_unordered_collection(name_of(&BTreeSet::<u8>::new())));
+        assert!(!is_unordered_collection(name_of(&Vec::<u8>::new())));
+        assert!(!is_unordered_collection(name_of(&VecDeque::<u8>::new())));
+    }
+
+    #[test]
+    fn sequence_order_matters() {
+        assert_ne!(bytes(&vec![1u8, 2]), bytes(&vec![2u8, 1]));
+        assert_ne!(bytes(&(1u8, 2u8)), bytes(&(2u8, 1u8)));
+        assert_eq!(bytes(&VecDeque::from([1u8, 2])), bytes(&vec![1u8, 2]));
+    }
+
+    #[test]
+    fn struct_field_order_does_not_matter() {
+        let ab = AB {
+            a: 7,
+            b: "x".into(),
+        };
+        let ba = BA {
+            b: "x".into(),
+            a: 7,
+        };
+        assert_eq!(bytes(&ab), bytes(&ba));
+        // The struct's name is not hashed: only field names and values.
+        #[derive(Serialize)]
+        struct Renamed {
+            b: String,
+            a: u32,
+        }
+        assert_eq!(
+            bytes(&ab),
+            bytes(&Renamed {
+                a: 7,
+                b: "x".into()
+            })
+        );
+        // But field names are.
+        #[derive(Serialize)]
+        struct Other {
+            a: u32,
+            c: String,
+        }
+        assert_ne!(
+            bytes(&ab),
+            bytes(&Other {
+                a: 7,
+                c: "x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(bytes(&0.0f64), bytes(&-0.0f64));
+        assert_eq!(bytes(&0.0f32), bytes(&-0.0f64));
+        let nans = [
+            f64::NAN,
+            -f64::NAN,
+            f64::from_bits(0x7FF0_0000_0000_0001),
+            f64::from_bits(0xFFF8_DEAD_BEEF_0001),
+            f64::INFINITY - f64::INFINITY,
+            f64::from(f32::NAN),
+        ];
+        for n in nans {
+            assert_eq!(bytes(&n), bytes(&f64::NAN));
+        }
+        assert_eq!(bytes(&f32::NAN), bytes(&f64::NAN));
+        assert_eq!(bytes(&1.5f32), bytes(&1.5f64));
+        assert_eq!(bytes(&0.1f32), bytes(&f64::from(0.1f32)));
+        assert_ne!(bytes(&0.1f32), bytes(&0.1f64));
+        assert_ne!(bytes(&f64::INFINITY), bytes(&f64::NEG_INFINITY));
+        assert_ne!(bytes(&f64::INFINITY), bytes(&f64::NAN));
+        assert_ne!(bytes(&1.0f64), bytes(&1u8));
+    }
+
+    #[test]
+    fn integer_widths() {
+        let one = bytes(&1u8);
+        assert_eq!(bytes(&1u16), one);
+        assert_eq!(bytes(&1u32), one);
+        assert_eq!(bytes(&1u64), one);
+        assert_eq!(bytes(&1u128), one);
+        assert_eq!(bytes(&1usize), one);
+        assert_eq!(bytes(&1i8), one);
+        assert_eq!(bytes(&1i32), one);
+        assert_eq!(bytes(&1i128), one);
+        assert_eq!(bytes(&-1i8), bytes(&-1i128));
+        assert_ne!(bytes(&-1i8), one);
+        assert_eq!(bytes(&0i64), bytes(&0u8));
+        assert_eq!(bytes(&u64::MAX), bytes(&u128::from(u64::MAX)));
+        assert_ne!(bytes(&i128::MIN), bytes(&i128::MAX));
+        assert_ne!(bytes(&u128::MAX), bytes(&i128::MAX));
+    }
+
+    #[test]
+    fn skipped_fields_are_absent() {
+        #[derive(Serialize)]
+        struct WithSkips {
+            lr: f64,
+            #[serde(skip_serializing)]
+            _workers: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            note: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct Plain {
+            lr: f64,
+        }
+        let a = WithSkips {
+            lr: 0.1,
+            _workers: 4,
+            note: None,
+        };
+        let b = WithSkips {
+            lr: 0.1,
+            _workers: 64,
+            note: None,
+        };
+        assert_eq!(bytes(&a), bytes(&b));
+        assert_eq!(bytes(&a), bytes(&Plain { lr: 0.1 }));
+        let c = WithSkips {
+            lr: 0.1,
+            _workers: 4,
+            note: Some("x".into()),
+        };
+        assert_ne!(bytes(&a), bytes(&c));
+    }
+
+    #[test]
+    fn step_refs_collected_in_byte_order_and_deduplicated() {
+        #[derive(Serialize)]
+        struct Args {
+            z: Ref,
+            a: Vec<Ref>,
+            m: HashMap<&'static str, Ref>,
+        }
+        let args = Args {
+            z: Ref("Z-1"),
+            a: vec![Ref("B-1"), Ref("Z-1"), Ref("B-1")],
+            m: HashMap::from([("k2", Ref("C-1")), ("k1", Ref("D-1"))]),
+        };
+        let c = enc(&args);
+        assert_eq!(c.step_refs, ["B-1", "Z-1", "D-1", "C-1"]);
+        // Map iteration order never changes the list.
+        for cap in [0, 1, 7, 100] {
+            let mut m = HashMap::with_capacity(cap);
+            m.insert("k1", Ref("D-1"));
+            m.insert("k2", Ref("C-1"));
+            assert_eq!(enc(&m).step_refs, ["D-1", "C-1"]);
+        }
+        // A reference is not the same as its id string.
+        assert_ne!(bytes(&Ref("X-1")), bytes("X-1"));
+        assert!(enc(&"X-1").step_refs.is_empty());
+    }
+
+    #[test]
+    fn distinct_values_give_distinct_bytes() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (bytes(&["ab", "c"]), bytes(&["a", "bc"])),
+            (bytes(&Some(())), bytes(&None::<()>)),
+            (bytes(&Some(None::<u8>)), bytes(&None::<Option<u8>>)),
+            (bytes(&()), bytes(&Empty {})),
+            (bytes(&()), bytes(&None::<()>)),
+            (bytes("a"), bytes(&'a')),
+            (bytes("1"), bytes(&1u8)),
+            (bytes(&Vec::<u8>::new()), bytes(&None::<u8>)),
+            (bytes(&vec![1u8, 2]), bytes(&Bytes(&[1, 2]))),
+            (bytes(&Bytes(b"ab")), bytes("ab")),
+            (
+                bytes(&AB {
+                    a: 1,
+                    b: "x".into(),
+                }),
+                bytes(&BTreeMap::from([("a", "1"), ("b", "x")])),
+            ),
+            (bytes(&E::A), bytes("A")),
+            (bytes(&E::A), bytes(&E::B(0))),
+            (bytes(&E::B(1)), bytes(&1u8)),
+            (
+                bytes(&vec![vec![1u8], vec![]]),
+                bytes(&vec![vec![], vec![1u8]]),
+            ),
+            (bytes(&vec![(); 2]), bytes(&vec![(); 3])),
+            (bytes(&true), bytes(&1u8)),
+            (bytes(&0u8), bytes(&-0.0f64)),
+            (
+                bytes(&BTreeMap::from([(1u8, 2u8)])),
+                bytes(&BTreeMap::from([(2u8, 1u8)])),
+            ),
+        ];
+        for (i, (a, b)) in pairs.iter().enumerate() {
+            assert_ne!(a, b, "pair {i} collides");
+        }
+    }
+
+    #[test]
+    fn intentional_collisions() {
+        // Documented in the module docs: these are the same value for the id.
+        assert_eq!(bytes(&Unit), bytes(&()));
+        assert_eq!(bytes(&Wrap(3)), bytes(&3u64));
+        assert_eq!(bytes(&Pair(1, 2)), bytes(&(1u8, 2u8)));
+        assert_eq!(bytes(&[1u8, 2]), bytes(&vec![1u8, 2]));
+        assert_eq!(bytes(&E::A), bytes(&F::A(())));
+        assert_eq!(bytes(&E::C(1, 2)), bytes(&F::C((1, 2))));
+        assert_eq!(bytes(&"x".to_string()), bytes("x"));
+        assert_eq!(bytes(&Box::new(1u8)), bytes(&1u8));
+        assert_eq!(bytes(&std::path::PathBuf::from("a/b")), bytes("a/b"));
+    }
+
+    #[test]
+    fn sorted_helper() {
+        #[derive(Serialize)]
+        struct Args {
+            #[serde(serialize_with = "sorted")]
+            langs: Vec<&'static str>,
+        }
+        let a = Args {
+            langs: vec!["en", "de", "fr"],
+        };
+        let b = Args {
+            langs: vec!["fr", "en", "de"],
+        };
+        assert_eq!(bytes(&a), bytes(&b));
+        #[derive(Serialize)]
+        struct SetArgs {
+            langs: BTreeSet<&'static str>,
+        }
+        assert_eq!(
+            bytes(&a),
+            bytes(&SetArgs {
+                langs: BTreeSet::from(["de", "en", "fr"])
+            })
+        );
+        // Other serializers see the plain sequence.
+        assert_eq!(
+            serde_json::to_string(&a).ok().as_deref(),
+            Some(r#"{"langs":["en","de","fr"]}"#)
+        );
+    }
+
+    #[test]
+    fn errors_not_panics() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("nope"))
+            }
+        }
+        let e = canonical(&vec![Fails]).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("cannot canonicalize the step's arguments: nope")
+        );
+        assert!(canonical(&HashMap::from([(1u8, Fails)])).is_err());
+
+        struct BadRef;
+        impl Serialize for BadRef {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_newtype_struct(STEP_REF_NAME, &42u8)
+            }
+        }
+        assert!(canonical(&BadRef).is_err());
+
+        struct ValueFirst;
+        impl Serialize for ValueFirst {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(None)?;
+                m.serialize_value(&1u8)?;
+                m.end()
+            }
+        }
+        assert!(canonical(&ValueFirst).is_err());
+
+        struct KeyOnly;
+        impl Serialize for KeyOnly {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(None)?;
+                m.serialize_key(&1u8)?;
+                m.end()
+            }
+        }
+        assert!(canonical(&KeyOnly).is_err());
+    }
+
+    // ---- properties -----------------------------------------------------------------------
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-c]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]{0,2}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn hash_map_order_and_capacity_never_matter(
+            entries in prop::collection::btree_map("[a-z]{0,4}", any::<i64>(), 0..40),
+            cap_a in 0usize..64,
+            cap_b in 0usize..64,
+        ) {
+            let mut a = HashMap::with_capacity(cap_a);
+            for (k, v) in &entries {
+                a.insert(k.clone(), *v);
+            }
+            let mut b = HashMap::with_capacity(cap_b);
+            for (k, v) in entries.iter().rev() {
+                b.insert(k.clone(), *v);
+            }
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(bytes(&a), bytes(&b));
+            prop_assert_eq!(bytes(&a), bytes(&entries));
+        }
+
+        #[test]
+        fn nested_unordered_collections_are_canonical(
+            entries in prop::collection::btree_map(
+                "[a-z]{0,3}",
+                prop::collection::btree_set(any::<u16>(), 0..8),
+                0..10,
+            ),
+            cap in 0usize..32,
+        ) {
+            let mut hashed: HashMap<String, HashSet<u16>> = HashMap::with_capacity(cap);
+            for (k, set) in entries.iter().rev() {
+                let mut hs = HashSet::with_capacity(cap);
+                for x in set.iter().rev() {
+                    hs.insert(*x);
+                }
+                hashed.insert(k.clone(), hs);
+            }
+            prop_assert_eq!(bytes(&hashed), bytes(&entries));
+            // Sets of collections, and unordered collections of sets.
+            let bs: BTreeSet<Vec<u16>> =
+                entries.values().map(|s| s.iter().copied().collect()).collect();
+            let hs: HashSet<Vec<u16>> = bs.iter().rev().cloned().collect();
+            prop_assert_eq!(bytes(&hs), bytes(&bs));
+            let vs: Vec<HashSet<u16>> =
+                entries.values().map(|s| s.iter().rev().copied().collect()).collect();
+            let vb: Vec<&BTreeSet<u16>> = entries.values().collect();
+            prop_assert_eq!(bytes(&vs), bytes(&vb));
+        }
+
+        #[test]
+        fn hash_set_equals_btree_set(xs in prop::collection::vec(any::<i32>(), 0..50)) {
+            let hs: HashSet<i32> = xs.iter().copied().collect();
+            let bs: BTreeSet<i32> = xs.iter().rev().copied().collect();
+            prop_assert_eq!(bytes(&hs), bytes(&bs));
+        }
+
+        #[test]
+        fn integer_width_never_matters(v in any::<i64>()) {
+            let b = bytes(&v);
+            prop_assert_eq!(&b, &bytes(&i128::from(v)));
+            if let Ok(u) = u64::try_from(v) {
+                prop_assert_eq!(&b, &bytes(&u));
+                prop_assert_eq!(&b, &bytes(&u128::from(u)));
+            }
+            if let Ok(x) = i32::try_from(v) {
+                prop_assert_eq!(&b, &bytes(&x));
+            }
+            if let Ok(x) = i16::try_from(v) {
+                prop_assert_eq!(&b, &bytes(&x));
+            }
+            if let Ok(x) = u8::try_from(v) {
+                prop_assert_eq!(&b, &bytes(&x));
+            }
+        }
+
+        #[test]
+        fn distinct_integers_distinct_bytes(a in any::<i128>(), b in any::<i128>()) {
+            prop_assert_eq!(a == b, bytes(&a) == bytes(&b));
+        }
+
+        #[test]
+        fn f32_widens_to_f64(v in any::<f32>()) {
+            prop_assert_eq!(bytes(&v), bytes(&f64::from(v)));
+        }
+
+        #[test]
+        fn string_sequences_are_injective(
+            a in prop::collection::vec("[ab]{0,3}", 0..4),
+            b in prop::collection::vec("[ab]{0,3}", 0..4),
+        ) {
+            prop_assert_eq!(a == b, bytes(&a) == bytes(&b));
+        }
+
+        #[test]
+        fn equal_json_values_iff_equal_bytes(a in json_value(), b in json_value()) {
+            prop_assert_eq!(a == b, bytes(&a) == bytes(&b));
+            prop_assert_eq!(bytes(&a), bytes(&a.clone()));
+        }
     }
 }
