@@ -114,6 +114,22 @@ impl Workspace {
         })
     }
 
+    /// A workspace over a custom object store (for example a fault-injecting one in tests or
+    /// fuzzing), with its metadata in memory and its work folders in a private temporary
+    /// directory.
+    ///
+    /// # Errors
+    /// An I/O error creating the temporary folder.
+    pub fn with_store(store: Arc<dyn ObjectStore>) -> Result<Workspace> {
+        let ws = Self::memory()?;
+        let mut inner = Arc::into_inner(ws.inner).expect("a new workspace has one handle");
+        inner.store = store;
+        inner.url = "custom://".into();
+        Ok(Workspace {
+            inner: Arc::new(inner),
+        })
+    }
+
     /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`), or
     /// `memory://`.
     ///
