@@ -7,3 +7,11 @@
 mod codec;
 
 pub use codec::{JsonCodec, PostcardCodec};
+mod value;
+pub use value::{BytesFormat, JsonFormat, PostcardFormat, TextFormat};
+mod sqlite;
+pub use sqlite::{
+    DatasetDict, SqliteCompression, SqliteDatasetDict, SqliteDatasetDictFormat, SqliteDict,
+    SqliteDictFormat, SqliteDictIter, SqliteDictKeys, SqliteIter, SqliteSequence,
+    SqliteSequenceBuilder, SqliteSequenceFormat,
+};
