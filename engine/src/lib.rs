@@ -47,8 +47,8 @@ pub use manifest::Manifest;
 pub use step::canonical;
 pub use step::{Context, ResultOf, Step, StepRef, ID_SCHEME};
 pub use workspace::{
-    Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_CACHE_BYTES,
-    DEFAULT_CACHE_ENTRIES, SCHEMA_VERSION,
+    GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
+    DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use milonga_sdk::{ContentId, ReadSeek, Result, SharedBytes};
 
-pub use local::LocalStore;
+pub use local::{LocalStore, OBJECTS_DIR, TMP_DIR};
 pub use memory::MemoryStore;
 pub(crate) use verify::{verify_bytes, VerifyingReader};
 

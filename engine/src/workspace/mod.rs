@@ -3,6 +3,7 @@
 mod artifact;
 mod cache;
 mod db;
+mod gc;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use milonga_sdk::{ArtifactHandle, ContentId};
 
 pub use cache::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES};
 pub use db::{StepInfo, StepState, SCHEMA_VERSION};
+pub use gc::GcReport;
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
 pub(crate) use cache::MemoryCache;
