@@ -189,13 +189,20 @@ pub fn canonical<T: Serialize + ?Sized>(value: &T) -> Result<Canonical, Canonica
 /// ordinary sequence, which serde formats usually make transparent, so the stored form of the
 /// arguments does not change.
 ///
-/// ```ignore
+/// ```
+/// use milonga::canonical::{canonical, sorted};
+/// use serde::Serialize;
+///
 /// #[derive(Serialize)]
 /// struct Args {
-///     // The path is wherever the crate re-exports this function.
-///     #[serde(serialize_with = "milonga::canonical::sorted")]
-///     languages: Vec<String>, // ["en", "de"] and ["de", "en"] give the same id
+///     #[serde(serialize_with = "sorted")]
+///     languages: Vec<&'static str>,
 /// }
+///
+/// let a = canonical(&Args { languages: vec!["en", "de"] })?;
+/// let b = canonical(&Args { languages: vec!["de", "en"] })?;
+/// assert_eq!(a, b);
+/// # Ok::<(), milonga::canonical::CanonicalError>(())
 /// ```
 pub fn sorted<'c, C, S>(value: &'c C, serializer: S) -> Result<S::Ok, S::Error>
 where

@@ -235,6 +235,15 @@ impl Workspace {
     /// # Errors
     /// A database or I/O error that stops the check itself; problems found are in the report.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(&mut |_, _| {})
+    }
+
+    /// As [`verify`](Workspace::verify), calling `progress(objects_checked, bytes_checked)` after
+    /// each object (for a progress bar).
+    ///
+    /// # Errors
+    /// As [`verify`](Workspace::verify).
+    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         for info in self.steps()? {
             let Some(mid) = info.manifest_id else {
@@ -260,6 +269,7 @@ impl Workspace {
                         error: format!("file {}: {e}", f.name),
                     });
                 }
+                progress(report.objects_checked, report.bytes_checked);
             }
         }
         Ok(report)

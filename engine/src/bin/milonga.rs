@@ -1,0 +1,169 @@
+//! `milonga`: inspect and maintain a workspace from the command line.
+//!
+//! ```text
+//! cargo run --release -p milonga --features cli --bin milonga -- steps /tmp/milonga-demo
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use milonga::{StepInfo, Workspace};
+
+#[derive(Parser)]
+#[command(
+    name = "milonga",
+    version,
+    about = "Inspect and maintain a milonga workspace"
+)]
+struct Cli {
+    /// The workspace: a path, file://PATH.
+    workspace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every step: state, stored size, id.
+    Steps,
+    /// Show one step's record and the files of its result.
+    Info {
+        /// The step's unique id.
+        unique_id: String,
+    },
+    /// Re-read every stored object and check it against its content id.
+    Verify,
+    /// Forget steps' results so that they run again (objects stay until `gc`).
+    Rm {
+        /// Unique ids of the steps.
+        #[arg(required = true)]
+        unique_ids: Vec<String>,
+    },
+    /// Remove objects no step refers to.
+    Gc {
+        /// Keep unreferenced objects younger than this many seconds (a writer may be about to
+        /// record them).
+        #[arg(long, default_value_t = 3600)]
+        grace_secs: u64,
+    },
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn stored_size(ws: &Workspace, info: &StepInfo) -> Option<u64> {
+    info.manifest_id?;
+    let a = ws.artifact(&info.unique_id).ok()?;
+    Some(a.files().iter().map(|f| f.len).sum())
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let ws = Workspace::from_url(&cli.workspace)?;
+    match cli.command {
+        Command::Steps => {
+            let steps = ws.steps()?;
+            println!("{:<10} {:>10}  unique id", "state", "size");
+            for s in &steps {
+                let size = stored_size(&ws, s).map(human).unwrap_or_else(|| "-".into());
+                println!("{:<10} {:>10}  {}", s.state.as_str(), size, s.unique_id);
+            }
+            println!("{} steps", steps.len());
+        }
+        Command::Info { unique_id } => {
+            let Some(s) = ws.step_info(&unique_id)? else {
+                eprintln!("no step {unique_id} in {}", ws.url());
+                return Ok(ExitCode::from(2));
+            };
+            println!("unique id:    {}", s.unique_id);
+            println!("type:         {}", s.step_type);
+            println!("version:      {}", s.version.as_deref().unwrap_or("-"));
+            println!("state:        {}", s.state);
+            println!("format:       {} v{}", s.format_id, s.format_version);
+            println!("attempts:     {}", s.attempts);
+            println!("owner:        {}", s.owner.as_deref().unwrap_or("-"));
+            if let (Some(a), Some(b)) = (s.started_at, s.ended_at) {
+                println!("duration:     {:.3} s", (b - a) as f64 / 1000.0);
+            }
+            if let Some(e) = &s.error {
+                println!("error:        {e}");
+            }
+            for d in &s.dependencies {
+                println!("depends on:   {d}");
+            }
+            if let Some(m) = s.manifest_id {
+                println!("manifest:     {m}");
+                for f in ws.artifact(&unique_id)?.files() {
+                    println!("  {:<24} {:>10}  {}", f.name, human(f.len), f.id);
+                }
+            }
+        }
+        Command::Verify => {
+            let total: u64 = ws.steps()?.iter().filter_map(|s| stored_size(&ws, s)).sum();
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "verifying {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                )
+                .expect("valid template"),
+            );
+            let report = ws.verify_with_progress(&mut |_, bytes| bar.set_position(bytes))?;
+            bar.finish_and_clear();
+            println!(
+                "checked {} objects, {}",
+                report.objects_checked,
+                human(report.bytes_checked)
+            );
+            if !report.problems.is_empty() {
+                for p in &report.problems {
+                    println!("PROBLEM {}: {}", p.unique_id, p.error);
+                }
+                return Ok(ExitCode::from(1));
+            }
+            println!("no problems");
+        }
+        Command::Rm { unique_ids } => {
+            for id in unique_ids {
+                if ws.remove_step(&id)? {
+                    println!("removed {id}");
+                } else {
+                    println!("no step {id}");
+                }
+            }
+        }
+        Command::Gc { grace_secs } => {
+            let r = ws.gc(Duration::from_secs(grace_secs))?;
+            println!(
+                "removed {} objects and {} staging files, freed {}; kept {} live and {} recent objects",
+                r.removed_objects,
+                r.removed_staging_files,
+                human(r.freed_bytes),
+                r.live_objects,
+                r.young_objects
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("milonga: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
