@@ -103,7 +103,11 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
     /// [`Error::WrongFormat`] for a file of another format or codec; [`Error::Corrupt`] for a
     /// file that is not SQLite; [`Error::Io`] (kind `ResourceBusy`) while another builder holds
     /// the file; I/O errors.
-    pub fn open_with(path: impl AsRef<Path>, codec: C, compression: SqliteCompression) -> Result<Self> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        codec: C,
+        compression: SqliteCompression,
+    ) -> Result<Self> {
         Self::open_shared(path.as_ref(), Arc::new(codec), compression)
     }
 
@@ -147,7 +151,8 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
                 conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
                     .in_db(&file)?;
                 // Take the write lock now, so that a second builder fails at open.
-                conn.execute_batch("BEGIN IMMEDIATE; COMMIT;").in_db(&file)?;
+                conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+                    .in_db(&file)?;
             }
             let max: Option<i64> = conn
                 .query_row("SELECT MAX(i) FROM items", [], |r| r.get(0))
@@ -159,7 +164,10 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
                     .saturating_add(1),
             };
             let sealed = meta.finished;
-            (SeqWriter::resume(conn, file, &meta, len, compression)?, sealed)
+            (
+                SeqWriter::resume(conn, file, &meta, len, compression)?,
+                sealed,
+            )
         };
         Ok(SqliteSequenceBuilder {
             w: Some(w),

@@ -173,7 +173,10 @@ impl ValueDecoder {
     }
 
     /// The codec bytes of a stored value; the error is the reason it cannot be decoded.
-    pub(crate) fn decode<'a>(&'a mut self, stored: &'a [u8]) -> std::result::Result<&'a [u8], String> {
+    pub(crate) fn decode<'a>(
+        &'a mut self,
+        stored: &'a [u8],
+    ) -> std::result::Result<&'a [u8], String> {
         let Some(dctx) = self.dctx.as_mut() else {
             return Ok(stored);
         };

@@ -108,7 +108,12 @@ impl<T, M, C: Codec<T>> SqliteDatasetDictFormat<T, M, C> {
         self
     }
 
-    fn write_index(&self, names: Vec<String>, metadata: &M, artifact: &dyn ArtifactWriter) -> Result<()>
+    fn write_index(
+        &self,
+        names: Vec<String>,
+        metadata: &M,
+        artifact: &dyn ArtifactWriter,
+    ) -> Result<()>
     where
         M: Serialize,
     {
@@ -129,10 +134,9 @@ impl<T, M, C: Codec<T>> SqliteDatasetDictFormat<T, M, C> {
         M: DeserializeOwned,
     {
         let bytes = artifact.bytes(INDEX_FILE)?;
-        let (_, payload) =
-            open_envelope((*bytes).as_ref(), &self.id, DATASET_VERSION, INDEX_FILE)?;
-        let (names, metadata): (Vec<String>, M) = postcard::from_bytes(payload)
-            .map_err(|e| Error::Decode {
+        let (_, payload) = open_envelope((*bytes).as_ref(), &self.id, DATASET_VERSION, INDEX_FILE)?;
+        let (names, metadata): (Vec<String>, M) =
+            postcard::from_bytes(payload).map_err(|e| Error::Decode {
                 file: INDEX_FILE.into(),
                 offset: 0,
                 reason: e.to_string(),
@@ -183,7 +187,8 @@ where
     }
 }
 
-impl<T, M, C> Format<DatasetDict<SqliteSequenceBuilder<T, C>, M>> for SqliteDatasetDictFormat<T, M, C>
+impl<T, M, C> Format<DatasetDict<SqliteSequenceBuilder<T, C>, M>>
+    for SqliteDatasetDictFormat<T, M, C>
 where
     T: 'static,
     M: Serialize + DeserializeOwned + Send + Sync + 'static,

@@ -13,9 +13,7 @@ use serde::Serialize;
 
 use super::compress::{train_dictionary, SqliteCompression, ValueEncoder};
 use super::sequence::{open_bulk, remove_db, WRITE_BATCH};
-use super::{
-    create_schema, decode_item, format_id, seal, set_meta, Kind, ReadDb, SqlResultExt,
-};
+use super::{create_schema, decode_item, format_id, seal, set_meta, Kind, ReadDb, SqlResultExt};
 use crate::codec::PostcardCodec;
 
 const DICT_ID: &str = "milonga.sqlite_dict";
@@ -200,7 +198,7 @@ where
             } else {
                 insert(&mut enc, &k, &raw)?;
             }
-            if n % WRITE_BATCH == 0 {
+            if n.is_multiple_of(WRITE_BATCH) {
                 conn.execute_batch("COMMIT; BEGIN").in_db(&file)?;
             }
         }
@@ -210,7 +208,12 @@ where
         let len: i64 = conn
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
             .in_db(&file)?;
-        set_meta(&conn, &file, "max_value_len", max_value_len.to_le_bytes().to_vec())?;
+        set_meta(
+            &conn,
+            &file,
+            "max_value_len",
+            max_value_len.to_le_bytes().to_vec(),
+        )?;
         seal(&conn, &file, Kind::Dict, u64::try_from(len).unwrap_or(0))?;
         conn.execute_batch("COMMIT").in_db(&file)?;
         // Rebuild in key order: the bytes no longer depend on the order of the input.
@@ -308,13 +311,17 @@ where
             let Some(row) = rows.next().in_db(file)? else {
                 return Ok(None);
             };
-            let stored = row
-                .get_ref(0)
-                .in_db(file)?
-                .as_blob()
-                .map_err(|_| Error::corrupt(file, 0, format!("value of key {k:02x?} is not a BLOB")))?;
-            decode_item(&*self.codec, &mut slot.dec, stored, file, &format_args!("key {k:02x?}"))
-                .map(Some)
+            let stored = row.get_ref(0).in_db(file)?.as_blob().map_err(|_| {
+                Error::corrupt(file, 0, format!("value of key {k:02x?} is not a BLOB"))
+            })?;
+            decode_item(
+                &*self.codec,
+                &mut slot.dec,
+                stored,
+                file,
+                &format_args!("key {k:02x?}"),
+            )
+            .map(Some)
         })
     }
 
@@ -465,7 +472,9 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_entry()? {
             Ok((k, Some(v))) => Some(Ok((k, v))),
-            Ok((_, None)) => Some(Err(Error::Unsupported("a keys-only scan has no values".into()))),
+            Ok((_, None)) => Some(Err(Error::Unsupported(
+                "a keys-only scan has no values".into(),
+            ))),
             Err(e) => Some(Err(e)),
         }
     }

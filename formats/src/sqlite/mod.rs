@@ -256,7 +256,13 @@ pub(crate) fn read_meta(
             let value: Vec<u8> = match row.get_ref(1).in_db(file)? {
                 rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
                 rusqlite::types::ValueRef::Text(t) => t.to_vec(),
-                _ => return Err(Error::corrupt(file, 0, format!("meta {key:?} is not a BLOB"))),
+                _ => {
+                    return Err(Error::corrupt(
+                        file,
+                        0,
+                        format!("meta {key:?} is not a BLOB"),
+                    ))
+                }
             };
             rows.insert(key, value);
         }
@@ -368,10 +374,8 @@ static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Copies artifact file `name` to a temporary local file (for backends without local paths).
 fn materialize(artifact: &ArtifactHandle, name: &str, file: &str) -> Result<PathBuf> {
     let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!(
-        "milonga-sqlite-{}-{n}.sqlite",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("milonga-sqlite-{}-{n}.sqlite", std::process::id()));
     let mut src = artifact.open(name)?;
     let mut dst = std::fs::File::create(&path).map_err(|e| Error::io(path.display(), e))?;
     let copied = io::copy(&mut src, &mut dst).map_err(|e| Error::io(file, e));
@@ -426,14 +430,20 @@ impl ReadDb {
             ));
         }
         let Some(len) = meta.len else {
-            return Err(Error::corrupt(&db.file, 0, "finished file without a length"));
+            return Err(Error::corrupt(
+                &db.file,
+                0,
+                "finished file without a length",
+            ));
         };
         let found: u64 = match kind {
             Kind::Sequence => {
                 let max: Option<i64> = conn
                     .query_row("SELECT MAX(i) FROM items", [], |r| r.get(0))
                     .in_db(&db.file)?;
-                max.map_or(0, |m| u64::try_from(m).map_or(u64::MAX, |m| m.saturating_add(1)))
+                max.map_or(0, |m| {
+                    u64::try_from(m).map_or(u64::MAX, |m| m.saturating_add(1))
+                })
             }
             // A dict's COUNT(*) is O(n); its length is checked by a full scan only.
             Kind::Dict => {

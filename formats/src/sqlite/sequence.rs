@@ -405,7 +405,7 @@ impl<T, C: Codec<T>> SqliteSequenceFormat<T, C> {
         let r = (|| {
             for item in items {
                 w.push(&*self.codec, &item)?;
-                if w.len % WRITE_BATCH == 0 {
+                if w.len.is_multiple_of(WRITE_BATCH) {
                     w.commit()?;
                 }
             }
@@ -484,7 +484,11 @@ where
     }
 
     /// Publishes the builder's file as the artifact, moving it where the backend allows.
-    fn write(&self, value: SqliteSequenceBuilder<T, C>, artifact: &dyn ArtifactWriter) -> Result<()> {
+    fn write(
+        &self,
+        value: SqliteSequenceBuilder<T, C>,
+        artifact: &dyn ArtifactWriter,
+    ) -> Result<()> {
         if value.codec_id() != self.codec.id() {
             return Err(Error::WrongFormat {
                 file: value.path().display().to_string(),
@@ -609,10 +613,18 @@ impl<T, C: Codec<T>> SqliteSequence<T, C> {
             let Some(row) = rows.next().in_db(file)? else {
                 return Err(Error::corrupt(file, 0, format!("item {abs} is missing")));
             };
-            let stored = row.get_ref(0).in_db(file)?.as_blob().map_err(|_| {
-                Error::corrupt(file, 0, format!("item {abs} is not a BLOB"))
-            })?;
-            decode_item(&*self.codec, &mut slot.dec, stored, file, &format_args!("item {abs}"))
+            let stored = row
+                .get_ref(0)
+                .in_db(file)?
+                .as_blob()
+                .map_err(|_| Error::corrupt(file, 0, format!("item {abs} is not a BLOB")))?;
+            decode_item(
+                &*self.codec,
+                &mut slot.dec,
+                stored,
+                file,
+                &format_args!("item {abs}"),
+            )
         })
     }
 
@@ -658,7 +670,7 @@ impl<T, C: Codec<T>> SqliteSequence<T, C> {
     }
 }
 
-impl<'a, T, C: Codec<T>> IntoIterator for &'a SqliteSequence<T, C> {
+impl<T, C: Codec<T>> IntoIterator for &SqliteSequence<T, C> {
     type Item = Result<T>;
     type IntoIter = SqliteIter<T, C>;
     fn into_iter(self) -> Self::IntoIter {
@@ -710,9 +722,10 @@ impl<T, C: Codec<T>> SqliteIter<T, C> {
                 if u64::try_from(i).ok() != Some(expect) {
                     return Err(Error::corrupt(file, 0, format!("item {expect} is missing")));
                 }
-                let stored = row.get_ref(1).in_db(file)?.as_blob().map_err(|_| {
-                    Error::corrupt(file, 0, format!("item {expect} is not a BLOB"))
-                })?;
+                let stored =
+                    row.get_ref(1).in_db(file)?.as_blob().map_err(|_| {
+                        Error::corrupt(file, 0, format!("item {expect} is not a BLOB"))
+                    })?;
                 bytes += stored.len();
                 let item = decode_item(
                     &*seq.codec,

@@ -1,0 +1,115 @@
+//! Every built-in format and codec through the SDK test kit (`milonga_sdk::testing`), with the
+//! allocation meter on.
+
+use std::collections::BTreeMap;
+
+use milonga_formats::{
+    BytesFormat, JsonCodec, JsonFormat, PostcardCodec, PostcardFormat, TextFormat,
+};
+use milonga_sdk::testing::{check_codec, check_format, meter_installed};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+milonga_sdk::allocation_meter!();
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    id: u32,
+    name: String,
+    tags: Vec<u8>,
+    score: Option<i16>,
+    counts: BTreeMap<String, u64>,
+    shape: Shape,
+    nested: Vec<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Dot,
+    Circle(u32),
+    Rect { w: u16, h: u16 },
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::Dot),
+        any::<u32>().prop_map(Shape::Circle),
+        (any::<u16>(), any::<u16>()).prop_map(|(w, h)| Shape::Rect { w, h }),
+    ]
+}
+
+fn record() -> impl Strategy<Value = Record> {
+    (
+        any::<u32>(),
+        ".{0,12}",
+        proptest::collection::vec(any::<u8>(), 0..24),
+        any::<Option<i16>>(),
+        proptest::collection::btree_map("[a-z]{0,6}", any::<u64>(), 0..5),
+        shape(),
+        proptest::collection::vec(proptest::collection::vec(any::<u16>(), 0..4), 0..4),
+    )
+        .prop_map(|(id, name, tags, score, counts, shape, nested)| Record {
+            id,
+            name,
+            tags,
+            score,
+            counts,
+            shape,
+            nested,
+        })
+}
+
+#[test]
+fn the_allocation_meter_is_on() {
+    assert!(meter_installed());
+}
+
+#[test]
+fn postcard_format_records() {
+    check_format(&PostcardFormat, record());
+}
+
+#[test]
+fn postcard_format_scalars_and_strings() {
+    check_format(&PostcardFormat, any::<u64>());
+    check_format(&PostcardFormat, any::<(bool, char, i128)>());
+    check_format(&PostcardFormat, ".{0,40}");
+    check_format(&PostcardFormat, proptest::collection::vec(".{0,3}", 0..20));
+}
+
+#[test]
+fn json_format_records() {
+    check_format(&JsonFormat, record());
+}
+
+#[test]
+fn json_format_scalars_and_strings() {
+    check_format(&JsonFormat, any::<i64>());
+    check_format(&JsonFormat, ".{0,40}");
+    check_format(
+        &JsonFormat,
+        proptest::collection::vec(any::<Option<u8>>(), 0..20),
+    );
+}
+
+#[test]
+fn text_format() {
+    check_format(&TextFormat, ".{0,80}");
+}
+
+#[test]
+fn bytes_format() {
+    check_format(&BytesFormat, proptest::collection::vec(any::<u8>(), 0..200));
+}
+
+#[test]
+fn postcard_codec() {
+    check_codec(&PostcardCodec, record());
+    check_codec(&PostcardCodec, any::<(u8, i64, Option<u32>)>());
+}
+
+#[test]
+fn json_codec() {
+    check_codec(&JsonCodec, record());
+    check_codec(&JsonCodec, ".{0,20}");
+}

@@ -1,0 +1,182 @@
+//! Micro-measurement of the SQLite sequence on 1,000,000 benchmark records (not a test):
+//! `cargo test -p milonga-formats --release --test sqlite_bench -- --ignored --nocapture`
+
+use std::time::Instant;
+
+use milonga_formats::{SqliteCompression, SqliteSequenceFormat};
+use milonga_sdk::{Format, MemoryArtifact};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Record {
+    id: u64,
+    text: String,
+    score: f32,
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "no",
+    "model",
+    "training",
+    "data",
+    "step",
+    "result",
+    "cache",
+    "pipeline",
+    "token",
+    "sequence",
+    "layer",
+    "network",
+    "learning",
+    "research",
+    "experiment",
+    "evaluation",
+    "language",
+    "dataset",
+    "storage",
+    "engine",
+    "format",
+    "value",
+    "number",
+    "system",
+    "between",
+    "through",
+    "during",
+    "without",
+    "however",
+    "another",
+    "because",
+    "different",
+    "important",
+    "following",
+];
+
+fn records(n: u64) -> impl Iterator<Item = Record> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n).map(move |id| {
+        let mut text = String::with_capacity(110);
+        while text.len() < 100 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+        }
+        Record {
+            id,
+            text,
+            score: (x % 10_000) as f32 / 10_000.0,
+        }
+    })
+}
+
+fn measure(name: &str, compression: SqliteCompression) {
+    const N: u64 = 1_000_000;
+    let format = SqliteSequenceFormat::<Record>::new().compression(compression);
+    let artifact = MemoryArtifact::new();
+    let t = Instant::now();
+    format.write(records(N), &artifact).unwrap();
+    let write = t.elapsed().as_secs_f64();
+    let bytes = artifact.file("data.sqlite").unwrap().len();
+    let seq = Format::<Vec<Record>>::read(&format, artifact.handle()).unwrap();
+    // Warm up, then iterate.
+    let _ = seq.iter().count();
+    let t = Instant::now();
+    let mut n = 0u64;
+    for r in seq.iter() {
+        let r = r.unwrap();
+        assert_eq!(r.id, n);
+        n += 1;
+    }
+    let iter = t.elapsed().as_secs_f64();
+    assert_eq!(n, N);
+    let gets = 300_000u64;
+    let mut x: u64 = 12345;
+    let t = Instant::now();
+    for _ in 0..gets {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = x % N;
+        assert_eq!(seq.get(i).unwrap().id, i);
+    }
+    let get = t.elapsed().as_secs_f64();
+    println!(
+        "{name}: write {:.0} items/s ({write:.2} s, incl. MemoryArtifact ingest copy), \
+         random get {:.0}/s, iteration {:.0} items/s, {:.1} bytes/item ({bytes} bytes)",
+        N as f64 / write,
+        gets as f64 / get,
+        N as f64 / iter,
+        bytes as f64 / N as f64
+    );
+}
+
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+fn sqlite_sequence_one_million_records() {
+    let sample: Vec<Record> = records(3).collect();
+    println!(
+        "record sample: {:?} (postcard {} bytes)",
+        sample[0],
+        postcard::to_stdvec(&sample[0]).unwrap().len()
+    );
+    measure("none", SqliteCompression::None);
+    measure("zstd level 3, 16 KiB dict", SqliteCompression::zstd());
+    measure(
+        "zstd level 3, 4 KiB dict",
+        SqliteCompression::Zstd {
+            level: 3,
+            dictionary_bytes: 4096,
+        },
+    );
+}

@@ -1,0 +1,133 @@
+//! Settings shared by the format, codec and decoder checks.
+
+use super::alloc::AllocationLimit;
+use super::mutate::Plan;
+use super::report::{default_cases, Check};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) cases: u32,
+    pub(crate) mutations: usize,
+    pub(crate) all_cuts_up_to: usize,
+    pub(crate) sampled_cuts: usize,
+    pub(crate) truncation_is_err: bool,
+    pub(crate) allocation: AllocationLimit,
+    pub(crate) skipped: Vec<Check>,
+}
+
+impl Options {
+    pub(crate) fn new(truncation_is_err: bool) -> Self {
+        Options {
+            cases: default_cases(),
+            mutations: 24,
+            all_cuts_up_to: 96,
+            sampled_cuts: 24,
+            truncation_is_err,
+            allocation: AllocationLimit::default(),
+            skipped: Vec::new(),
+        }
+    }
+
+    pub(crate) fn runs(&self, check: Check) -> bool {
+        !self.skipped.contains(&check)
+    }
+
+    pub(crate) fn only(&mut self, checks: &[Check]) {
+        self.skipped = [
+            Check::Write,
+            Check::RoundTrip,
+            Check::RandomAccess,
+            Check::Determinism,
+            Check::NoPanic,
+            Check::Rejection,
+            Check::Allocation,
+            Check::VersionSkew,
+        ]
+        .into_iter()
+        .filter(|c| *c != Check::Write && !checks.contains(c))
+        .collect();
+    }
+
+    pub(crate) fn plan(&self) -> Plan {
+        Plan {
+            all_cuts_up_to: self.all_cuts_up_to,
+            sampled_cuts: self.sampled_cuts,
+            mutations: self.mutations,
+            truncation_is_err: self.truncation_is_err,
+        }
+    }
+
+    /// Whether any check that reads mutated bytes is on.
+    pub(crate) fn mutates(&self) -> bool {
+        self.runs(Check::NoPanic) || self.runs(Check::Rejection) || self.runs(Check::Allocation)
+    }
+}
+
+/// Implements the setters shared by every check builder (a type with an `options: Options`
+/// field).
+macro_rules! option_setters {
+    () => {
+        /// How many generated values to check (default 32, or `PROPTEST_CASES`).
+        pub fn cases(&mut self, cases: u32) -> &mut Self {
+            self.options.cases = cases;
+            self
+        }
+
+        /// How many random mutations (bit flips, lying length fields, random bytes) to try per
+        /// generated value and file, besides the truncations (default 24).
+        pub fn mutations(&mut self, mutations: usize) -> &mut Self {
+            self.options.mutations = mutations;
+            self
+        }
+
+        /// Inputs up to `all_up_to` bytes are cut at every length; longer ones at `sampled`
+        /// random lengths (defaults 96 and 24).
+        pub fn truncations(&mut self, all_up_to: usize, sampled: usize) -> &mut Self {
+            self.options.all_cuts_up_to = all_up_to;
+            self.options.sampled_cuts = sampled;
+            self
+        }
+
+        /// Whether a truncated input must give an error ([`Check::Rejection`]), or may decode
+        /// to some value as long as it does not panic.
+        pub fn truncation_must_fail(&mut self, must_fail: bool) -> &mut Self {
+            self.options.truncation_is_err = must_fail;
+            self
+        }
+
+        /// The largest single allocation a decode may make (checked when a meter is
+        /// installed, see [`allocation_meter!`](crate::allocation_meter)).
+        pub fn allocation_limit(&mut self, limit: $crate::testing::AllocationLimit) -> &mut Self {
+            self.options.allocation = limit;
+            self
+        }
+
+        /// Skips one check.
+        pub fn skip(&mut self, check: $crate::testing::Check) -> &mut Self {
+            if !self.options.skipped.contains(&check) {
+                self.options.skipped.push(check);
+            }
+            self
+        }
+
+        /// Runs only these checks (writing and reading a valid value always runs).
+        pub fn only(&mut self, checks: &[$crate::testing::Check]) -> &mut Self {
+            self.options.only(checks);
+            self
+        }
+
+        /// Panics with the [`Failure`](crate::testing::Failure) report if a check fails: the
+        /// form to call from a `#[test]`.
+        ///
+        /// # Panics
+        /// When [`run`](Self::run) returns an error.
+        #[track_caller]
+        pub fn assert(&self) {
+            if let Err(failure) = self.run() {
+                panic!("{failure}");
+            }
+        }
+    };
+}
+
+pub(crate) use option_setters;

@@ -1,0 +1,185 @@
+//! What a check found: [`Failure`], and the proptest runner that produces it.
+
+use std::any::Any;
+use std::fmt::{self, Debug};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
+
+/// The property a [`Failure`] broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Check {
+    /// Writing (or encoding) a generated value failed or panicked.
+    Write,
+    /// Reading back what was written failed, panicked or gave another value.
+    RoundTrip,
+    /// Random access to a lazy output disagreed with reading it sequentially.
+    RandomAccess,
+    /// The same value gave different bytes or content ids.
+    Determinism,
+    /// Decoding bad bytes panicked.
+    NoPanic,
+    /// Bad bytes that must be refused (a truncated or missing file) decoded without an error.
+    Rejection,
+    /// A decode made a single allocation bigger than the [`AllocationLimit`](super::AllocationLimit).
+    Allocation,
+    /// A payload from a newer format version was not refused with `UnsupportedVersion`.
+    VersionSkew,
+}
+
+impl Check {
+    const ALL: [Check; 8] = [
+        Check::Write,
+        Check::RoundTrip,
+        Check::RandomAccess,
+        Check::Determinism,
+        Check::NoPanic,
+        Check::Rejection,
+        Check::Allocation,
+        Check::VersionSkew,
+    ];
+
+    /// A short name, as printed in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Write => "write",
+            Check::RoundTrip => "round-trip",
+            Check::RandomAccess => "random-access",
+            Check::Determinism => "determinism",
+            Check::NoPanic => "no-panic",
+            Check::Rejection => "rejection",
+            Check::Allocation => "allocation",
+            Check::VersionSkew => "version-skew",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A broken contract, with the smallest generated value proptest found that shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The property that does not hold.
+    pub check: Check,
+    /// What happened, including the mutation of the bytes where there was one.
+    pub message: String,
+    /// The generated value (`Debug`), after shrinking.
+    pub input: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} check failed: {}\n  generated value: {}",
+            self.check, self.message, self.input
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A failed check inside one test case, before proptest adds the input.
+pub(crate) struct CaseFailure {
+    pub(crate) check: Check,
+    pub(crate) message: String,
+}
+
+pub(crate) fn fail<T>(check: Check, message: impl Into<String>) -> Result<T, CaseFailure> {
+    Err(CaseFailure {
+        check,
+        message: message.into(),
+    })
+}
+
+/// Runs `f`, turning a panic into `Err` with the panic's message.
+pub(crate) fn no_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(panic_message)
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// `Debug` of `v`, cut to a readable length.
+pub(crate) fn short_debug(v: &dyn Debug) -> String {
+    let s = format!("{v:?}");
+    if s.len() > 300 {
+        let mut end = 300;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}… ({} more bytes of Debug output)",
+            &s[..end],
+            s.len() - end
+        )
+    } else {
+        s
+    }
+}
+
+/// The number of cases when neither the caller nor `PROPTEST_CASES` says otherwise.
+pub(crate) fn default_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
+
+/// Runs `case` on values of `strategy` (paired with a seed for the byte mutations) and maps
+/// proptest's result to a [`Failure`].
+pub(crate) fn run_cases<S: Strategy>(
+    cases: u32,
+    strategy: S,
+    case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
+) -> Result<(), Failure> {
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 512,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let strategy = (strategy, proptest::num::u64::ANY);
+    let result = runner.run(&strategy, |(value, seed)| {
+        case(value, seed).map_err(|f| TestCaseError::fail(format!("[{}] {}", f.check, f.message)))
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(TestError::Fail(reason, (value, seed))) => {
+            let reason = reason.message().to_owned();
+            let (check, message) = Check::ALL
+                .iter()
+                .find_map(|c| {
+                    reason
+                        .strip_prefix(&format!("[{c}] "))
+                        .map(|m| (*c, m.to_owned()))
+                })
+                // proptest caught a panic outside the kit's own guards.
+                .unwrap_or((Check::Write, reason));
+            Err(Failure {
+                check,
+                message,
+                input: format!("{} (mutation seed {seed})", short_debug(&value)),
+            })
+        }
+        Err(TestError::Abort(reason)) => Err(Failure {
+            check: Check::Write,
+            message: format!("proptest gave up: {}", reason.message()),
+            input: String::new(),
+        }),
+    }
+}
