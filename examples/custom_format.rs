@@ -326,6 +326,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+// In the tests, count allocations so that the kit can check that no decode allocates memory
+// driven by an unchecked length field.
+#[cfg(test)]
+milonga::sdk::allocation_meter!();
+
 #[cfg(test)]
 mod tests {
     use super::*;
