@@ -15,3 +15,6 @@ pub use sqlite::{
     SqliteDictFormat, SqliteDictIter, SqliteDictKeys, SqliteIter, SqliteSequence,
     SqliteSequenceBuilder, SqliteSequenceFormat,
 };
+pub mod chunked;
+mod stream;
+pub use stream::{Stream, StreamFormat, StreamIter, StreamReader};

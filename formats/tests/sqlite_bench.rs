@@ -8,7 +8,7 @@ use milonga_sdk::{Format, MemoryArtifact};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Record {
+pub struct Record {
     id: u64,
     text: String,
     score: f32,
@@ -99,7 +99,7 @@ const WORDS: &[&str] = &[
     "following",
 ];
 
-fn records(n: u64) -> impl Iterator<Item = Record> {
+pub fn records(n: u64) -> impl Iterator<Item = Record> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n).map(move |id| {
         let mut text = String::with_capacity(110);
@@ -170,13 +170,36 @@ fn sqlite_sequence_one_million_records() {
         sample[0],
         postcard::to_stdvec(&sample[0]).unwrap().len()
     );
-    measure("none", SqliteCompression::None);
-    measure("zstd level 3, 16 KiB dict", SqliteCompression::zstd());
-    measure(
-        "zstd level 3, 4 KiB dict",
-        SqliteCompression::Zstd {
-            level: 3,
-            dictionary_bytes: 4096,
-        },
-    );
+    let only = std::env::var("MILONGA_BENCH_ONLY").ok();
+    let blocks = |items_per_block, level, dictionary_bytes| SqliteCompression::ZstdBlocks {
+        items_per_block,
+        level,
+        dictionary_bytes,
+    };
+    for (name, c) in [
+        (
+            "default: blocks of 8, zstd 3, 16 KiB dict",
+            SqliteCompression::default(),
+        ),
+        (
+            "blocks of 12, zstd 3, 16 KiB dict",
+            blocks(12, 3, 16 * 1024),
+        ),
+        (
+            "blocks of 16, zstd 3, 16 KiB dict",
+            blocks(16, 3, 16 * 1024),
+        ),
+        (
+            "blocks of 32, zstd 3, 16 KiB dict",
+            blocks(32, 3, 16 * 1024),
+        ),
+        ("blocks of 8, zstd 1, 16 KiB dict", blocks(8, 1, 16 * 1024)),
+        ("blocks of 8, zstd 3, no dict", blocks(8, 3, 0)),
+        ("none", SqliteCompression::None),
+        ("per-value zstd 3, 16 KiB dict", SqliteCompression::zstd()),
+    ] {
+        if only.as_deref().is_none_or(|o| name.contains(o)) {
+            measure(name, c);
+        }
+    }
 }

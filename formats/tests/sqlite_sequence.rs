@@ -27,10 +27,20 @@ proptest! {
     #[test]
     fn roundtrip_and_random_access_match_a_vec(
         items in proptest::collection::vec(".{0,40}", 0..300),
-        zstd in any::<bool>(),
+        mode in 0u8..4,
+        per_block in 1u32..6,
         queries in proptest::collection::vec((0u64..400, 0u64..400), 0..20),
     ) {
-        let compression = if zstd { SqliteCompression::zstd() } else { SqliteCompression::None };
+        let compression = match mode {
+            0 => SqliteCompression::None,
+            1 => SqliteCompression::zstd(),
+            2 => SqliteCompression::default(),
+            _ => SqliteCompression::ZstdBlocks {
+                items_per_block: per_block,
+                level: 1,
+                dictionary_bytes: 1024,
+            },
+        };
         let artifact = write_seq(items.clone(), compression);
         let seq = read_seq(&artifact).unwrap();
         let n = items.len() as u64;
@@ -70,7 +80,11 @@ proptest! {
 #[test]
 fn writing_is_deterministic() {
     let items: Vec<String> = (0..5000).map(|i| format!("item number {i}")).collect();
-    for c in [SqliteCompression::None, SqliteCompression::zstd()] {
+    for c in [
+        SqliteCompression::None,
+        SqliteCompression::zstd(),
+        SqliteCompression::default(),
+    ] {
         let a = write_seq(items.clone(), c).file("data.sqlite").unwrap();
         let b = write_seq(items.clone(), c).file("data.sqlite").unwrap();
         assert!(a == b, "{c:?}");

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::Mutex;
 
+pub mod fuzz;
+
 use milonga::{BoxError, Context, PostcardFormat, Step, StepRef};
 use serde::Serialize;
 

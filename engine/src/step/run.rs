@@ -175,6 +175,20 @@ fn run_and_store<S: Step>(
 }
 
 impl Workspace {
+    /// Opens the result of `step` while it may still be running, in this process or another:
+    /// for a format that can follow (a stream), the returned handle yields what is committed so
+    /// far, then waits for more until the writer completes, and reports an error if the writer
+    /// fails or dies. For a completed step this is the same as reading its result. It never runs
+    /// the step.
+    ///
+    /// # Errors
+    /// As [`Step::unique_id`]; errors from the format's `read`.
+    pub fn follow<S: Step>(&self, step: &S) -> Result<ResultOf<S>> {
+        let (unique_id, _) = id::unique_id(step)?;
+        let artifact = self.follow_artifact(&unique_id)?;
+        Ok(step.format().read(artifact)?)
+    }
+
     /// Whether the workspace has a completed result for `step`, without loading it.
     ///
     /// # Errors

@@ -36,7 +36,10 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The default: zstd at level 3 (see `BENCHMARKS.md` and the stream spec for why).
+    /// The default: zstd at level 3. On the issue-3 workload (1M records of ~111 bytes, 16 KiB
+    /// blocks) it stores 6% less than level 1 (ratio 3.35 vs 3.16) for ~15–30% less write
+    /// throughput, which stays above 1.3M items/s on two cores; level 6 gains only 1.5% more
+    /// at half the speed.
     pub const DEFAULT: Compression = Compression::Zstd { level: 3 };
 
     fn kind(self) -> u8 {
@@ -67,6 +70,11 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// The length of `v` as a LEB128 varint.
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Reads an unsigned LEB128 varint of at most 10 bytes from the front of `bytes`; returns the
@@ -146,7 +154,11 @@ pub(crate) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub(crate) fn new(bytes: &'a [u8], file: &'a str) -> Self {
-        Fields { bytes, pos: 0, file }
+        Fields {
+            bytes,
+            pos: 0,
+            file,
+        }
     }
     pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
@@ -334,7 +346,8 @@ impl ChunkInfo {
                 uncompressed_len: f.u32("block uncompressed length")?,
                 stored_len: f.u32("block stored length")?,
             };
-            let bad = |reason: String| Err(Error::corrupt(file, at, format!("block {i}: {reason}")));
+            let bad =
+                |reason: String| Err(Error::corrupt(file, at, format!("block {i}: {reason}")));
             if b.item_count == 0 || b.item_count > b.uncompressed_len {
                 return bad(format!(
                     "{} items in {} bytes",
@@ -572,16 +585,17 @@ impl ChunkEncoder {
         let mut stored_blocks: Vec<Vec<u8>> = Vec::new();
         if let Some(c) = &mut self.cctx {
             for b in blocks {
-                stored_blocks.push(
-                    c.compress(&b.data)
-                        .map_err(|e| err(format!("zstd: {e}")))?,
-                );
+                stored_blocks.push(c.compress(&b.data).map_err(|e| err(format!("zstd: {e}")))?);
             }
         }
         let stored_len = |i: usize, b: &RawBlock| -> usize {
             stored_blocks.get(i).map_or(b.data.len(), Vec::len)
         };
-        let total_stored: usize = blocks.iter().enumerate().map(|(i, b)| stored_len(i, b)).sum();
+        let total_stored: usize = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| stored_len(i, b))
+            .sum();
         let mut out = Vec::with_capacity(
             FIXED_HEADER_LEN
                 + self.codec_id.len()
@@ -710,6 +724,7 @@ impl<'a> Items<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -719,9 +734,13 @@ mod tests {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(get_varint(&b), Some((v, b.len())));
+            assert_eq!(varint_len(v), b.len());
             assert_eq!(get_varint(&b[..b.len() - 1]), None);
         }
         assert_eq!(get_varint(&[0xff; 11]), None);
-        assert_eq!(get_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), None);
+        assert_eq!(
+            get_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            None
+        );
     }
 }

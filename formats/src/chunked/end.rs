@@ -236,9 +236,11 @@ impl EndRecord {
                     ),
                 ));
             }
-            next = first_item.checked_add(u64::from(item_count)).ok_or_else(|| {
-                Error::corrupt(file, at, format!("index entry {i}: item numbers overflow"))
-            })?;
+            next = first_item
+                .checked_add(u64::from(item_count))
+                .ok_or_else(|| {
+                    Error::corrupt(file, at, format!("index entry {i}: item numbers overflow"))
+                })?;
             chunks.push(IndexEntry {
                 first_item,
                 item_count,
@@ -270,6 +272,7 @@ impl EndRecord {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -278,7 +281,10 @@ mod tests {
         let l = StreamLayout::new("p/");
         let n = l.chunk_name(3, 28086, 9362);
         assert_eq!(n, "p/chunks/0000000003-00000000000000028086-0000009362");
-        assert_eq!(l.parse_chunk_name(&n).map(|r| r.ok()), Some(Some((3, 28086, 9362))));
+        assert_eq!(
+            l.parse_chunk_name(&n).map(|r| r.ok()),
+            Some(Some((3, 28086, 9362)))
+        );
         assert!(l.parse_chunk_name("p/end").is_none());
         assert!(l.parse_chunk_name("q/chunks/x").is_none());
         for bad in [
@@ -311,7 +317,10 @@ mod tests {
         assert_eq!(bytes.len(), 56 + 2 * 56 + 32);
         assert_eq!(EndRecord::decode(&bytes, "end").ok(), Some(rec));
         for cut in 0..bytes.len() {
-            assert!(EndRecord::decode(&bytes[..cut], "end").is_err(), "cut {cut}");
+            assert!(
+                EndRecord::decode(&bytes[..cut], "end").is_err(),
+                "cut {cut}"
+            );
         }
     }
 }

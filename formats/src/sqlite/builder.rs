@@ -11,7 +11,8 @@ use milonga_sdk::{ArtifactWriter, Codec, Envelope, Error, FileEntry, Result};
 use rusqlite::{Connection, OpenFlags};
 
 use super::compress::SqliteCompression;
-use super::sequence::{remove_sidecars, SeqWriter, SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
+use super::sequence::{SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
+use super::writer::{remove_sidecars, SeqWriter};
 use super::{format_id, read_meta, SqlResultExt};
 use crate::codec::PostcardCodec;
 
@@ -28,6 +29,10 @@ const DEFAULT_COMMIT_EVERY: u64 = 10_000;
 /// process kill loses at most the uncommitted ones. The file is in WAL mode with
 /// `synchronous = FULL` while it is built, and locked: a second builder on the same file gets an
 /// [`Error::Io`] of kind `ResourceBusy`.
+///
+/// In the block layout (the default), the items of the block being filled wait uncompressed in
+/// a `pending` table until the block is full; a commit makes them durable like any other, so
+/// after a crash `len()` is exactly the number of committed items, a partial block included.
 ///
 /// [`finish`](Self::finish) seals the file (length recorded, further writes refused by triggers)
 /// and publishes it as the artifact file `data.sqlite`: a move where the backend allows. A
@@ -76,7 +81,7 @@ where
     PostcardCodec: Codec<T>,
 {
     /// Opens the builder at `path`, creating the file if it does not exist; items as postcard,
-    /// uncompressed.
+    /// compressed in blocks ([`SqliteCompression::blocks`]).
     ///
     /// # Errors
     /// As [`open_with`](Self::open_with).
@@ -135,11 +140,13 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
                 &Envelope::new(&id, SEQUENCE_VERSION),
                 codec.id(),
                 compression,
+                true,
             )?;
             (w, false)
         } else {
             let meta = read_meta(&conn, &file, &id, SEQUENCE_VERSION, codec.id())?;
-            if meta.version != SEQUENCE_VERSION {
+            // A version 1 file (one row per item) is continued in its own layout.
+            if !(1..=SEQUENCE_VERSION).contains(&meta.version) {
                 return Err(Error::UnsupportedVersion {
                     file,
                     format: id,
@@ -154,20 +161,8 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
                 conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
                     .in_db(&file)?;
             }
-            let max: Option<i64> = conn
-                .query_row("SELECT MAX(i) FROM items", [], |r| r.get(0))
-                .in_db(&file)?;
-            let len = match max {
-                None => 0,
-                Some(m) => u64::try_from(m)
-                    .map_err(|_| Error::corrupt(&file, 0, "negative item index"))?
-                    .saturating_add(1),
-            };
             let sealed = meta.finished;
-            (
-                SeqWriter::resume(conn, file, &meta, len, compression)?,
-                sealed,
-            )
+            (SeqWriter::resume(conn, file, &meta, compression)?, sealed)
         };
         Ok(SqliteSequenceBuilder {
             w: Some(w),

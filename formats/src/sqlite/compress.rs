@@ -1,16 +1,19 @@
-//! Optional zstd compression of stored values, with a dictionary trained on the first rows.
+//! How stored values are compressed: as they are, one zstd frame per value, or zstd blocks of
+//! consecutive items (the default), with a dictionary trained on the first rows.
 
 use milonga_sdk::{Error, Result};
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
 
 /// The four magic bytes every zstd frame starts with; they are not stored (each value would
 /// repeat them) and are put back before decompression.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// How the values of a SQLite sequence or dict are stored.
 ///
 /// The choice is recorded in the file, so a reader handles every option whatever it was
-/// configured with.
+/// configured with. Measured on 1,000,000 ~110-byte records (`docs/spec/sqlite.md`), only
+/// [`ZstdBlocks`](SqliteCompression::ZstdBlocks) meets every target at once (write, random
+/// get, iteration speed and file size), so it is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SqliteCompression {
@@ -25,12 +28,37 @@ pub enum SqliteCompression {
         /// The largest dictionary to train; `0` for none.
         dictionary_bytes: u32,
     },
+    /// Sequences: `items_per_block` consecutive items per row, compressed together as one zstd
+    /// frame with a dictionary of at most `dictionary_bytes` trained on the first blocks
+    /// (`0`: no dictionary). Item `i` is in block `i / items_per_block`, so a `get` is still one
+    /// row lookup; a reader keeps the last block it decompressed. Format version 2.
+    ///
+    /// A dict has no consecutive items: [`SqliteDictFormat`](super::SqliteDictFormat) stores
+    /// each value as with [`Zstd`](SqliteCompression::Zstd) at the same level and dictionary
+    /// size.
+    ZstdBlocks {
+        /// Items per block, 1..=65536.
+        items_per_block: u32,
+        /// The zstd level, 1..=22.
+        level: i32,
+        /// The largest dictionary to train; `0` for none.
+        dictionary_bytes: u32,
+    },
 }
 
 impl SqliteCompression {
-    /// zstd at level 3 with a 16 KiB dictionary.
+    /// Per-value zstd at level 3 with a 16 KiB dictionary.
     pub const fn zstd() -> Self {
         SqliteCompression::Zstd {
+            level: 3,
+            dictionary_bytes: 16 * 1024,
+        }
+    }
+
+    /// The default: blocks of 8 items, zstd level 3, a 16 KiB dictionary.
+    pub const fn blocks() -> Self {
+        SqliteCompression::ZstdBlocks {
+            items_per_block: 8,
             level: 3,
             dictionary_bytes: 16 * 1024,
         }
@@ -41,15 +69,30 @@ impl SqliteCompression {
         match self {
             SqliteCompression::None => "none",
             SqliteCompression::Zstd { .. } => "zstd",
+            SqliteCompression::ZstdBlocks { .. } => "zstd_blocks",
+        }
+    }
+
+    /// The per-value equivalent, for files without consecutive items (dicts).
+    pub(crate) fn per_value(self) -> Self {
+        match self {
+            SqliteCompression::ZstdBlocks {
+                level,
+                dictionary_bytes,
+                ..
+            } => SqliteCompression::Zstd {
+                level,
+                dictionary_bytes,
+            },
+            other => other,
         }
     }
 }
 
 impl Default for SqliteCompression {
-    /// No compression: on ~110-byte records zstd saves about 40% of the file but halves the
-    /// iteration speed (see `docs/spec/sqlite.md`).
+    /// [`SqliteCompression::blocks`].
     fn default() -> Self {
-        SqliteCompression::None
+        SqliteCompression::blocks()
     }
 }
 

@@ -74,7 +74,7 @@ impl<T, M> SqliteDatasetDictFormat<T, M, PostcardCodec>
 where
     PostcardCodec: Codec<T>,
 {
-    /// Items as postcard, uncompressed.
+    /// Items as postcard, compressed in blocks ([`SqliteCompression::blocks`]).
     pub fn new() -> Self {
         Self::with_codec(PostcardCodec)
     }

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::compress::{train_dictionary, SqliteCompression, ValueEncoder};
-use super::sequence::{open_bulk, remove_db, WRITE_BATCH};
+use super::sequence::WRITE_BATCH;
+use super::writer::{open_bulk, remove_db};
 use super::{create_schema, decode_item, format_id, seal, set_meta, Kind, ReadDb, SqlResultExt};
 use crate::codec::PostcardCodec;
 
@@ -102,7 +103,7 @@ impl<K, V, C: Codec<V>> SqliteDictFormat<K, V, C> {
         let id = format_id(DICT_ID, codec.id());
         SqliteDictFormat {
             codec: Arc::new(codec),
-            compression: SqliteCompression::default(),
+            compression: SqliteCompression::None,
             id,
             _kv: PhantomData,
         }
@@ -111,7 +112,7 @@ impl<K, V, C: Codec<V>> SqliteDictFormat<K, V, C> {
     /// Sets how values are compressed (readers handle every option).
     #[must_use]
     pub fn compression(mut self, compression: SqliteCompression) -> Self {
-        self.compression = compression;
+        self.compression = compression.per_value();
         self
     }
 }
@@ -154,7 +155,8 @@ where
                 level,
                 dictionary_bytes,
             } => (Some(level), dictionary_bytes as usize),
-            SqliteCompression::None => (None, 0),
+            // `compression()` maps blocks to per-value zstd.
+            SqliteCompression::None | SqliteCompression::ZstdBlocks { .. } => (None, 0),
         };
         let mut enc = ValueEncoder::plain();
         let mut samples: Option<Vec<(Vec<u8>, Vec<u8>)>> = None;

@@ -5,11 +5,13 @@
 //! `milonga_meta` table (envelope, codec, compression, length) and one data table. The layout
 //! is specified in `docs/spec/sqlite.md`.
 
+mod block;
 mod builder;
 mod compress;
 mod dataset;
 mod dict;
 mod sequence;
+mod writer;
 
 pub use builder::SqliteSequenceBuilder;
 pub use compress::SqliteCompression;
@@ -25,11 +27,13 @@ use std::sync::{Arc, Mutex};
 use milonga_sdk::{ArtifactHandle, Envelope, Error, Result};
 use rusqlite::{ffi, Connection, OpenFlags};
 
+use block::BlockDecoder;
 use compress::ValueDecoder;
 
 /// `PRAGMA application_id` of every milonga SQLite file: `MLGS`.
 pub(crate) const APPLICATION_ID: i32 = 0x4d4c_4753;
-/// `PRAGMA user_version`: the layout of the tables (see `docs/spec/sqlite.md`).
+/// `PRAGMA user_version`: the layout of the `milonga_meta` table (see `docs/spec/sqlite.md`);
+/// the data tables are told by the envelope's version and the `compression` entry.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// The codec id whose format ids carry no suffix.
 pub(crate) const DEFAULT_CODEC: &str = "postcard";
@@ -119,6 +123,8 @@ pub(crate) enum Kind {
     Sequence,
     /// `entries (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID`.
     Dict,
+    /// A version-2 sequence in blocks: `blocks (b INTEGER PRIMARY KEY, v BLOB NOT NULL)`.
+    Blocks,
 }
 
 impl Kind {
@@ -126,6 +132,7 @@ impl Kind {
         match self {
             Kind::Sequence => "items",
             Kind::Dict => "entries",
+            Kind::Blocks => "blocks",
         }
     }
 
@@ -135,6 +142,7 @@ impl Kind {
             Kind::Dict => {
                 "CREATE TABLE entries (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID"
             }
+            Kind::Blocks => "CREATE TABLE blocks (b INTEGER PRIMARY KEY, v BLOB NOT NULL)",
         }
     }
 }
@@ -191,13 +199,30 @@ pub(crate) fn seal(conn: &Connection, file: &str, kind: Kind, len: u64) -> Resul
     Ok(())
 }
 
+/// How a file's values are stored, as its `compression` entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// `none`: codec bytes, one row per value.
+    Plain,
+    /// `zstd`: one zstd frame per value.
+    Zstd,
+    /// `zstd_blocks`: `items` consecutive items per row of `blocks`, one zstd frame each.
+    Blocks {
+        /// Items per block.
+        items: u64,
+    },
+}
+
+/// The largest `block_items` a reader accepts.
+pub(crate) const MAX_BLOCK_ITEMS: u64 = 1 << 16;
+
 /// What a file's `milonga_meta` table says.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     /// The format version in the envelope.
     pub(crate) version: u32,
-    /// Whether values are zstd frames.
-    pub(crate) zstd: bool,
+    /// How values are stored.
+    pub(crate) stored: Stored,
     /// The zstd dictionary: `None` while a builder has not decided yet.
     pub(crate) dictionary: Option<Vec<u8>>,
     /// The recorded length (finished files only).
@@ -281,9 +306,27 @@ pub(crate) fn read_meta(
             found: format!("{} with codec {found_codec}", env.format_id),
         });
     }
-    let zstd = match need("compression")?.as_slice() {
-        b"none" => false,
-        b"zstd" => true,
+    let stored = match need("compression")?.as_slice() {
+        b"none" => Stored::Plain,
+        b"zstd" => Stored::Zstd,
+        b"zstd_blocks" if version >= 2 => {
+            let items = meta_u64(file, "block_items", need("block_items")?)?;
+            if !(1..=MAX_BLOCK_ITEMS).contains(&items) {
+                return Err(Error::corrupt(
+                    file,
+                    0,
+                    format!("block_items {items} is not in 1..={MAX_BLOCK_ITEMS}"),
+                ));
+            }
+            Stored::Blocks { items }
+        }
+        b"zstd_blocks" => {
+            return Err(Error::corrupt(
+                file,
+                0,
+                format!("compression \"zstd_blocks\" in a version {version} file (needs 2)"),
+            ))
+        }
         other => {
             return Err(Error::corrupt(
                 file,
@@ -313,7 +356,7 @@ pub(crate) fn read_meta(
     };
     Ok(Meta {
         version,
-        zstd,
+        stored,
         dictionary: rows.get("zstd_dict").cloned(),
         len,
         max_value_len,
@@ -323,21 +366,41 @@ pub(crate) fn read_meta(
 
 /// A decoder for the values of a file described by `meta`.
 pub(crate) fn decoder_for(meta: &Meta, file: &str) -> Result<ValueDecoder> {
-    if meta.zstd {
-        ValueDecoder::zstd(
+    match meta.stored {
+        Stored::Zstd => ValueDecoder::zstd(
             meta.dictionary.as_deref().unwrap_or_default(),
             meta.max_value_len,
             file,
-        )
-    } else {
-        Ok(ValueDecoder::plain())
+        ),
+        Stored::Plain | Stored::Blocks { .. } => Ok(ValueDecoder::plain()),
     }
 }
 
-/// A connection with the value decoder that goes with it.
+/// A connection with the decoders that go with it.
 pub(crate) struct Slot {
     pub(crate) conn: Connection,
+    /// Decodes values stored one per row.
     pub(crate) dec: ValueDecoder,
+    /// Decodes (and holds the last of) the blocks of a file in blocks.
+    pub(crate) blocks: Option<BlockDecoder>,
+}
+
+impl Slot {
+    fn new(conn: Connection, meta: &Meta, file: &str) -> Result<Slot> {
+        let blocks = match meta.stored {
+            Stored::Blocks { .. } => Some(BlockDecoder::new(
+                meta.dictionary.as_deref().unwrap_or_default(),
+                meta.max_value_len,
+                file,
+            )?),
+            Stored::Plain | Stored::Zstd => None,
+        };
+        Ok(Slot {
+            conn,
+            dec: decoder_for(meta, file)?,
+            blocks,
+        })
+    }
 }
 
 /// A finished file opened read-only, shared by every view on it.
@@ -408,7 +471,7 @@ impl ReadDb {
         let db = ReadDb {
             meta: Meta {
                 version: 0,
-                zstd: false,
+                stored: Stored::Plain,
                 dictionary: None,
                 len: None,
                 max_value_len: 0,
@@ -436,8 +499,34 @@ impl ReadDb {
                 "finished file without a length",
             ));
         };
-        let found: u64 = match kind {
-            Kind::Sequence => {
+        let found: u64 = match (kind, meta.stored) {
+            (Kind::Sequence | Kind::Blocks, Stored::Blocks { items }) => {
+                let max: Option<i64> = conn
+                    .query_row("SELECT MAX(b) FROM blocks", [], |r| r.get(0))
+                    .in_db(&db.file)?;
+                let blocks = max.map_or(0, |m| {
+                    u64::try_from(m).map_or(u64::MAX, |m| m.saturating_add(1))
+                });
+                // Every block but the last is full; the last holds 1..=items.
+                if blocks != len.div_ceil(items) {
+                    return Err(Error::corrupt(
+                        &db.file,
+                        0,
+                        format!(
+                            "meta says {len} items in blocks of {items}, the table has {blocks} blocks"
+                        ),
+                    ));
+                }
+                len
+            }
+            (Kind::Dict, Stored::Blocks { .. }) => {
+                return Err(Error::corrupt(
+                    &db.file,
+                    0,
+                    "a dict cannot be stored in blocks",
+                ))
+            }
+            (Kind::Sequence | Kind::Blocks, _) => {
                 let max: Option<i64> = conn
                     .query_row("SELECT MAX(i) FROM items", [], |r| r.get(0))
                     .in_db(&db.file)?;
@@ -446,7 +535,7 @@ impl ReadDb {
                 })
             }
             // A dict's COUNT(*) is O(n); its length is checked by a full scan only.
-            Kind::Dict => {
+            (Kind::Dict, _) => {
                 conn.prepare_cached("SELECT v FROM entries WHERE k = ?1")
                     .in_db(&db.file)?;
                 len
@@ -459,13 +548,10 @@ impl ReadDb {
                 format!("meta says {len} items, the table ends after {found}"),
             ));
         }
-        let dec = decoder_for(&meta, &db.file)?;
+        let slot = Slot::new(conn, &meta, &db.file)?;
         let mut db = db;
         db.meta = meta;
-        db.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Slot { conn, dec });
+        db.pool.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
         Ok(Arc::new(db))
     }
 
@@ -479,10 +565,11 @@ impl ReadDb {
         let slot = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut slot = match slot {
             Some(s) => s,
-            None => Slot {
-                conn: open_immutable(&self.path, &self.file)?,
-                dec: decoder_for(&self.meta, &self.file)?,
-            },
+            None => Slot::new(
+                open_immutable(&self.path, &self.file)?,
+                &self.meta,
+                &self.file,
+            )?,
         };
         let r = f(&mut slot);
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -506,6 +593,16 @@ pub(crate) fn decode_item<T, C: milonga_sdk::Codec<T> + ?Sized>(
         offset: 0,
         reason: format!("{what}: {reason}"),
     })?;
+    decode_raw(codec, raw, file, what)
+}
+
+/// Decodes the codec bytes `raw` of item `what`.
+pub(crate) fn decode_raw<T, C: milonga_sdk::Codec<T> + ?Sized>(
+    codec: &C,
+    raw: &[u8],
+    file: &str,
+    what: &dyn std::fmt::Display,
+) -> Result<T> {
     codec.decode(raw).map_err(|e| match e {
         Error::Decode { reason, .. } => Error::Decode {
             file: file.to_owned(),

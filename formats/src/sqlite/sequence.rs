@@ -9,292 +9,34 @@ use std::path::Path;
 use std::sync::Arc;
 
 use milonga_sdk::{ArtifactHandle, ArtifactWriter, Codec, Envelope, Error, Format, Result};
-use rusqlite::Connection;
 
+use super::block::BlockDecoder;
 use super::builder::SqliteSequenceBuilder;
-use super::compress::{train_dictionary, SqliteCompression, ValueEncoder};
-use super::{
-    create_schema, decode_item, format_id, seal, set_meta, Kind, Meta, ReadDb, SqlResultExt,
-};
+use super::compress::SqliteCompression;
+use super::writer::{open_bulk, SeqWriter};
+use super::{decode_item, decode_raw, format_id, Kind, ReadDb, SqlResultExt, Stored};
 use crate::codec::PostcardCodec;
 
 /// The base format id; `+<codec>` is appended for codecs other than postcard.
 pub(crate) const SEQUENCE_ID: &str = "milonga.sqlite_sequence";
-/// The version of the bytes [`SqliteSequenceFormat`] writes.
-pub(crate) const SEQUENCE_VERSION: u32 = 1;
+/// The version of the bytes [`SqliteSequenceFormat`] writes: 2 added the block layout
+/// (`compression = zstd_blocks`); version 1 files (`none`, `zstd`) are still read.
+pub(crate) const SEQUENCE_VERSION: u32 = 2;
 /// The artifact file a sequence is stored in.
 pub(crate) const SEQUENCE_FILE: &str = "data.sqlite";
 /// Rows per write transaction.
 pub(crate) const WRITE_BATCH: u64 = 65_536;
-/// Rows sampled to train a zstd dictionary.
-const SAMPLE_ROWS: usize = 4096;
-/// Bytes sampled to train a zstd dictionary.
-const SAMPLE_BYTES: usize = 1 << 20;
-/// Rows fetched per step of an iteration.
+/// Rows (or items, in blocks) fetched per step of an iteration.
 const READ_BATCH_ROWS: u64 = 1024;
 /// Stored bytes fetched per step of an iteration (at least one row).
 const READ_BATCH_BYTES: usize = 1 << 20;
-
-/// Writes the rows of a sequence file: shared by [`SqliteSequenceFormat`] and
-/// [`SqliteSequenceBuilder`].
-pub(crate) struct SeqWriter {
-    pub(crate) conn: Connection,
-    pub(crate) file: String,
-    level: i32,
-    dictionary_bytes: usize,
-    enc: ValueEncoder,
-    raw: Vec<u8>,
-    /// Encoded values waiting for the zstd dictionary to be trained.
-    samples: Option<Vec<Vec<u8>>>,
-    sample_bytes: usize,
-    /// Items written, committed or not.
-    pub(crate) len: u64,
-    max_value_len: u64,
-    in_tx: bool,
-}
-
-impl SeqWriter {
-    /// Creates the schema of a new sequence file in `conn`.
-    pub(crate) fn create(
-        conn: Connection,
-        file: String,
-        envelope: &Envelope,
-        codec: &str,
-        compression: SqliteCompression,
-    ) -> Result<Self> {
-        conn.execute_batch("BEGIN").in_db(&file)?;
-        create_schema(
-            &conn,
-            &file,
-            Kind::Sequence,
-            envelope,
-            codec,
-            compression.name(),
-        )?;
-        conn.execute_batch("COMMIT").in_db(&file)?;
-        let (level, dictionary_bytes) = match compression {
-            SqliteCompression::Zstd {
-                level,
-                dictionary_bytes,
-            } => (level, dictionary_bytes as usize),
-            SqliteCompression::None => (0, 0),
-        };
-        let mut w = SeqWriter {
-            conn,
-            file,
-            level,
-            dictionary_bytes,
-            enc: ValueEncoder::plain(),
-            raw: Vec::new(),
-            samples: None,
-            sample_bytes: 0,
-            len: 0,
-            max_value_len: 0,
-            in_tx: false,
-        };
-        if let SqliteCompression::Zstd { .. } = compression {
-            if dictionary_bytes > 0 {
-                w.samples = Some(Vec::new());
-            } else {
-                w.enc = ValueEncoder::zstd(level, &[], &w.file)?;
-            }
-        }
-        Ok(w)
-    }
-
-    /// Continues an existing, unfinished sequence file of `len` items described by `meta`.
-    pub(crate) fn resume(
-        conn: Connection,
-        file: String,
-        meta: &Meta,
-        len: u64,
-        compression: SqliteCompression,
-    ) -> Result<Self> {
-        let (level, dictionary_bytes) = match compression {
-            SqliteCompression::Zstd {
-                level,
-                dictionary_bytes,
-            } => (level, dictionary_bytes as usize),
-            SqliteCompression::None => (3, 0),
-        };
-        let mut w = SeqWriter {
-            conn,
-            file,
-            level,
-            dictionary_bytes,
-            enc: ValueEncoder::plain(),
-            raw: Vec::new(),
-            samples: None,
-            sample_bytes: 0,
-            len,
-            max_value_len: meta.max_value_len,
-            in_tx: false,
-        };
-        if meta.zstd {
-            match &meta.dictionary {
-                Some(d) => w.enc = ValueEncoder::zstd(level, d, &w.file)?,
-                None if len == 0 && dictionary_bytes > 0 => w.samples = Some(Vec::new()),
-                None => w.enc = ValueEncoder::zstd(level, &[], &w.file)?,
-            }
-        }
-        Ok(w)
-    }
-
-    fn begin(&mut self) -> Result<()> {
-        if !self.in_tx {
-            self.conn.execute_batch("BEGIN").in_db(&self.file)?;
-            self.in_tx = true;
-        }
-        Ok(())
-    }
-
-    fn insert(&mut self, index: u64, raw: &[u8]) -> Result<()> {
-        self.begin()?;
-        let stored = self.enc.encode(raw, &self.file)?;
-        let i = i64::try_from(index)
-            .map_err(|_| Error::Unsupported(format!("{}: more than 2^63 items", self.file)))?;
-        self.conn
-            .prepare_cached("INSERT INTO items (i, v) VALUES (?1, ?2)")
-            .in_db(&self.file)?
-            .execute(rusqlite::params![i, stored])
-            .in_db(&self.file)?;
-        Ok(())
-    }
-
-    /// Appends one item.
-    pub(crate) fn push<T, C: Codec<T> + ?Sized>(&mut self, codec: &C, item: &T) -> Result<()> {
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.clear();
-        let r = codec.encode(item, &mut raw);
-        if let Err(e) = r {
-            self.raw = raw;
-            return Err(e);
-        }
-        self.max_value_len = self.max_value_len.max(raw.len() as u64);
-        let index = self.len;
-        self.len += 1;
-        let r = if let Some(samples) = self.samples.as_mut() {
-            self.sample_bytes += raw.len();
-            samples.push(raw.clone());
-            if samples.len() >= SAMPLE_ROWS || self.sample_bytes >= SAMPLE_BYTES {
-                self.flush_samples()
-            } else {
-                Ok(())
-            }
-        } else {
-            self.insert(index, &raw)
-        };
-        self.raw = raw;
-        r
-    }
-
-    /// Trains the dictionary on the sampled values and writes them.
-    fn flush_samples(&mut self) -> Result<()> {
-        let Some(samples) = self.samples.take() else {
-            return Ok(());
-        };
-        self.begin()?;
-        let dict = train_dictionary(&samples, self.dictionary_bytes).unwrap_or_default();
-        set_meta(&self.conn, &self.file, "zstd_dict", dict.clone())?;
-        self.enc = ValueEncoder::zstd(self.level, &dict, &self.file)?;
-        let first = self.len - samples.len() as u64;
-        for (k, raw) in samples.iter().enumerate() {
-            self.insert(first + k as u64, raw)?;
-        }
-        Ok(())
-    }
-
-    /// Whether rows are waiting in an open transaction (or for the dictionary).
-    pub(crate) fn pending(&self) -> bool {
-        self.in_tx || self.samples.as_ref().is_some_and(|s| !s.is_empty())
-    }
-
-    /// Commits every item pushed so far.
-    pub(crate) fn commit(&mut self) -> Result<()> {
-        if self.samples.as_ref().is_some_and(|s| !s.is_empty()) {
-            self.flush_samples()?;
-        }
-        if self.in_tx {
-            set_meta(
-                &self.conn,
-                &self.file,
-                "max_value_len",
-                self.max_value_len.to_le_bytes().to_vec(),
-            )?;
-            self.conn.execute_batch("COMMIT").in_db(&self.file)?;
-            self.in_tx = false;
-        }
-        Ok(())
-    }
-
-    /// Commits and seals the file: records its length and forbids further writes.
-    pub(crate) fn seal(&mut self) -> Result<()> {
-        if self.samples.is_some() {
-            // Never trained: record the decision (no dictionary) so the file is complete.
-            self.flush_samples()?;
-        }
-        self.begin()?;
-        set_meta(
-            &self.conn,
-            &self.file,
-            "max_value_len",
-            self.max_value_len.to_le_bytes().to_vec(),
-        )?;
-        seal(&self.conn, &self.file, Kind::Sequence, self.len)?;
-        self.conn.execute_batch("COMMIT").in_db(&self.file)?;
-        self.in_tx = false;
-        Ok(())
-    }
-
-    /// Closes the connection, reporting errors.
-    pub(crate) fn close(self) -> Result<()> {
-        let file = self.file;
-        self.conn.close().map_err(|(_, e)| e).in_db(&file)
-    }
-}
-
-/// Removes `path` and the journal files SQLite may have left beside it.
-pub(crate) fn remove_db(path: &Path) -> Result<()> {
-    remove_files(path, &["", "-journal", "-wal", "-shm"])
-}
-
-/// Removes the journal files SQLite may have left beside `path`.
-pub(crate) fn remove_sidecars(path: &Path) -> Result<()> {
-    remove_files(path, &["-journal", "-wal", "-shm"])
-}
-
-fn remove_files(path: &Path, suffixes: &[&str]) -> Result<()> {
-    for suffix in suffixes {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(Path::new(&p).display(), e)),
-        }
-    }
-    Ok(())
-}
-
-/// Opens a new file for a one-shot write: no journal, no fsync (the artifact's ingest makes the
-/// finished file durable), exclusive lock.
-pub(crate) fn open_bulk(path: &Path, file: &str) -> Result<Connection> {
-    remove_db(path)?;
-    let conn = Connection::open(path).in_db(file)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
-         PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -65536;",
-    )
-    .in_db(file)?;
-    Ok(conn)
-}
 
 /// A list stored as a SQLite database (`data.sqlite`), read back as a lazy [`SqliteSequence`].
 ///
 /// It writes any `IntoIterator<Item = T>` (a `Vec<T>`, a generator-like iterator) item by item,
 /// in batched transactions, without collecting it; and a finished [`SqliteSequenceBuilder`]
 /// without copying its rows. Items are encoded with the codec `C` (postcard by default) and
-/// optionally compressed ([`SqliteCompression`]).
+/// compressed in blocks of 8 consecutive items by default ([`SqliteCompression`]).
 ///
 /// ```
 /// use milonga_formats::SqliteSequenceFormat;
@@ -340,7 +82,7 @@ impl<T> SqliteSequenceFormat<T, PostcardCodec>
 where
     PostcardCodec: Codec<T>,
 {
-    /// Items as postcard, uncompressed.
+    /// Items as postcard, compressed in blocks ([`SqliteCompression::blocks`]).
     pub fn new() -> Self {
         Self::with_codec(PostcardCodec)
     }
@@ -401,6 +143,7 @@ impl<T, C: Codec<T>> SqliteSequenceFormat<T, C> {
             &Envelope::new(&self.id, SEQUENCE_VERSION),
             self.codec.id(),
             self.compression,
+            false,
         )?;
         let r = (|| {
             for item in items {
@@ -602,6 +345,14 @@ impl<T, C: Codec<T>> SqliteSequence<T, C> {
             });
         }
         let abs = self.start + index;
+        match self.db.meta().stored {
+            Stored::Blocks { items } => self.get_in_block(abs, items),
+            Stored::Plain | Stored::Zstd => self.get_row(abs),
+        }
+    }
+
+    /// Item `abs` of a file with one row per item.
+    fn get_row(&self, abs: u64) -> Result<T> {
         let file = &self.db.file;
         let key = i64::try_from(abs).map_err(|_| Error::corrupt(file, 0, "index past 2^63"))?;
         self.db.with(|slot| {
@@ -625,6 +376,28 @@ impl<T, C: Codec<T>> SqliteSequence<T, C> {
                 file,
                 &format_args!("item {abs}"),
             )
+        })
+    }
+
+    /// Item `abs` of a file in blocks of `items`: from the slot's last block if it is the
+    /// right one, else one row lookup and one decompression.
+    fn get_in_block(&self, abs: u64, items: u64) -> Result<T> {
+        let file = &self.db.file;
+        let total = self.db.meta().len.unwrap_or(0);
+        let block = abs / items;
+        let k =
+            usize::try_from(abs % items).map_err(|_| Error::corrupt(file, 0, "block too large"))?;
+        self.db.with(|slot| {
+            let Some(dec) = slot.blocks.as_mut() else {
+                return Err(Error::corrupt(file, 0, "no block decoder"));
+            };
+            if !dec.holds(block) {
+                load_block(&slot.conn, dec, file, block, items, total)?;
+            }
+            let raw = dec.item(k).ok_or_else(|| {
+                Error::corrupt(file, 0, format!("item {abs} is missing from block {block}"))
+            })?;
+            decode_raw(&*self.codec, raw, file, &format_args!("item {abs}"))
         })
     }
 
@@ -698,9 +471,139 @@ impl<T, C> fmt::Debug for SqliteIter<T, C> {
     }
 }
 
+/// The number of items in block `block` of a file of `total` items in blocks of `items`.
+fn block_len(block: u64, items: u64, total: u64) -> u64 {
+    total.saturating_sub(block.saturating_mul(items)).min(items)
+}
+
+/// Reads and decompresses block `block` into `dec`.
+fn load_block(
+    conn: &rusqlite::Connection,
+    dec: &mut BlockDecoder,
+    file: &str,
+    block: u64,
+    items: u64,
+    total: u64,
+) -> Result<()> {
+    let key = i64::try_from(block).map_err(|_| Error::corrupt(file, 0, "block past 2^63"))?;
+    let mut stmt = conn
+        .prepare_cached("SELECT v FROM blocks WHERE b = ?1")
+        .in_db(file)?;
+    let mut rows = stmt.query([key]).in_db(file)?;
+    let Some(row) = rows.next().in_db(file)? else {
+        dec.forget();
+        return Err(Error::corrupt(file, 0, format!("block {block} is missing")));
+    };
+    let stored = row
+        .get_ref(0)
+        .in_db(file)?
+        .as_blob()
+        .map_err(|_| Error::corrupt(file, 0, format!("block {block} is not a BLOB")))?;
+    decode_block(dec, file, block, stored, items, total)
+}
+
+/// Decompresses `stored`, block `block`, into `dec`.
+fn decode_block(
+    dec: &mut BlockDecoder,
+    file: &str,
+    block: u64,
+    stored: &[u8],
+    items: u64,
+    total: u64,
+) -> Result<()> {
+    let n = block_len(block, items, total);
+    let first = block.saturating_mul(items);
+    let count = usize::try_from(n).map_err(|_| Error::corrupt(file, 0, "block too large"))?;
+    dec.load(block, stored, count)
+        .map_err(|reason| Error::Decode {
+            file: file.to_owned(),
+            offset: 0,
+            reason: format!("block {block} (items {first}..{}): {reason}", first + n),
+        })
+}
+
 impl<T, C: Codec<T>> SqliteIter<T, C> {
     /// Fetches and decodes the next batch of rows into `buf`.
     fn fill(&mut self) {
+        match self.seq.db.meta().stored {
+            Stored::Blocks { items } => self.fill_blocks(items),
+            Stored::Plain | Stored::Zstd => self.fill_rows(),
+        }
+    }
+
+    /// Fetches and decodes the next blocks into `buf`: one range scan over `blocks`.
+    fn fill_blocks(&mut self, items: u64) {
+        let seq = &self.seq;
+        let file = &seq.db.file;
+        let total = seq.db.meta().len.unwrap_or(0);
+        let from = self.next;
+        let end = self.end;
+        let first_block = from / items;
+        let last_block = (end - 1) / items + 1;
+        let to_block = last_block.min(first_block.saturating_add((READ_BATCH_ROWS / items).max(1)));
+        let buf = &mut self.buf;
+        let mut next = from;
+        let r = seq.db.with(|slot| {
+            let Some(dec) = slot.blocks.as_mut() else {
+                return Err(Error::corrupt(file, 0, "no block decoder"));
+            };
+            let (Ok(a), Ok(b)) = (i64::try_from(first_block), i64::try_from(to_block)) else {
+                return Err(Error::corrupt(file, 0, "block past 2^63"));
+            };
+            let mut stmt = slot
+                .conn
+                .prepare_cached("SELECT b, v FROM blocks WHERE b >= ?1 AND b < ?2 ORDER BY b")
+                .in_db(file)?;
+            let mut rows = stmt.query([a, b]).in_db(file)?;
+            let mut expect = first_block;
+            while expect < to_block {
+                let Some(row) = rows.next().in_db(file)? else {
+                    break;
+                };
+                let got: i64 = row.get(0).in_db(file)?;
+                if u64::try_from(got).ok() != Some(expect) {
+                    break;
+                }
+                let stored = row.get_ref(1).in_db(file)?.as_blob().map_err(|_| {
+                    Error::corrupt(file, 0, format!("block {expect} is not a BLOB"))
+                })?;
+                decode_block(dec, file, expect, stored, items, total)?;
+                let base = expect.saturating_mul(items);
+                let stop = end.min(base + block_len(expect, items, total));
+                while next < stop {
+                    let k = usize::try_from(next - base)
+                        .map_err(|_| Error::corrupt(file, 0, "block too large"))?;
+                    let raw = dec.item(k).ok_or_else(|| {
+                        Error::corrupt(file, 0, format!("item {next} is missing"))
+                    })?;
+                    buf.push_back(decode_raw(
+                        &*seq.codec,
+                        raw,
+                        file,
+                        &format_args!("item {next}"),
+                    )?);
+                    next += 1;
+                }
+                expect += 1;
+            }
+            if expect < to_block {
+                dec.forget();
+                return Err(Error::corrupt(
+                    file,
+                    0,
+                    format!("block {expect} is missing"),
+                ));
+            }
+            Ok(())
+        });
+        self.next = next;
+        if let Err(e) = r {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Fetches and decodes the next batch of rows into `buf` (one row per item).
+    fn fill_rows(&mut self) {
         let seq = &self.seq;
         let file = &seq.db.file;
         let from = self.next;

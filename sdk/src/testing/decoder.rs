@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 type Encode<'a, V> = Box<dyn Fn(&V) -> Result<Vec<u8>> + 'a>;
 type Decode<'a, V> = Box<dyn Fn(&[u8]) -> Result<V> + 'a>;
 type Extra<'a, V> = Box<dyn Fn(&V, &[u8]) -> Result<(), String> + 'a>;
+type Newer<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
 
 /// Checks a pair of functions `encode: &V → bytes` and `decode: bytes → V` (a header, an
 /// index, a manifest: any decoder that is not a whole [`Format`](crate::Format)):
@@ -57,7 +58,7 @@ pub struct DecoderCheck<'a, S: Strategy> {
     encode: Encode<'a, S::Value>,
     decode: Decode<'a, S::Value>,
     extra: Option<Extra<'a, S::Value>>,
-    newer: Option<Box<dyn Fn(&mut Vec<u8>) + 'a>>,
+    newer: Option<Newer<'a>>,
     options: Options,
 }
 

@@ -1,0 +1,844 @@
+//! Reading a chunked stream: the chunk index, verified chunk loading with a bounded cache,
+//! random access by item number, sequential reading with a read-ahead thread, and following a
+//! stream that is still being written.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use milonga_sdk::{ArtifactHandle, ArtifactStatus, Error, FileEntry, Result, SharedBytes};
+
+use super::chunk::{ChunkInfo, Decompressor, Items};
+use super::end::{EndRecord, IndexEntry, StreamLayout};
+use super::writer::check_chunk;
+
+/// Default budget of the cache of verified chunk files used by random access, in bytes of
+/// chunk files (on local backends these are memory maps, so the pages belong to the page cache).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Target size of the decompressed segments that sequential reading hands over between threads.
+pub const SEGMENT_BYTES: usize = 256 << 10;
+
+/// How long one call to `wait_for_change` may block before the reader checks again.
+const WAIT_SLICE: Duration = Duration::from_secs(1);
+
+/// A chunk the reader knows about: its file name and index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownChunk {
+    /// The chunk's position in the stream (0, 1, 2 …).
+    pub seq: u64,
+    /// The artifact file holding it.
+    pub name: String,
+    /// Its items, length and content id.
+    pub entry: IndexEntry,
+}
+
+/// A chunk file read and checked (checksum, header against the index, codec).
+#[derive(Clone)]
+pub struct LoadedChunk {
+    /// Which chunk.
+    pub chunk: KnownChunk,
+    /// The file's bytes (a memory map on local backends).
+    pub bytes: SharedBytes,
+    /// Its decoded header and block table.
+    pub info: ChunkInfo,
+}
+
+impl std::fmt::Debug for LoadedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedChunk")
+            .field("chunk", &self.chunk)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Consecutive blocks of one chunk (the whole chunk, or a segment of it), decompressed for
+/// sequential reading: their items, back to back.
+#[derive(Debug)]
+pub struct DecodedChunk {
+    /// Which chunk.
+    pub chunk: KnownChunk,
+    /// Number of the first item of `payload` within the stream.
+    pub first_item: u64,
+    /// How many items `payload` holds.
+    pub item_count: u32,
+    /// The blocks, decompressed and concatenated: length-prefixed items.
+    pub payload: Vec<u8>,
+}
+
+impl DecodedChunk {
+    /// The items of the payload.
+    pub fn items(&self) -> Items<'_> {
+        Items::new(&self.payload, u64::from(self.item_count))
+    }
+
+    /// One past the number of the payload's last item.
+    pub fn end_item(&self) -> u64 {
+        self.first_item + u64::from(self.item_count)
+    }
+
+    /// A corruption error about the item that starts at byte `pos` of the payload.
+    pub fn item_error(&self, item: u64, pos: usize, reason: &str) -> Error {
+        Error::corrupt(
+            &self.chunk.name,
+            0,
+            format!(
+                "item {item} (byte {pos} of the decompressed items {}..{}, chunk items {}..{}): \
+                 {reason}",
+                self.first_item,
+                self.end_item(),
+                self.chunk.entry.first_item,
+                self.chunk.entry.end_item()
+            ),
+        )
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Chunks known so far, in order, contiguous from chunk 0.
+    chunks: Vec<KnownChunk>,
+    /// Set once the end record was read and checked: the stream is complete.
+    end: Option<u64>,
+}
+
+struct Cache {
+    budget: usize,
+    used: usize,
+    order: VecDeque<u64>,
+    chunks: HashMap<u64, Arc<LoadedChunk>>,
+    /// The last block decompressed for random access: `(seq, block, payload)`.
+    block: Option<(u64, usize, Arc<Vec<u8>>)>,
+}
+
+impl Cache {
+    fn get(&mut self, seq: u64) -> Option<Arc<LoadedChunk>> {
+        let c = self.chunks.get(&seq)?.clone();
+        if let Some(pos) = self.order.iter().position(|&s| s == seq) {
+            self.order.remove(pos);
+        }
+        self.order.push_back(seq);
+        Some(c)
+    }
+
+    fn put(&mut self, chunk: Arc<LoadedChunk>) {
+        let seq = chunk.chunk.seq;
+        if self.chunks.contains_key(&seq) {
+            return;
+        }
+        self.used += chunk.chunk.entry.len as usize;
+        self.chunks.insert(seq, chunk);
+        self.order.push_back(seq);
+        while self.used > self.budget && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front() {
+                if let Some(c) = self.chunks.remove(&old) {
+                    self.used -= c.chunk.entry.len as usize;
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    artifact: ArtifactHandle,
+    layout: StreamLayout,
+    codec_id: String,
+    state: Mutex<State>,
+    cache: Mutex<Cache>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A reader over one chunked stream of an artifact.
+///
+/// It is cheap to clone (clones share the index and cache) and keeps the artifact alive. For a
+/// complete artifact, opening it reads the end record and checks it against the artifact's
+/// files; for an artifact still being written (its status is
+/// [`Writing`](ArtifactStatus::Writing)) the reader knows the chunks committed so far and waits
+/// for more when asked for items past them, until the writer completes (the end record must
+/// then agree with what was read) or fails (an error, never a silently short stream).
+#[derive(Clone)]
+pub struct ChunkedReader {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChunkedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkedReader")
+            .field("artifact", &self.inner.artifact.describe())
+            .field("layout", &self.inner.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkedReader {
+    /// Opens the stream `layout` of `artifact`, whose items must have been encoded with the codec
+    /// `codec_id`.
+    ///
+    /// # Errors
+    /// For a complete artifact: a missing, corrupt or inconsistent end record, or chunk files
+    /// that disagree with it (see the stream spec). For one being written: a malformed listing.
+    pub fn open(artifact: ArtifactHandle, layout: StreamLayout, codec_id: &str) -> Result<Self> {
+        let reader = ChunkedReader {
+            inner: Arc::new(Inner {
+                artifact,
+                layout,
+                codec_id: codec_id.to_owned(),
+                state: Mutex::new(State::default()),
+                cache: Mutex::new(Cache {
+                    budget: DEFAULT_CACHE_BYTES,
+                    used: 0,
+                    order: VecDeque::new(),
+                    chunks: HashMap::new(),
+                    block: None,
+                }),
+            }),
+        };
+        let files = reader.inner.artifact.files();
+        match reader.inner.artifact.status() {
+            ArtifactStatus::Complete => reader.inner.load_complete()?,
+            _ => reader.inner.sync_listing(&files)?,
+        }
+        Ok(reader)
+    }
+
+    /// Sets the budget of the chunk cache used by [`with_item`](Self::with_item), in bytes of
+    /// chunk files (default [`DEFAULT_CACHE_BYTES`]). At least one chunk is always kept.
+    pub fn set_cache_bytes(&self, bytes: usize) {
+        lock(&self.inner.cache).budget = bytes;
+    }
+
+    /// The artifact read.
+    pub fn artifact(&self) -> &ArtifactHandle {
+        &self.inner.artifact
+    }
+
+    /// Whether the end record was read: the stream is complete and its length final.
+    pub fn is_complete(&self) -> bool {
+        lock(&self.inner.state).end.is_some()
+    }
+
+    /// Items in the chunks known so far, without waiting (the final length once complete).
+    pub fn committed_len(&self) -> u64 {
+        let st = lock(&self.inner.state);
+        st.chunks.last().map_or(0, |c| c.entry.end_item())
+    }
+
+    /// The stream's length. For a stream still being written, waits until the writer finishes.
+    ///
+    /// # Errors
+    /// As [`chunk`](Self::chunk); a failed writer is an error.
+    pub fn len(&self) -> Result<u64> {
+        loop {
+            let (n, end) = {
+                let st = lock(&self.inner.state);
+                (st.chunks.len() as u64, st.end)
+            };
+            if let Some(len) = end {
+                return Ok(len);
+            }
+            let _ = self.chunk(n)?;
+        }
+    }
+
+    /// Whether the stream has no items (waits like [`len`](Self::len)).
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The chunks known so far, in order.
+    pub fn known_chunks(&self) -> Vec<KnownChunk> {
+        lock(&self.inner.state).chunks.clone()
+    }
+
+    /// Chunk `seq`, waiting for it if the stream is still being written; `None` past the last
+    /// chunk of a complete stream.
+    ///
+    /// # Errors
+    /// A writer that failed before writing it ([`Error::Source`]), an inconsistent listing or
+    /// end record, or an error from the artifact while waiting.
+    pub fn chunk(&self, seq: u64) -> Result<Option<KnownChunk>> {
+        self.inner.chunk(seq, &|| false)
+    }
+
+    /// The chunk holding item `item`, waiting for it if the stream is still being written.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] past the end of a complete stream, or as [`chunk`](Self::chunk).
+    pub fn chunk_of(&self, item: u64) -> Result<KnownChunk> {
+        loop {
+            let next = {
+                let st = lock(&self.inner.state);
+                let i = st.chunks.partition_point(|c| c.entry.first_item <= item);
+                if let Some(c) = i.checked_sub(1).and_then(|i| st.chunks.get(i)) {
+                    if item < c.entry.end_item() {
+                        return Ok(c.clone());
+                    }
+                }
+                if let Some(len) = st.end {
+                    return Err(Error::OutOfRange {
+                        file: self.inner.artifact.describe(),
+                        index: item,
+                        len,
+                    });
+                }
+                st.chunks.len() as u64
+            };
+            let _ = self.chunk(next)?;
+        }
+    }
+
+    /// Reads and checks a chunk file: verified bytes from the artifact, the checksum, the header
+    /// against the index (item numbers, count) and the codec.
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`] naming the chunk and its items, [`Error::ChecksumMismatch`],
+    /// [`Error::Corrupt`] or [`Error::WrongFormat`].
+    pub fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
+        self.inner.load(chunk)
+    }
+
+    /// Decompresses a whole chunk for sequential reading, into `buf` (cleared first; pass a
+    /// recycled buffer to avoid an allocation).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), or a block that does not decompress.
+    pub fn decode(
+        &self,
+        chunk: &KnownChunk,
+        dctx: &mut Decompressor,
+        mut buf: Vec<u8>,
+    ) -> Result<DecodedChunk> {
+        let loaded = self.inner.load(chunk)?;
+        buf.clear();
+        loaded
+            .info
+            .decompress_all((*loaded.bytes).as_ref(), &chunk.name, &mut buf, dctx)?;
+        Ok(DecodedChunk {
+            first_item: chunk.entry.first_item,
+            item_count: chunk.entry.item_count,
+            chunk: loaded.chunk,
+            payload: buf,
+        })
+    }
+
+    /// Calls `f` with the encoded bytes of item `item`, decompressing only the one block that
+    /// holds it (chunk files are kept in a bounded cache, and the last block decompressed too).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`], or as [`load`](Self::load) and [`chunk_of`](Self::chunk_of);
+    /// `f`'s error.
+    pub fn with_item<R>(&self, item: u64, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let known = self.chunk_of(item)?;
+        let seq = known.seq;
+        let cached = lock(&self.inner.cache).get(seq);
+        let loaded = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.inner.load(&known)?);
+                lock(&self.inner.cache).put(Arc::clone(&c));
+                c
+            }
+        };
+        let within = (item - known.entry.first_item) as u32;
+        let Some((block, block_first)) = loaded.info.block_of(within) else {
+            return Err(Error::corrupt(
+                &known.name,
+                0,
+                format!("no block holds item {item}"),
+            ));
+        };
+        let cached_block = {
+            let cache = lock(&self.inner.cache);
+            match &cache.block {
+                Some((s, b, p)) if *s == seq && *b == block => Some(Arc::clone(p)),
+                _ => None,
+            }
+        };
+        let payload = match cached_block {
+            Some(p) => p,
+            None => {
+                let mut out = Vec::new();
+                let mut dctx = Decompressor::new();
+                loaded.info.decompress_block(
+                    (*loaded.bytes).as_ref(),
+                    block,
+                    &known.name,
+                    &mut out,
+                    &mut dctx,
+                )?;
+                let p = Arc::new(out);
+                lock(&self.inner.cache).block = Some((seq, block, Arc::clone(&p)));
+                p
+            }
+        };
+        let block_items = loaded
+            .info
+            .blocks
+            .get(block)
+            .map_or(0, |b| u64::from(b.item_count));
+        let at = loaded.info.block_offsets.get(block).copied().unwrap_or(0) as u64;
+        let mut items = Items::new(&payload, block_items);
+        let bad = |reason: String| {
+            Error::corrupt(
+                &known.name,
+                at,
+                format!("block {block}, item {item}: {reason}"),
+            )
+        };
+        items
+            .skip_items(u64::from(within - block_first))
+            .map_err(bad)?;
+        match items.next_item().map_err(bad)? {
+            Some(bytes) => f(bytes),
+            None => Err(bad("the block ends before the item".into())),
+        }
+    }
+
+    /// The stream's items from chunk `first_seq` on, decompressed by a background thread in
+    /// segments of about [`SEGMENT_BYTES`] (the very first segment is one block, so that the
+    /// first item comes quickly), skipping the blocks that end before item `from_item`. At most
+    /// `ahead` segments wait. Follows the stream while it is being written.
+    pub fn decoded_chunks(&self, first_seq: u64, from_item: u64, ahead: usize) -> DecodedChunks {
+        DecodedChunks::start(self.clone(), first_seq, from_item, ahead)
+    }
+}
+
+impl Inner {
+    /// Chunk `seq`, waiting while the stream is being written; `Ok(None)` also when `cancelled`
+    /// says to stop waiting.
+    fn chunk(&self, seq: u64, cancelled: &dyn Fn() -> bool) -> Result<Option<KnownChunk>> {
+        loop {
+            if cancelled() {
+                return Ok(None);
+            }
+            {
+                let st = lock(&self.state);
+                if let Some(c) = usize::try_from(seq).ok().and_then(|i| st.chunks.get(i)) {
+                    return Ok(Some(c.clone()));
+                }
+                if st.end.is_some() {
+                    return Ok(None);
+                }
+            }
+            let files = self.artifact.files();
+            match self.artifact.status() {
+                ArtifactStatus::Complete => self.load_complete()?,
+                ArtifactStatus::Writing => {
+                    self.sync_listing(&files)?;
+                    if !self.has(seq) {
+                        self.artifact.wait_for_change(files.len(), WAIT_SLICE)?;
+                    }
+                }
+                ArtifactStatus::Failed(why) => {
+                    self.sync_listing(&self.artifact.files())?;
+                    if !self.has(seq) {
+                        let (n, items) = {
+                            let st = lock(&self.state);
+                            (
+                                st.chunks.len(),
+                                st.chunks.last().map_or(0, |c| c.entry.end_item()),
+                            )
+                        };
+                        return Err(Error::Source(format!(
+                            "the writer of {} failed after {items} items in {n} chunks, so \
+                             the stream is incomplete: {why}",
+                            self.artifact.describe()
+                        )));
+                    }
+                }
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "artifact status {other:?} of {}",
+                        self.artifact.describe()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        let st = lock(&self.state);
+        st.end.is_some() || (st.chunks.len() as u64) > seq
+    }
+
+    /// Adds the chunks of `files` that follow the known ones.
+    fn sync_listing(&self, files: &[FileEntry]) -> Result<()> {
+        let mut found: BTreeMap<u64, KnownChunk> = BTreeMap::new();
+        for f in files {
+            if let Some(parsed) = self.layout.parse_chunk_name(&f.name) {
+                let (seq, first_item, item_count) = parsed?;
+                let known = KnownChunk {
+                    seq,
+                    name: f.name.clone(),
+                    entry: IndexEntry {
+                        first_item,
+                        item_count,
+                        len: f.len,
+                        id: f.id,
+                    },
+                };
+                if found.insert(seq, known).is_some() {
+                    return Err(Error::corrupt(
+                        &f.name,
+                        0,
+                        format!("chunk {seq} is listed twice"),
+                    ));
+                }
+            }
+        }
+        let mut st = lock(&self.state);
+        if st.end.is_some() {
+            return Ok(());
+        }
+        for (i, c) in st.chunks.iter().enumerate() {
+            match found.get(&(i as u64)) {
+                Some(f) if f == c => {}
+                _ => {
+                    return Err(Error::corrupt(
+                        &c.name,
+                        0,
+                        "a chunk already read changed or vanished from the listing",
+                    ))
+                }
+            }
+        }
+        let mut next_item = st.chunks.last().map_or(0, |c| c.entry.end_item());
+        let mut seq = st.chunks.len() as u64;
+        while let Some(c) = found.remove(&seq) {
+            if c.entry.first_item != next_item {
+                return Err(Error::corrupt(
+                    &c.name,
+                    0,
+                    format!(
+                        "chunk {seq} starts at item {}, the previous chunk ends at item {next_item}",
+                        c.entry.first_item
+                    ),
+                ));
+            }
+            next_item = c.entry.end_item();
+            st.chunks.push(c);
+            seq += 1;
+        }
+        if let Some((later, c)) = found.range(seq..).next() {
+            return Err(Error::MissingFile {
+                file: format!(
+                    "chunk {seq} of {} (items from {next_item}; chunk {later}, {}, is present)",
+                    self.artifact.describe(),
+                    c.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the end record of a complete artifact and checks it against the listing and the
+    /// chunks already known.
+    fn load_complete(&self) -> Result<()> {
+        let files = self.artifact.files();
+        let end_name = self.layout.end_name();
+        let listed: HashMap<&str, &FileEntry> = files
+            .iter()
+            .filter(|f| self.layout.owns(&f.name))
+            .map(|f| (f.name.as_str(), f))
+            .collect();
+        if !listed.contains_key(end_name.as_str()) {
+            let chunks = listed.len();
+            let items: u64 = files
+                .iter()
+                .filter_map(|f| self.layout.parse_chunk_name(&f.name))
+                .filter_map(Result::ok)
+                .map(|(_, _, n)| u64::from(n))
+                .sum();
+            return Err(Error::corrupt(
+                &end_name,
+                0,
+                format!(
+                    "{} is complete but its stream has no end record: the stream is truncated \
+                     ({chunks} chunk files with {items} items are present), not a shorter stream",
+                    self.artifact.describe()
+                ),
+            ));
+        }
+        let bytes = self.artifact.bytes(&end_name)?;
+        let end = EndRecord::decode((*bytes).as_ref(), &end_name)?;
+        let mut chunks = Vec::with_capacity(end.chunks.len());
+        for (seq, entry) in end.chunks.iter().enumerate() {
+            let name = self
+                .layout
+                .chunk_name(seq as u64, entry.first_item, entry.item_count);
+            match listed.get(name.as_str()) {
+                None => {
+                    return Err(Error::MissingFile {
+                        file: format!(
+                            "{name} (chunk {seq}, items {}..{}) of {}",
+                            entry.first_item,
+                            entry.end_item(),
+                            self.artifact.describe()
+                        ),
+                    })
+                }
+                Some(f) if f.id != entry.id || f.len != entry.len => {
+                    return Err(Error::ChecksumMismatch {
+                        file: format!(
+                            "{name} (chunk {seq}, items {}..{}): the end record lists another file",
+                            entry.first_item,
+                            entry.end_item()
+                        ),
+                        expected: entry.id.to_hex(),
+                        actual: f.id.to_hex(),
+                    })
+                }
+                Some(_) => {}
+            }
+            chunks.push(KnownChunk {
+                seq: seq as u64,
+                name,
+                entry: entry.clone(),
+            });
+        }
+        if listed.len() != chunks.len() + 1 {
+            let stray = listed
+                .keys()
+                .find(|n| **n != end_name && !chunks.iter().any(|c| c.name == **n))
+                .map_or_else(String::new, |n| (*n).to_owned());
+            return Err(Error::corrupt(
+                &end_name,
+                0,
+                format!(
+                    "the end record lists {} chunks, the artifact has {} files of this stream \
+                     ({stray} is not in the end record)",
+                    chunks.len(),
+                    listed.len() - 1
+                ),
+            ));
+        }
+        let mut st = lock(&self.state);
+        for (i, known) in st.chunks.iter().enumerate() {
+            if chunks.get(i) != Some(known) {
+                return Err(Error::corrupt(
+                    &end_name,
+                    0,
+                    format!(
+                        "the end record disagrees with chunk {i} ({}) read while the stream \
+                         was being written",
+                        known.name
+                    ),
+                ));
+            }
+        }
+        st.chunks = chunks;
+        st.end = Some(end.item_count);
+        Ok(())
+    }
+
+    fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
+        let bytes = self.artifact.bytes(&chunk.name).map_err(|e| match e {
+            Error::MissingFile { .. } => Error::MissingFile {
+                file: format!(
+                    "{} (chunk {}, items {}..{}) of {}",
+                    chunk.name,
+                    chunk.seq,
+                    chunk.entry.first_item,
+                    chunk.entry.end_item(),
+                    self.artifact.describe()
+                ),
+            },
+            other => other,
+        })?;
+        let raw: &[u8] = (*bytes).as_ref();
+        if raw.len() as u64 != chunk.entry.len {
+            return Err(Error::corrupt(
+                &chunk.name,
+                raw.len() as u64,
+                format!(
+                    "chunk of items {}..{} has {} bytes, {} were recorded",
+                    chunk.entry.first_item,
+                    chunk.entry.end_item(),
+                    raw.len(),
+                    chunk.entry.len
+                ),
+            ));
+        }
+        let info = ChunkInfo::parse(raw, &chunk.name)?;
+        check_chunk(
+            &info,
+            &chunk.name,
+            chunk.entry.first_item,
+            chunk.entry.item_count,
+            &self.codec_id,
+        )?;
+        Ok(LoadedChunk {
+            chunk: chunk.clone(),
+            bytes,
+            info,
+        })
+    }
+}
+
+enum Msg {
+    Chunk(Result<DecodedChunk>),
+    End,
+}
+
+/// Decoded chunks in stream order, read ahead by a background thread; see
+/// [`ChunkedReader::decoded_chunks`]. Dropping it stops the thread.
+pub struct DecodedChunks {
+    rx: Option<Receiver<Msg>>,
+    recycle: Sender<Vec<u8>>,
+    done: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for DecodedChunks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for DecodedChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedChunks")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecodedChunks {
+    fn start(reader: ChunkedReader, first_seq: u64, from_item: u64, ahead: usize) -> Self {
+        let (tx, rx) = bounded::<Msg>(ahead.max(1));
+        let (recycle, recycled) = bounded::<Vec<u8>>(ahead.max(1) + 2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("milonga-stream-read".into())
+            .spawn(move || {
+                let cancelled = || stopped.load(Ordering::Relaxed);
+                let mut dctx = Decompressor::new();
+                let mut target = 1;
+                for seq in first_seq.. {
+                    let loaded = match reader.inner.chunk(seq, &cancelled) {
+                        Ok(None) => {
+                            let _ = tx.send(Msg::End);
+                            return;
+                        }
+                        Ok(Some(c)) => reader.inner.load(&c),
+                        Err(e) => Err(e),
+                    };
+                    let loaded = match loaded {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.send(Msg::Chunk(Err(e)));
+                            return;
+                        }
+                    };
+                    let info = &loaded.info;
+                    let first = loaded.chunk.entry.first_item;
+                    let mut b = 0;
+                    let mut next_first = first;
+                    for blk in &info.blocks {
+                        let end = next_first + u64::from(blk.item_count);
+                        if end > from_item {
+                            break;
+                        }
+                        next_first = end;
+                        b += 1;
+                    }
+                    while b < info.blocks.len() {
+                        let mut buf = recycled.try_recv().unwrap_or_default();
+                        buf.clear();
+                        let seg_first = next_first;
+                        let mut items = 0u32;
+                        while let Some(blk) = info.blocks.get(b) {
+                            if items > 0 && buf.len() >= target {
+                                break;
+                            }
+                            if let Err(e) = info.decompress_block(
+                                (*loaded.bytes).as_ref(),
+                                b,
+                                &loaded.chunk.name,
+                                &mut buf,
+                                &mut dctx,
+                            ) {
+                                let _ = tx.send(Msg::Chunk(Err(e)));
+                                return;
+                            }
+                            items += blk.item_count;
+                            b += 1;
+                        }
+                        target = SEGMENT_BYTES;
+                        next_first += u64::from(items);
+                        let seg = DecodedChunk {
+                            chunk: loaded.chunk.clone(),
+                            first_item: seg_first,
+                            item_count: items,
+                            payload: buf,
+                        };
+                        if tx.send(Msg::Chunk(Ok(seg))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => DecodedChunks {
+                rx: Some(rx),
+                recycle,
+                done: false,
+                stop,
+            },
+            Err(e) => {
+                let (tx, rx) = bounded(1);
+                let _ = tx.send(Msg::Chunk(Err(Error::io("stream read-ahead thread", e))));
+                DecodedChunks {
+                    rx: Some(rx),
+                    recycle,
+                    done: false,
+                    stop,
+                }
+            }
+        }
+    }
+
+    /// Gives a finished chunk's buffer back for reuse.
+    pub fn recycle(&self, chunk: DecodedChunk) {
+        let _ = self.recycle.try_send(chunk.payload);
+    }
+}
+
+impl Iterator for DecodedChunks {
+    type Item = Result<DecodedChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let msg = self.rx.as_ref().map(Receiver::recv);
+        match msg {
+            Some(Ok(Msg::Chunk(Ok(c)))) => Some(Ok(c)),
+            Some(Ok(Msg::Chunk(Err(e)))) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Some(Ok(Msg::End)) => {
+                self.done = true;
+                None
+            }
+            Some(Err(_)) | None => {
+                self.done = true;
+                Some(Err(Error::Unsupported(
+                    "the stream read-ahead thread stopped unexpectedly".into(),
+                )))
+            }
+        }
+    }
+}

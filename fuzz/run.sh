@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target in fuzz/ and runs each for a share of a time budget.
+#
+#   fuzz/run.sh [--ci] [--seconds N] [TARGET...]
+#
+#   --seconds N  total fuzzing time, split evenly across the targets (default 600)
+#   --ci         a short run for CI: 30 seconds in all
+#   TARGET...    only these targets (default: every target in fuzz/fuzz_targets/)
+#
+# Works on the stable toolchain: cargo-fuzz needs nightly-only flags (-Z), which
+# RUSTC_BOOTSTRAP=1 allows on stable. The sanitizer is off by default (FUZZ_SANITIZER=none):
+# debug assertions and overflow checks stay on, the build is much faster, and the code under
+# test is safe Rust apart from one memory map. FUZZ_SANITIZER=address turns ASan on.
+#
+# Each target's corpus starts from fuzz/regressions/<target>/ and grows in fuzz/corpus/<target>/
+# (not committed). A crash stops that target, is saved by libFuzzer in fuzz/artifacts/<target>/,
+# and makes the script exit non-zero after the other targets ran. Copy the crashing input to
+# fuzz/regressions/<target>/ once it is fixed: `cargo test -p milonga-tests --test
+# fuzz_regressions` replays that folder without cargo-fuzz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+total=600
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ci) total=30 ;;
+    --seconds) total="${2:?--seconds needs a number}"; shift ;;
+    --seconds=*) total="${1#--seconds=}" ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) targets+=("$1") ;;
+  esac
+  shift
+done
+
+export RUSTC_BOOTSTRAP=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+sanitizer="${FUZZ_SANITIZER:-none}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
+if [ ${#targets[@]} -eq 0 ]; then
+  for f in fuzz/fuzz_targets/*.rs; do
+    targets+=("$(basename "$f" .rs)")
+  done
+fi
+
+share=$(( total / ${#targets[@]} ))
+[ "$share" -ge 1 ] || share=1
+
+echo "==> building ${#targets[@]} fuzz targets (sanitizer: $sanitizer)"
+start=$(date +%s)
+cargo fuzz build -s "$sanitizer"
+echo "    built in $(( $(date +%s) - start )) s"
+
+failed=()
+for t in "${targets[@]}"; do
+  corpus="fuzz/corpus/$t"
+  seeds="fuzz/regressions/$t"
+  mkdir -p "$corpus" "$seeds" "fuzz/artifacts/$t"
+  echo "==> fuzzing $t for ${share} s"
+  log="fuzz/artifacts/$t/last-run.log"
+  # -rss_limit_mb: a decode that allocates what a length field says fails here as OOM.
+  if cargo fuzz run -s "$sanitizer" "$t" "$corpus" "$seeds" -- \
+      -max_total_time="$share" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -print_final_stats=1 >"$log" 2>&1; then
+    grep -E '^Done|number_of_executed_runs|new_units_added' "$log" || true
+  else
+    failed+=("$t")
+    grep -E -A8 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -n 60 || true
+    tail -n 12 "$log"
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "==> FAILED: ${failed[*]}" >&2
+  for t in "${failed[@]}"; do
+    ls -1 "fuzz/artifacts/$t" >&2 || true
+  done
+  echo "Reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run -s $sanitizer <target> <file>;" \
+    "after the fix, copy the file to fuzz/regressions/<target>/." >&2
+  exit 1
+fi
+echo "==> fuzzing found nothing in ${#targets[@]} targets ($total s budget)"
