@@ -1,6 +1,8 @@
 //! Steps shared by the integration tests and the `milonga-test-step` helper binary (which runs
 //! them in separate processes).
 
+pub mod streams;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::Mutex;
