@@ -8,7 +8,7 @@ use milonga_sdk::{Format, MemoryArtifact};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Record {
+struct Record {
     id: u64,
     text: String,
     score: f32,
@@ -99,7 +99,7 @@ const WORDS: &[&str] = &[
     "following",
 ];
 
-pub fn records(n: u64) -> impl Iterator<Item = Record> {
+fn records(n: u64) -> impl Iterator<Item = Record> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n).map(move |id| {
         let mut text = String::with_capacity(110);

@@ -327,7 +327,7 @@ fn builder_keeps_exactly_the_committed_items_after_an_abort() {
     if let Ok(path) = std::env::var("MILONGA_SQLITE_BLOCKS_CHILD") {
         let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
         b.set_commit_every(10);
-        b.extend(items(4133)).unwrap(); // 4130 committed: 258 blocks + 2 pending, 3 lost
+        b.extend(items(4133)).unwrap(); // 4130 committed: 516 blocks of 8 + 2 pending, 3 lost
         std::process::abort();
     }
     let dir = tempfile::tempdir().unwrap();

@@ -251,9 +251,10 @@ where
 /// A stored sequence (or a slice of one), read lazily: nothing is loaded until asked for.
 ///
 /// Opening checks the file's meta table and length (O(1)); [`get`](SqliteSequence::get) is one
-/// indexed lookup; [`iter`](SqliteSequence::iter) is a range scan. Clones and slices share one
-/// read-only connection pool, so a handle can be used from several threads; the handle keeps
-/// its artifact alive.
+/// indexed lookup (in the block layout, of the item's block, which is decompressed unless it is
+/// the block this connection read last); [`iter`](SqliteSequence::iter) is a range scan. Clones
+/// and slices share one read-only connection pool, so a handle can be used from several threads;
+/// the handle keeps its artifact alive.
 pub struct SqliteSequence<T, C = PostcardCodec> {
     db: Arc<ReadDb>,
     codec: Arc<C>,
