@@ -115,6 +115,9 @@ impl<T: Send + 'static> From<Vec<T>> for Stream<T> {
 /// ```
 pub struct StreamFormat<T, C = PostcardCodec> {
     codec: C,
+    /// `milonga.stream`, or `milonga.stream+<codec>` for codecs other than postcard, so that
+    /// changing the codec changes the ids of the steps that use the format.
+    id: std::sync::OnceLock<String>,
     options: ChunkOptions,
     layout: StreamLayout,
     _items: PhantomData<fn() -> T>,
@@ -124,6 +127,7 @@ impl<T, C: Clone> Clone for StreamFormat<T, C> {
     fn clone(&self) -> Self {
         StreamFormat {
             codec: self.codec.clone(),
+            id: self.id.clone(),
             options: self.options.clone(),
             layout: self.layout.clone(),
             _items: PhantomData,
@@ -154,7 +158,8 @@ impl<T> Default for StreamFormat<T, PostcardCodec> {
 }
 
 impl<T, C> StreamFormat<T, C> {
-    /// The format id, `"milonga.stream"`.
+    /// The format id with the default codec (postcard), `"milonga.stream"`; with another codec
+    /// the id is `"milonga.stream+<codec id>"`.
     pub const ID: &'static str = "milonga.stream";
     /// The version of the bytes this build writes, `1`.
     pub const VERSION: u32 = 1;
@@ -163,6 +168,7 @@ impl<T, C> StreamFormat<T, C> {
     pub fn with_codec(codec: C) -> Self {
         StreamFormat {
             codec,
+            id: std::sync::OnceLock::new(),
             options: ChunkOptions::default(),
             layout: StreamLayout::default(),
             _items: PhantomData,
@@ -218,7 +224,10 @@ where
     type Output = StreamReader<T, C>;
 
     fn id(&self) -> &str {
-        Self::ID
+        self.id.get_or_init(|| match self.codec.id() {
+            "postcard" => Self::ID.to_owned(),
+            other => format!("{}+{other}", Self::ID),
+        })
     }
 
     fn version(&self) -> u32 {
