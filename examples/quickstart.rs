@@ -6,10 +6,14 @@
 //!
 //! The first run computes all three steps and stores their results in the workspace; a second
 //! run (a new process) prints the same final result with every step loaded from the cache.
+//!
+//! The records are a stream: the first step yields them one by one, they are written in
+//! compressed chunks as they come, and the second step reads them lazily, so no step ever holds
+//! the whole data set in memory.
 
 use std::time::Instant;
 
-use milonga::{Context, PostcardFormat, Step, StepRef, Workspace};
+use milonga::{Context, PostcardFormat, Step, StepRef, Stream, StreamFormat, Workspace};
 use serde::{Deserialize, Serialize};
 
 /// One record of the demo data set.
@@ -25,7 +29,7 @@ const WORDS: [&str; 16] = [
     "salida", "cruce", "pausa", "ronda", "cortina", "tanda",
 ];
 
-/// Step 1: produce `n` records deterministically from `seed`.
+/// Step 1: produce `n` records deterministically from `seed`, as a stream.
 #[derive(Serialize)]
 struct Produce {
     n: u64,
@@ -35,10 +39,10 @@ struct Produce {
 impl Step for Produce {
     const NAME: &'static str = "quickstart::Produce";
     const VERSION: Option<&'static str> = Some("1");
-    type Output = Vec<Record>;
-    type Format = PostcardFormat;
+    type Output = Stream<Record>;
+    type Format = StreamFormat<Record>;
 
-    fn run(&self, _ctx: &mut Context<'_>) -> Result<Vec<Record>, milonga::BoxError> {
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<Stream<Record>, milonga::BoxError> {
         let mut state = self.seed;
         let mut next = move || {
             // A small LCG: deterministic and dependency-free.
@@ -47,22 +51,21 @@ impl Step for Produce {
                 .wrapping_add(1442695040888963407);
             state >> 33
         };
-        Ok((0..self.n)
-            .map(|id| {
-                let words: Vec<&str> = (0..12)
-                    .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
-                    .collect();
-                Record {
-                    id,
-                    text: words.join(" "),
-                    score: (next() % 1000) as f32 / 1000.0,
-                }
-            })
-            .collect())
+        Ok(Stream::new((0..self.n).map(move |id| {
+            let words: Vec<&str> = (0..12)
+                .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                .collect();
+            Record {
+                id,
+                text: words.join(" "),
+                score: (next() % 1000) as f32 / 1000.0,
+            }
+        })))
     }
 }
 
-/// Step 2: keep the records whose score passes `threshold` and upper-case their text.
+/// Step 2: keep the records whose score passes `threshold` and upper-case their text,
+/// reading the input stream lazily and streaming the output.
 #[derive(Serialize)]
 struct Transform {
     records: StepRef<Produce>,
@@ -71,19 +74,21 @@ struct Transform {
 
 impl Step for Transform {
     const NAME: &'static str = "quickstart::Transform";
-    type Output = Vec<Record>;
-    type Format = PostcardFormat;
+    type Output = Stream<Record>;
+    type Format = StreamFormat<Record>;
 
-    fn run(&self, ctx: &mut Context<'_>) -> Result<Vec<Record>, milonga::BoxError> {
+    fn run(&self, ctx: &mut Context<'_>) -> Result<Stream<Record>, milonga::BoxError> {
         let records = ctx.input(&self.records)?;
-        Ok(records
-            .iter()
-            .filter(|r| r.score >= self.threshold)
-            .map(|r| Record {
+        let threshold = self.threshold;
+        let kept = records.iter().filter_map(move |r| match r {
+            Ok(r) if r.score < threshold => None,
+            Ok(r) => Some(Ok(Record {
                 text: r.text.to_uppercase(),
-                ..r.clone()
-            })
-            .collect())
+                ..r
+            })),
+            Err(e) => Some(Err(e)),
+        });
+        Ok(Stream::try_new(kept))
     }
 }
 
@@ -108,25 +113,24 @@ impl Step for Evaluate {
 
     fn run(&self, ctx: &mut Context<'_>) -> Result<Report, milonga::BoxError> {
         let records = ctx.input(&self.records)?;
-        let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        let (mut kept, mut total) = (0u64, 0f64);
         for r in records.iter() {
+            let r = r?;
+            kept += 1;
+            total += f64::from(r.score);
             for w in r.text.split(' ') {
-                *counts.entry(w).or_default() += 1;
+                *counts.entry(w.to_owned()).or_default() += 1;
             }
         }
         let most_common_word = counts
             .iter()
-            .max_by_key(|(w, c)| (**c, std::cmp::Reverse(**w)))
-            .map(|(w, _)| (*w).to_owned())
+            .max_by_key(|(w, c)| (**c, std::cmp::Reverse(w.as_str())))
+            .map(|(w, _)| w.clone())
             .unwrap_or_default();
-        let total: f64 = records.iter().map(|r| f64::from(r.score)).sum();
         Ok(Report {
-            kept: records.len() as u64,
-            mean_score: if records.is_empty() {
-                0.0
-            } else {
-                total / records.len() as f64
-            },
+            kept,
+            mean_score: if kept == 0 { 0.0 } else { total / kept as f64 },
             most_common_word,
         })
     }
@@ -148,7 +152,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
 
     let produce = StepRef::new(Produce {
-        n: 200_000,
+        n: 1_000_000,
         seed: 42,
     });
     let transform = StepRef::new(Transform {
