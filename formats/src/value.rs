@@ -1,22 +1,43 @@
-//! The built-in single-value formats: [`PostcardFormat`], [`JsonFormat`], [`TextFormat`] and
-//! [`BytesFormat`].
+//! The built-in single-value formats: [`PostcardFormat`](struct@PostcardFormat),
+//! [`JsonFormat`](struct@JsonFormat), [`TextFormat`](struct@TextFormat) and
+//! [`BytesFormat`](struct@BytesFormat).
 //!
 //! Each stores one value as one artifact file named [`"data"`](PostcardFormat::FILE): the SDK
 //! [`Envelope`] (format id and version) followed by the payload. The byte layouts are specified
 //! in `docs/spec/value-formats.md` (part of `docs/FORMAT.md`).
 //!
-//! Reading never panics and never allocates more than the size of the file:
+//! # Compression
+//! Version 2 of each format (the version this build writes) starts the payload with one
+//! compression byte: `0` for a body stored as it is (exactly the version 1 payload follows),
+//! `1` for a body compressed with zstd (its uncompressed length as a `u64`, then one zstd
+//! frame). By default a body of [`DEFAULT_THRESHOLD`](PostcardFormat::DEFAULT_THRESHOLD) (512)
+//! bytes or more is compressed at zstd level [`DEFAULT_LEVEL`](PostcardFormat::DEFAULT_LEVEL)
+//! (3), and stored uncompressed when compressing does not make the payload smaller;
+//! `uncompressed()`, `with_compression(..)` and `with_threshold(..)` change that.
+//!
+//! The setting only affects writing. Any instance reads every file, compressed or not (the
+//! compression byte says what to do), and the setting is not part of the format's id or
+//! version, so it does not enter step ids: changing it does not invalidate results. Version 1
+//! files (written before compression existed) read forever.
+//!
+//! Reading never panics and never allocates more than the size of the file plus the
+//! decompressed bytes as zstd actually produces them (never from a length field alone):
 //! - a wrong format id is [`Error::WrongFormat`], a newer version
 //!   [`Error::UnsupportedVersion`], no `"data"` file [`Error::MissingFile`];
 //! - bytes that break the layout (truncation, trailing bytes, a length field that does not match
-//!   the file, invalid UTF-8) are [`Error::Corrupt`] with the exact offset;
-//! - a payload that serde cannot decode into the requested type is [`Error::Decode`], with the
-//!   offset of the payload.
+//!   the file or the decompressed body, an unknown compression byte, a damaged zstd frame,
+//!   invalid UTF-8) are [`Error::Corrupt`] with the exact offset; a problem inside a compressed
+//!   body is reported at the offset of the zstd frame, with its position in the decompressed
+//!   body in the message;
+//! - a body that serde cannot decode into the requested type is [`Error::Decode`], with the
+//!   offset of the body (or of its zstd frame).
 //!
 //! Every layout is self-delimiting, so a file cut short anywhere is an error even without the
 //! content hash the engine checks on top.
 
 use std::any::type_name;
+use std::borrow::Cow;
+use std::fmt::Display;
 use std::io::{self, BufWriter, Write};
 
 use milonga_sdk::{
@@ -25,21 +46,142 @@ use milonga_sdk::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zstd::zstd_safe::{self, DParameter, InBuffer, OutBuffer};
 
 /// The name of the one file every single-value format writes.
 const FILE: &str = "data";
 
+/// The zstd level of the default settings.
+const DEFAULT_LEVEL: i32 = 3;
+
+/// The smallest body the default settings compress, in bytes.
+const DEFAULT_THRESHOLD: usize = 512;
+
+/// How a format compresses what it writes. Not needed to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Compression {
+    /// The zstd level, or `None` to never compress.
+    level: Option<i32>,
+    /// The smallest body that is compressed, in bytes.
+    threshold: usize,
+}
+
+impl Compression {
+    const DEFAULT: Compression = Compression {
+        level: Some(DEFAULT_LEVEL),
+        threshold: DEFAULT_THRESHOLD,
+    };
+}
+
+/// The id, version, file name, compression settings and `Default` of a single-value format.
+macro_rules! value_format {
+    ($name:ident, $id:literal) => {
+        impl $name {
+            #[doc = concat!("The format id, `\"", $id, "\"`.")]
+            pub const ID: &'static str = $id;
+            /// The version of the bytes this build writes, `2`. It reads versions 1 and 2.
+            pub const VERSION: u32 = 2;
+            /// The name of the artifact file, `"data"`.
+            pub const FILE: &'static str = FILE;
+            /// The zstd level of the default settings, `3`.
+            pub const DEFAULT_LEVEL: i32 = DEFAULT_LEVEL;
+            /// The smallest body the default settings compress: `512` bytes.
+            pub const DEFAULT_THRESHOLD: usize = DEFAULT_THRESHOLD;
+            #[doc = concat!(
+                "The default settings, also [`", stringify!($name), "::default()`](Self::default) ",
+                "and the value [`", stringify!($name), "`](const@", stringify!($name), "): ",
+                "bodies of 512 bytes or more are compressed with zstd level 3."
+            )]
+            pub const DEFAULT: Self = Self {
+                compression: Compression::DEFAULT,
+            };
+
+            /// The format that never compresses (it still reads compressed files).
+            #[must_use]
+            pub const fn uncompressed() -> Self {
+                Self::DEFAULT.with_compression(None)
+            }
+
+            /// The same settings with bodies compressed at zstd `level` (`Some(1..=22)`, or a
+            /// negative level for zstd's fast modes; `Some(0)` is zstd's default, level 3), or
+            /// never compressed (`None`). Bodies shorter than the
+            /// [`threshold`](Self::with_threshold) are never compressed.
+            #[must_use]
+            pub const fn with_compression(self, level: Option<i32>) -> Self {
+                Self {
+                    compression: Compression {
+                        level,
+                        threshold: self.compression.threshold,
+                    },
+                }
+            }
+
+            /// The same settings with bodies shorter than `bytes` stored uncompressed
+            /// (`0` compresses every body).
+            #[must_use]
+            pub const fn with_threshold(self, bytes: usize) -> Self {
+                Self {
+                    compression: Compression {
+                        level: self.compression.level,
+                        threshold: bytes,
+                    },
+                }
+            }
+
+            /// The zstd level bodies are compressed at, `None` if they never are.
+            pub const fn compression(&self) -> Option<i32> {
+                self.compression.level
+            }
+
+            /// The smallest body that is compressed, in bytes.
+            pub const fn threshold(&self) -> usize {
+                self.compression.threshold
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::DEFAULT
+            }
+        }
+    };
+}
+
 /// Any serde value as [postcard](https://docs.rs/postcard): compact and fast. The default
 /// format of steps.
 ///
-/// Id `"milonga.postcard"`, version 1. The `"data"` file is the envelope followed by the
-/// postcard encoding of the value (postcard 1.x wire format, which is specified and stable).
+/// Id `"milonga.postcard"`, version 2. The `"data"` file is the envelope, a compression byte,
+/// and the postcard encoding of the value (postcard 1.x wire format, which is specified and
+/// stable), compressed with zstd when it is 512 bytes or more (see
+/// [Compression](#compression)).
+///
+/// `PostcardFormat` is both a type and a constant of that type with the default settings, so
+/// `type Format = PostcardFormat;`, `PostcardFormat::default()` and `PostcardFormat` (the value)
+/// all mean the same thing.
+///
+/// # Compression
+/// The payload starts with a compression byte. By default a body (here: the postcard encoding)
+/// of [`DEFAULT_THRESHOLD`](Self::DEFAULT_THRESHOLD) = 512 bytes or more is compressed with
+/// zstd at level [`DEFAULT_LEVEL`](Self::DEFAULT_LEVEL) = 3 (about 2.7 times smaller for
+/// typical records of numbers and words), unless that does not make the payload smaller; a
+/// shorter body is stored as it is. Configure with [`uncompressed()`](Self::uncompressed),
+/// [`with_compression(level)`](Self::with_compression) and
+/// [`with_threshold(bytes)`](Self::with_threshold), for example in a step's
+/// `fn format(&self) -> PostcardFormat { PostcardFormat::uncompressed() }`. The four
+/// single-value formats work the same way.
+///
+/// The settings only affect writing: any instance reads files written with any settings (the
+/// compression byte says how), and they are not part of [`id`](Format::id) or
+/// [`version`](Format::version), so they do not enter step ids and changing them does not
+/// invalidate stored results. Files of version 1 (never compressed) still read.
 ///
 /// # Determinism
 /// Postcard writes the value in its own [`Serialize`] order. Structs, `Vec`, `BTreeMap` and
 /// `BTreeSet` always give the same bytes; a `HashMap` or `HashSet` serializes in its iteration
 /// order, which changes between processes, so the same map can give different bytes. Use a
-/// `BTreeMap` where the bytes must be stable, or [`JsonFormat`] for maps with string keys.
+/// `BTreeMap` where the bytes must be stable, or [`JsonFormat`](struct@JsonFormat) for maps with
+/// string keys. Compression is single-threaded at a fixed level and deterministic for a given
+/// zstd library version (zstd 1.5.7, pinned by golden-byte tests).
 ///
 /// # Reading
 /// Postcard is not self-describing: the envelope makes reading with the wrong format a typed
@@ -57,19 +199,27 @@ const FILE: &str = "data";
 /// PostcardFormat.write((7u32, "seven".to_owned()), &artifact)?;
 /// let back: (u32, String) = PostcardFormat.read(artifact.handle())?;
 /// assert_eq!(back, (7, "seven".to_owned()));
+///
+/// // Any settings read any file.
+/// let big = vec![0u64; 1000];
+/// let artifact = MemoryArtifact::new();
+/// PostcardFormat.write(big.clone(), &artifact)?;
+/// assert!(artifact.file("data").unwrap().len() < 100); // compressed
+/// let back: Vec<u64> = PostcardFormat::uncompressed().read(artifact.handle())?;
+/// assert_eq!(back, big);
 /// # Ok::<(), milonga_sdk::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PostcardFormat;
-
-impl PostcardFormat {
-    /// The format id, `"milonga.postcard"`.
-    pub const ID: &'static str = "milonga.postcard";
-    /// The version of the bytes this build writes, `1`.
-    pub const VERSION: u32 = 1;
-    /// The name of the artifact file, `"data"`.
-    pub const FILE: &'static str = FILE;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostcardFormat {
+    compression: Compression,
 }
+
+/// [`PostcardFormat`](struct@PostcardFormat) with the default settings, so that
+/// `PostcardFormat` still works as a value (`PostcardFormat.write(..)`, `&PostcardFormat`).
+#[allow(non_upper_case_globals)]
+pub const PostcardFormat: PostcardFormat = PostcardFormat::DEFAULT;
+
+value_format!(PostcardFormat, "milonga.postcard");
 
 impl<T> Format<T> for PostcardFormat
 where
@@ -86,36 +236,39 @@ where
     }
 
     fn write(&self, value: T, artifact: &dyn ArtifactWriter) -> Result<()> {
-        write_data(
-            artifact,
-            Self::ID,
-            Self::VERSION,
-            |sink| match postcard::to_io(&value, &mut *sink) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(sink.take_error().map_or_else(
-                    || Error::Encode {
-                        what: type_name::<T>().to_owned(),
-                        reason: e.to_string(),
-                    },
-                    |io| Error::io(FILE, io),
-                )),
-            },
-        )
+        let encode_error = |e: postcard::Error| Error::Encode {
+            what: type_name::<T>().to_owned(),
+            reason: e.to_string(),
+        };
+        if self.compression.level.is_none() {
+            // Streams the value to the file, with no copy in memory.
+            return write_data(artifact, Self::ID, Self::VERSION, |sink| {
+                write_all(sink, &[NONE])?;
+                match postcard::to_io(&value, &mut *sink) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(sink
+                        .take_error()
+                        .map_or_else(|| encode_error(e), |io| Error::io(FILE, io))),
+                }
+            });
+        }
+        let body = postcard::to_stdvec(&value).map_err(encode_error)?;
+        drop(value);
+        write_data(artifact, Self::ID, Self::VERSION, |sink| {
+            write_body(sink, self.compression, &body, Prefix::None)
+        })
     }
 
     fn read(&self, artifact: ArtifactHandle) -> Result<T> {
-        let (bytes, at) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let payload = payload(&bytes, at);
-        let (value, rest) = postcard::take_from_bytes::<T>(payload).map_err(|e| Error::Decode {
-            file: FILE.to_owned(),
-            offset: at as u64,
-            reason: format!("postcard, as {}: {e}", type_name::<T>()),
+        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
+        let body = body(&bytes, at, version, Prefix::None)?;
+        let (value, rest) = postcard::take_from_bytes::<T>(&body.bytes).map_err(|e| {
+            body.origin
+                .decode(format!("postcard, as {}: {e}", type_name::<T>()))
         })?;
         if !rest.is_empty() {
-            let end = at + (payload.len() - rest.len());
-            return Err(Error::corrupt(
-                FILE,
-                end as u64,
+            return Err(body.origin.corrupt(
+                body.bytes.len() - rest.len(),
                 format!("{} trailing bytes after the value", rest.len()),
             ));
         }
@@ -125,9 +278,13 @@ where
 
 /// Any serde value as JSON text: readable by people and other tools.
 ///
-/// Id `"milonga.json"`, version 1. The `"data"` file is the envelope followed by the value as
-/// compact JSON (no spaces, no newlines inside) and one final newline byte (`0x0a`), which
-/// makes truncation detectable even for a top-level number.
+/// Id `"milonga.json"`, version 2. The `"data"` file is the envelope, a compression byte, and
+/// the value as compact JSON (no spaces, no newlines inside) followed by one newline byte
+/// (`0x0a`), which makes truncation detectable even for a top-level number; compressed with
+/// zstd when that body is 512 bytes or more (see [compression](struct@PostcardFormat#compression);
+/// [`JsonFormat::uncompressed()`](Self::uncompressed) keeps every file plain text after the
+/// compression byte). Like [`PostcardFormat`](struct@PostcardFormat), `JsonFormat` is also a
+/// constant with the default settings.
 ///
 /// # Determinism
 /// The value goes through [`serde_json::Value`] before it is written, so the keys of every JSON
@@ -147,22 +304,22 @@ where
 /// let artifact = MemoryArtifact::new();
 /// let scores = HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 1)]);
 /// JsonFormat.write(scores.clone(), &artifact)?;
-/// assert!(artifact.file("data").unwrap().ends_with(b"{\"a\":1,\"b\":2}\n"));
+/// assert!(artifact.file("data").unwrap().ends_with(b"\x00{\"a\":1,\"b\":2}\n"));
 /// let back: HashMap<String, i32> = JsonFormat.read(artifact.handle())?;
 /// assert_eq!(back, scores);
 /// # Ok::<(), milonga_sdk::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JsonFormat;
-
-impl JsonFormat {
-    /// The format id, `"milonga.json"`.
-    pub const ID: &'static str = "milonga.json";
-    /// The version of the bytes this build writes, `1`.
-    pub const VERSION: u32 = 1;
-    /// The name of the artifact file, `"data"`.
-    pub const FILE: &'static str = FILE;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonFormat {
+    compression: Compression,
 }
+
+/// [`JsonFormat`](struct@JsonFormat) with the default settings, so that `JsonFormat` still
+/// works as a value (`JsonFormat.write(..)`, `&JsonFormat`).
+#[allow(non_upper_case_globals)]
+pub const JsonFormat: JsonFormat = JsonFormat::DEFAULT;
+
+value_format!(JsonFormat, "milonga.json");
 
 impl<T> Format<T> for JsonFormat
 where
@@ -187,48 +344,62 @@ where
         // Without serde_json's `preserve_order` feature objects are already sorted maps; with it
         // (enabled anywhere in the dependency graph) this restores the sorted order.
         json.sort_all_objects();
+        if self.compression.level.is_none() {
+            // Streams the text to the file, with no copy in memory.
+            return write_data(artifact, Self::ID, Self::VERSION, |sink| {
+                write_all(sink, &[NONE])?;
+                serde_json::to_writer(&mut *sink, &json)
+                    .map_err(io::Error::from)
+                    .and_then(|()| sink.write_all(b"\n"))
+                    .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))
+            });
+        }
+        let mut body = serde_json::to_vec(&json).map_err(|e| Error::Encode {
+            what: type_name::<T>().to_owned(),
+            reason: e.to_string(),
+        })?;
+        drop(json);
+        body.push(b'\n');
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            serde_json::to_writer(&mut *sink, &json)
-                .map_err(io::Error::from)
-                .and_then(|()| sink.write_all(b"\n"))
-                .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))
+            write_body(sink, self.compression, &body, Prefix::None)
         })
     }
 
     fn read(&self, artifact: ArtifactHandle) -> Result<T> {
-        let (bytes, at) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let payload = payload(&bytes, at);
-        let Some((b'\n', json)) = payload.split_last() else {
-            return Err(Error::corrupt(
-                FILE,
-                bytes_len(&bytes) as u64,
+        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
+        let body = body(&bytes, at, version, Prefix::None)?;
+        let Some((b'\n', json)) = body.bytes.split_last() else {
+            return Err(body.origin.corrupt(
+                body.bytes.len(),
                 "the JSON payload does not end with a newline (truncated?)",
             ));
         };
-        serde_json::from_slice(json).map_err(|e| Error::Decode {
-            file: FILE.to_owned(),
-            offset: at as u64,
-            reason: format!("JSON, as {}: {e}", type_name::<T>()),
+        serde_json::from_slice(json).map_err(|e| {
+            body.origin
+                .decode(format!("JSON, as {}: {e}", type_name::<T>()))
         })
     }
 }
 
 /// A [`String`] stored as its UTF-8 bytes, for text that other tools should be able to read.
 ///
-/// Id `"milonga.text"`, version 1. The `"data"` file is the envelope, the byte length of the
-/// text as a little-endian `u64`, and the text. Reading checks the length against the file and
-/// the text for valid UTF-8. Writing is deterministic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TextFormat;
-
-impl TextFormat {
-    /// The format id, `"milonga.text"`.
-    pub const ID: &'static str = "milonga.text";
-    /// The version of the bytes this build writes, `1`.
-    pub const VERSION: u32 = 1;
-    /// The name of the artifact file, `"data"`.
-    pub const FILE: &'static str = FILE;
+/// Id `"milonga.text"`, version 2. The `"data"` file is the envelope, a compression byte, the
+/// byte length of the text as a little-endian `u64`, and the text, compressed with zstd when it
+/// is 512 bytes or more (see [compression](struct@PostcardFormat#compression);
+/// [`TextFormat::uncompressed()`](Self::uncompressed) keeps the text readable in the file).
+/// Reading checks the length against the file (or the decompressed text) and the text for valid
+/// UTF-8. Writing is deterministic. `TextFormat` is also a constant with the default settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextFormat {
+    compression: Compression,
 }
+
+/// [`TextFormat`](struct@TextFormat) with the default settings, so that `TextFormat` still
+/// works as a value (`TextFormat.write(..)`, `&TextFormat`).
+#[allow(non_upper_case_globals)]
+pub const TextFormat: TextFormat = TextFormat::DEFAULT;
+
+value_format!(TextFormat, "milonga.text");
 
 impl Format<String> for TextFormat {
     type Output = String;
@@ -243,40 +414,49 @@ impl Format<String> for TextFormat {
 
     fn write(&self, value: String, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_length_prefixed(sink, value.as_bytes())
+            write_body(sink, self.compression, value.as_bytes(), Prefix::Length)
         })
     }
 
     fn read(&self, artifact: ArtifactHandle) -> Result<String> {
-        let (bytes, at) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let text = length_prefixed(payload(&bytes, at), at)?;
-        match std::str::from_utf8(text) {
-            Ok(s) => Ok(s.to_owned()),
-            Err(e) => Err(Error::corrupt(
-                FILE,
-                (at + LENGTH_BYTES + e.valid_up_to()) as u64,
-                format!("the text is not valid UTF-8: {e}"),
-            )),
+        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
+        let body = body(&bytes, at, version, Prefix::Length)?;
+        let origin = body.origin;
+        match body.bytes {
+            Cow::Borrowed(text) => match std::str::from_utf8(text) {
+                Ok(s) => Ok(s.to_owned()),
+                Err(e) => Err(not_utf8(origin, &e)),
+            },
+            Cow::Owned(text) => {
+                String::from_utf8(text).map_err(|e| not_utf8(origin, &e.utf8_error()))
+            }
         }
     }
 }
 
+fn not_utf8(origin: Origin, e: &std::str::Utf8Error) -> Error {
+    origin.corrupt(e.valid_up_to(), format!("the text is not valid UTF-8: {e}"))
+}
+
 /// Raw bytes (`Vec<u8>`) stored as they are.
 ///
-/// Id `"milonga.bytes"`, version 1. The `"data"` file is the envelope, the number of bytes as a
-/// little-endian `u64`, and the bytes. Reading checks the length against the file. Writing is
-/// deterministic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BytesFormat;
-
-impl BytesFormat {
-    /// The format id, `"milonga.bytes"`.
-    pub const ID: &'static str = "milonga.bytes";
-    /// The version of the bytes this build writes, `1`.
-    pub const VERSION: u32 = 1;
-    /// The name of the artifact file, `"data"`.
-    pub const FILE: &'static str = FILE;
+/// Id `"milonga.bytes"`, version 2. The `"data"` file is the envelope, a compression byte, the
+/// number of bytes as a little-endian `u64`, and the bytes, compressed with zstd when there are
+/// 512 or more and compression makes them smaller (see
+/// [compression](struct@PostcardFormat#compression)). Reading checks the length against the file (or the
+/// decompressed bytes). Writing is deterministic. `BytesFormat` is also a constant with the
+/// default settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesFormat {
+    compression: Compression,
 }
+
+/// [`BytesFormat`](struct@BytesFormat) with the default settings, so that `BytesFormat` still
+/// works as a value (`BytesFormat.write(..)`, `&BytesFormat`).
+#[allow(non_upper_case_globals)]
+pub const BytesFormat: BytesFormat = BytesFormat::DEFAULT;
+
+value_format!(BytesFormat, "milonga.bytes");
 
 impl Format<Vec<u8>> for BytesFormat {
     type Output = Vec<u8>;
@@ -291,14 +471,32 @@ impl Format<Vec<u8>> for BytesFormat {
 
     fn write(&self, value: Vec<u8>, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_length_prefixed(sink, &value)
+            write_body(sink, self.compression, &value, Prefix::Length)
         })
     }
 
     fn read(&self, artifact: ArtifactHandle) -> Result<Vec<u8>> {
-        let (bytes, at) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        Ok(length_prefixed(payload(&bytes, at), at)?.to_vec())
+        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
+        Ok(body(&bytes, at, version, Prefix::Length)?
+            .bytes
+            .into_owned())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+/// Compression byte: the body follows as it is (the version 1 payload).
+const NONE: u8 = 0;
+/// Compression byte: the body's length (`u64`) and one zstd frame of it follow.
+const ZSTD: u8 = 1;
+
+/// Whether an uncompressed body is preceded by its length (text and bytes) or delimits itself
+/// (postcard, JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    None,
+    Length,
 }
 
 /// Buffers writes to the `"data"` file and keeps the first I/O error, which encoders such as
@@ -332,6 +530,11 @@ impl Write for Sink {
     }
 }
 
+fn write_all(sink: &mut Sink, bytes: &[u8]) -> Result<()> {
+    sink.write_all(bytes)
+        .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))
+}
+
 /// Creates the `"data"` file, writes the envelope and then the payload with `body`, and
 /// finishes the file. On any error the file is dropped unfinished, so nothing is published.
 fn write_data(
@@ -346,8 +549,7 @@ fn write_data(
     };
     let mut head = Vec::new();
     Envelope::new(id, version).encode_into(&mut head)?;
-    sink.write_all(&head)
-        .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))?;
+    write_all(&mut sink, &head)?;
     body(&mut sink)?;
     let file = sink
         .inner
@@ -357,9 +559,44 @@ fn write_data(
     Ok(())
 }
 
-/// The verified bytes of the `"data"` file and the offset of the payload after its envelope,
-/// which must name `id` at a version this build reads.
-fn read_data(artifact: &ArtifactHandle, id: &str, version: u32) -> Result<(SharedBytes, usize)> {
+/// Writes the version 2 payload of `body`: compressed when the settings say so, the body is
+/// long enough and the compressed payload is smaller; otherwise as it is.
+fn write_body(sink: &mut Sink, settings: Compression, body: &[u8], prefix: Prefix) -> Result<()> {
+    let len = (body.len() as u64).to_le_bytes();
+    if let Some(level) = settings.level.filter(|_| body.len() >= settings.threshold) {
+        let frame = zstd::bulk::compress(body, level).map_err(|e| Error::Encode {
+            what: format!("zstd frame of the {} bytes of the body", body.len()),
+            reason: e.to_string(),
+        })?;
+        let plain = body.len()
+            + if prefix == Prefix::Length {
+                LENGTH_BYTES
+            } else {
+                0
+            };
+        if LENGTH_BYTES + frame.len() < plain {
+            write_all(sink, &[ZSTD])?;
+            write_all(sink, &len)?;
+            return write_all(sink, &frame);
+        }
+    }
+    write_all(sink, &[NONE])?;
+    if prefix == Prefix::Length {
+        write_all(sink, &len)?;
+    }
+    write_all(sink, body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading.
+
+/// The verified bytes of the `"data"` file, the offset of the payload after its envelope, and
+/// the version the envelope names, which must be one this build reads (1 to `version`).
+fn read_data(
+    artifact: &ArtifactHandle,
+    id: &str,
+    version: u32,
+) -> Result<(SharedBytes, usize, u32)> {
     let bytes = artifact.bytes(FILE)?;
     let all = (*bytes).as_ref();
     let (found, payload) = open_envelope(all, id, version, FILE)?;
@@ -371,42 +608,123 @@ fn read_data(artifact: &ArtifactHandle, id: &str, version: u32) -> Result<(Share
             format!("{id} version 0 was never written"),
         ));
     }
-    Ok((bytes, at))
+    Ok((bytes, at, found))
 }
 
-fn bytes_len(bytes: &SharedBytes) -> usize {
-    (**bytes).as_ref().len()
+/// Where the bytes of a [`Body`] come from, for errors.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// Stored as they are, from this offset of the file.
+    File(usize),
+    /// Decompressed from the zstd frame at this offset of the file.
+    Zstd(usize),
 }
 
-/// The payload of `bytes`, which starts at `at` (as returned by [`read_data`]).
-fn payload(bytes: &SharedBytes, at: usize) -> &[u8] {
-    (**bytes).as_ref().get(at..).unwrap_or_default()
+impl Origin {
+    /// A `Corrupt` error about byte `at` of the body.
+    fn corrupt(self, at: usize, reason: impl Display) -> Error {
+        match self {
+            Origin::File(start) => Error::corrupt(FILE, (start + at) as u64, reason),
+            Origin::Zstd(frame) => Error::corrupt(
+                FILE,
+                frame as u64,
+                format!("{reason} (at byte {at} of the body decompressed from the zstd frame)"),
+            ),
+        }
+    }
+
+    /// A `Decode` error about the body.
+    fn decode(self, reason: String) -> Error {
+        let (offset, reason) = match self {
+            Origin::File(start) => (start, reason),
+            Origin::Zstd(frame) => (
+                frame,
+                format!("{reason} (in the body decompressed from the zstd frame)"),
+            ),
+        };
+        Error::Decode {
+            file: FILE.to_owned(),
+            offset: offset as u64,
+            reason,
+        }
+    }
 }
 
-/// The size of the length field of text and bytes payloads.
+/// The body of a value: the bytes the format's decoder reads.
+struct Body<'a> {
+    bytes: Cow<'a, [u8]>,
+    origin: Origin,
+}
+
+/// The body of the payload that starts at `at` in `bytes`, for a file of `version`: version 1
+/// payloads are bodies stored as they are; version 2 payloads start with a compression byte.
+fn body(bytes: &SharedBytes, at: usize, version: u32, prefix: Prefix) -> Result<Body<'_>> {
+    let all = (**bytes).as_ref();
+    let payload = all.get(at..).unwrap_or_default();
+    if version == 1 {
+        return plain(payload, at, prefix);
+    }
+    let Some((&compression, rest)) = payload.split_first() else {
+        return Err(Error::corrupt(
+            FILE,
+            at as u64,
+            "truncated: the compression byte is missing",
+        ));
+    };
+    match compression {
+        NONE => plain(rest, at + 1, prefix),
+        ZSTD => {
+            let (len, frame) = length(rest, at + 1)?;
+            let frame_at = at + 1 + LENGTH_BYTES;
+            Ok(Body {
+                bytes: Cow::Owned(decompress(frame, len, at + 1, frame_at)?),
+                origin: Origin::Zstd(frame_at),
+            })
+        }
+        other => Err(Error::corrupt(
+            FILE,
+            at as u64,
+            format!("unknown compression byte {other} (0 = none, 1 = zstd)"),
+        )),
+    }
+}
+
+/// An uncompressed body at offset `at`, after its length field if it has one.
+fn plain(payload: &[u8], at: usize, prefix: Prefix) -> Result<Body<'_>> {
+    Ok(match prefix {
+        Prefix::None => Body {
+            bytes: Cow::Borrowed(payload),
+            origin: Origin::File(at),
+        },
+        Prefix::Length => Body {
+            bytes: Cow::Borrowed(length_prefixed(payload, at)?),
+            origin: Origin::File(at + LENGTH_BYTES),
+        },
+    })
+}
+
+/// The size of the length fields.
 const LENGTH_BYTES: usize = 8;
 
-fn write_length_prefixed(sink: &mut Sink, data: &[u8]) -> Result<()> {
-    let len = data.len() as u64;
-    sink.write_all(&len.to_le_bytes())
-        .and_then(|()| sink.write_all(data))
-        .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))
-}
-
-/// Checks a `u64` length prefix against the bytes that follow it and returns them. `at` is the
-/// offset of `payload` in the file, for errors.
-fn length_prefixed(payload: &[u8], at: usize) -> Result<&[u8]> {
-    let Some((head, rest)) = payload.split_first_chunk::<LENGTH_BYTES>() else {
-        return Err(Error::corrupt(
+/// Splits the `u64` length field off `payload`, which starts at offset `at` of the file.
+fn length(payload: &[u8], at: usize) -> Result<(u64, &[u8])> {
+    match payload.split_first_chunk::<LENGTH_BYTES>() {
+        Some((head, rest)) => Ok((u64::from_le_bytes(*head), rest)),
+        None => Err(Error::corrupt(
             FILE,
             (at + payload.len()) as u64,
             format!(
                 "truncated: the length field needs {LENGTH_BYTES} bytes, {} remain",
                 payload.len()
             ),
-        ));
-    };
-    let len = u64::from_le_bytes(*head);
+        )),
+    }
+}
+
+/// Checks a `u64` length prefix against the bytes that follow it and returns them. `at` is the
+/// offset of `payload` in the file, for errors.
+fn length_prefixed(payload: &[u8], at: usize) -> Result<&[u8]> {
+    let (len, rest) = length(payload, at)?;
     let have = rest.len() as u64;
     let start = (at + LENGTH_BYTES) as u64;
     if len > have {
@@ -427,4 +745,114 @@ fn length_prefixed(payload: &[u8], at: usize) -> Result<&[u8]> {
         ));
     }
     Ok(rest)
+}
+
+/// The first bytes of every zstd frame (magic number `0xFD2FB528`, little-endian). Legacy and
+/// skippable frames, which zstd would also accept, are refused.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The most a zstd frame can expand: every block (at most 128 KiB of output) takes at least 4
+/// bytes (a 3-byte header and one byte of an RLE block).
+const ZSTD_MAX_RATIO: u64 = (128 << 10) / 4;
+
+/// How much the output buffer grows at least when it is full.
+const GROW_MIN: usize = 64 << 10;
+
+/// Decompresses `frame`, which starts at offset `frame_at` of the file and must be exactly one
+/// zstd frame of `declared` bytes (the length field at offset `len_at`).
+///
+/// The declared length is not trusted for allocation: the output starts at most 8 times the
+/// size of the frame and grows (doubling) only while zstd actually produces bytes, never past
+/// `declared + 1` (one byte more shows that the frame holds more than declared). zstd's own
+/// window is limited to the declared length, which is itself limited to what the frame can
+/// possibly expand to.
+fn decompress(frame: &[u8], declared: u64, len_at: usize, frame_at: usize) -> Result<Vec<u8>> {
+    let corrupt = |at: usize, reason: String| Error::corrupt(FILE, at as u64, reason);
+    if frame.len() < ZSTD_MAGIC.len() {
+        return Err(corrupt(
+            frame_at + frame.len(),
+            format!("truncated: the zstd frame has {} bytes", frame.len()),
+        ));
+    }
+    if !frame.starts_with(&ZSTD_MAGIC) {
+        return Err(corrupt(
+            frame_at,
+            "not a zstd frame (bad magic number)".into(),
+        ));
+    }
+    let possible = (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO);
+    let declared = match usize::try_from(declared) {
+        Ok(n) if declared <= possible => n,
+        _ => {
+            return Err(corrupt(
+                len_at,
+                format!(
+                    "the length field says {declared} bytes, more than a zstd frame of {} bytes \
+                     can hold",
+                    frame.len()
+                ),
+            ))
+        }
+    };
+    let zstd_error =
+        |at: usize, code| corrupt(at, format!("zstd: {}", zstd_safe::get_error_name(code)));
+    let mut dctx = zstd_safe::DCtx::try_create()
+        .ok_or_else(|| Error::io(FILE, io::Error::other("cannot create a zstd context")))?;
+    // A frame we wrote for `declared` bytes needs a window of at most max(1 KiB, declared), and
+    // never more than 2^27 (zstd's default limit, enough for level 22).
+    let window_log = usize::BITS - declared.saturating_sub(1).leading_zeros();
+    dctx.set_parameter(DParameter::WindowLogMax(window_log.clamp(10, 27)))
+        .map_err(|code| zstd_error(frame_at, code))?;
+
+    let limit = declared + 1;
+    let mut out: Vec<u8> = Vec::with_capacity(limit.min(frame.len().saturating_mul(8)));
+    let mut input = InBuffer::around(frame);
+    loop {
+        if out.len() == out.capacity() {
+            let grow = out.len().max(GROW_MIN).min(limit - out.len());
+            out.reserve_exact(grow);
+        }
+        let before = out.len();
+        let hint = dctx
+            .decompress_stream(&mut OutBuffer::around_pos(&mut out, before), &mut input)
+            .map_err(|code| zstd_error(frame_at + input.pos(), code))?;
+        if out.len() > declared {
+            return Err(corrupt(
+                len_at,
+                format!("the zstd frame holds more than the {declared} bytes of the length field"),
+            ));
+        }
+        if hint == 0 {
+            break; // The end of the frame.
+        }
+        if input.pos() == frame.len() && out.len() < out.capacity() {
+            // All the input is in and zstd had room but wants more: the frame is cut short.
+            return Err(corrupt(
+                frame_at + frame.len(),
+                format!(
+                    "truncated: the zstd frame ends early ({} of {declared} bytes decompressed)",
+                    out.len()
+                ),
+            ));
+        }
+    }
+    if input.pos() < frame.len() {
+        return Err(corrupt(
+            frame_at + input.pos(),
+            format!(
+                "{} trailing bytes after the zstd frame",
+                frame.len() - input.pos()
+            ),
+        ));
+    }
+    if out.len() != declared {
+        return Err(corrupt(
+            len_at,
+            format!(
+                "the length field says {declared} bytes, the zstd frame holds {}",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
 }

@@ -30,9 +30,13 @@ impl ContentId {
         s
     }
 
-    /// Parses 64 hex characters.
+    /// Parses exactly 64 lower-case hex digits (the form [`to_hex`](Self::to_hex) writes).
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 || !s.is_ascii() {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return None;
         }
         let mut out = [0u8; 32];
@@ -159,8 +163,9 @@ pub trait ArtifactReader: Send + Sync {
     fn bytes(&self, name: &str) -> Result<SharedBytes>;
 
     /// A local path to the immutable file `name`, where the backend has one (for tools that
-    /// need a path, such as SQLite). The file must only be opened read-only. `None` on backends
-    /// without local files.
+    /// need a path, such as SQLite). The file must only be opened read-only. Its content is not
+    /// hashed on each call (that would cost a full read); `verify` checks it. `None` on
+    /// backends without local files.
     ///
     /// # Errors
     /// [`Error::MissingFile`](crate::Error::MissingFile) or an I/O error.

@@ -76,6 +76,14 @@ pub enum Error {
         /// The name that was asked for.
         file: String,
     },
+    /// An object that a manifest or record refers to is not in the store.
+    #[error("object {object} is missing from the store ({path})")]
+    MissingObject {
+        /// The object's content id (hex).
+        object: String,
+        /// Where it was looked for (a path or URL).
+        path: String,
+    },
     /// A value could not be decoded from `file`.
     #[error("cannot decode {file} at byte {offset}: {reason}")]
     Decode {
@@ -169,7 +177,7 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::Io { source, .. } => source.kind(),
-            Error::MissingFile { .. } => io::ErrorKind::NotFound,
+            Error::MissingFile { .. } | Error::MissingObject { .. } => io::ErrorKind::NotFound,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
             _ => io::ErrorKind::InvalidData,
         };

@@ -194,7 +194,17 @@ impl ArtifactReader for MemoryArtifact {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         let path = dir.join(ContentId::of(&data).to_hex());
         if !path.exists() {
-            std::fs::write(&path, data.as_slice()).map_err(|e| Error::io(path.display(), e))?;
+            // Write a private temporary file and rename it into place, so that concurrent
+            // readers never see a partial file.
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            tmp.write_all(data.as_slice())
+                .map_err(|e| Error::io(tmp.path().display(), e))?;
+            if let Err(e) = tmp.persist_noclobber(&path) {
+                if e.error.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(Error::io(path.display(), e.error));
+                }
+            }
         }
         Ok(Some(path))
     }

@@ -1,14 +1,21 @@
 //! Streaming steps shared by the stream tests and the `milonga-test-stream` helper binary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use milonga::{BoxError, Context, PostcardFormat, Step, StepRef, Stream, StreamFormat};
 use serde::Serialize;
 
 use crate::count_run;
 
-/// The item number the last run of [`Count`] in this process started from.
-pub static LAST_START: AtomicU64 = AtomicU64::new(u64::MAX);
+/// For each `n`, the item number the last run of `Count { n, .. }` in this process started
+/// from (keyed by `n`, since tests run in parallel).
+static LAST_START: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+
+/// Where the last run of `Count { n, .. }` in this process started, if it ran.
+pub fn last_start(n: u64) -> Option<u64> {
+    LAST_START.lock().unwrap().get(&n).copied()
+}
 
 /// Streams the numbers `0..n`, optionally slowly, optionally resuming after the items an
 /// interrupted run already stored.
@@ -36,7 +43,7 @@ impl Step for Count {
 
     fn run(&self, ctx: &mut Context<'_>) -> Result<Stream<u64>, BoxError> {
         let start = if self.resumable { ctx.resume_from() } else { 0 };
-        LAST_START.store(start, Ordering::SeqCst);
+        LAST_START.lock().unwrap().insert(self.n, start);
         count_run(&format!("Count from {start}"));
         let delay = std::time::Duration::from_micros(self.delay_us);
         Ok(Stream::new((start..self.n).inspect(move |i| {

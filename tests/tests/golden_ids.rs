@@ -1,10 +1,39 @@
 //! Golden step ids: these exact strings are part of milonga's stability promise. An id may
 //! only change with a new id scheme (`milonga::ID_SCHEME`) and a note in docs/FORMAT.md.
+//!
+//! The steps here use formats with a pinned id and version, so that the ids depend on the id
+//! scheme alone (bumping a built-in format's version rightly changes the ids of the steps that
+//! use it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use milonga::{BoxError, Context, JsonFormat, PostcardFormat, Step, StepRef};
+use milonga::sdk::{ArtifactHandle, ArtifactWriter, Format, Result as SdkResult};
+use milonga::{BoxError, Context, PostcardFormat, Step, StepRef};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// A format whose id and version never change: postcard bytes under a fixed name.
+#[derive(Default)]
+struct Pinned<const V: u32>;
+
+impl<T, const V: u32> Format<T> for Pinned<V>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Output = T;
+    fn id(&self) -> &str {
+        "golden.pinned"
+    }
+    fn version(&self) -> u32 {
+        V
+    }
+    fn write(&self, value: T, artifact: &dyn ArtifactWriter) -> SdkResult<()> {
+        PostcardFormat::default().write(value, artifact)
+    }
+    fn read(&self, artifact: ArtifactHandle) -> SdkResult<T> {
+        PostcardFormat::default().read(artifact)
+    }
+}
 
 #[derive(Serialize)]
 struct Tokenize {
@@ -17,7 +46,7 @@ impl Step for Tokenize {
     const NAME: &'static str = "golden::Tokenize";
     const VERSION: Option<&'static str> = Some("3");
     type Output = Vec<String>;
-    type Format = PostcardFormat;
+    type Format = Pinned<1>;
     fn run(&self, _ctx: &mut Context<'_>) -> Result<Vec<String>, BoxError> {
         Ok(vec![])
     }
@@ -42,7 +71,7 @@ struct Train {
 impl Step for Train {
     const NAME: &'static str = "Train";
     type Output = f64;
-    type Format = JsonFormat;
+    type Format = Pinned<2>;
     fn run(&self, _ctx: &mut Context<'_>) -> Result<f64, BoxError> {
         Ok(0.0)
     }
@@ -54,7 +83,7 @@ struct Nothing;
 impl Step for Nothing {
     const NAME: &'static str = "Nothing";
     type Output = ();
-    type Format = PostcardFormat;
+    type Format = Pinned<1>;
     fn run(&self, _ctx: &mut Context<'_>) -> Result<(), BoxError> {
         Ok(())
     }
@@ -98,10 +127,10 @@ fn golden_ids_never_change() {
         .unwrap(),
     ];
     let golden = [
-        "Nothing-DHZcUC5n32YT59sWUYWxpQR6v3spVj2e5",
-        "Tokenize-3-77ZHUYuX3fZe3hAmukZFdMDtsCprYHnLh",
-        "Train-2ow7SeYRTtDuTZ42YGPgKdX3zRKkvqCBH",
-        "Train-ELuF4h3fScMEhvae1WHdTY2zpA6XyAPxD",
+        "Nothing-GJKKGXd8ZitdPosyYzw6hZj8n5hNzD2FV",
+        "Tokenize-3-HTXgrRDfmmNVEER5AhTGARiNW4StiWeRU",
+        "Train-Ai2L42wzMTpTWtQ4zkY7NCCUUMEXs9GY1",
+        "Train-72fFABjDGC3tutYdFoLQhuC3kMJuMRxFs",
     ];
     assert_eq!(ids, golden);
 }

@@ -2,12 +2,11 @@
 //! threads and processes, streams as inputs.
 
 use std::process::{Child, Command};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use milonga::{Step, Workspace};
 use milonga_tests::runs;
-use milonga_tests::streams::{Count, SumStream, LAST_START};
+use milonga_tests::streams::{last_start, Count, SumStream};
 
 fn spawn_writer(ws: &std::path::Path, n: u64, delay_us: u64, resumable: bool) -> Child {
     Command::new(env!("CARGO_BIN_EXE_milonga-test-stream"))
@@ -83,7 +82,7 @@ fn killed_writer_is_resumed_by_the_next_run() {
     assert!(durable >= 20);
 
     let reader = step.result(&ws).unwrap();
-    let start = LAST_START.load(Ordering::SeqCst);
+    let start = last_start(n).expect("the step ran");
     assert!(
         start > 0 && start < n,
         "resumed after the durable items, from {start}"
@@ -129,7 +128,7 @@ fn a_step_that_does_not_resume_starts_over() {
         resumable: false,
     };
     let reader = fast.result(&ws).unwrap();
-    assert_eq!(LAST_START.load(Ordering::SeqCst), 0);
+    assert_eq!(last_start(n), Some(0));
     assert_eq!(all(&reader), (0..n).collect::<Vec<_>>());
 }
 

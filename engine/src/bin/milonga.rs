@@ -71,7 +71,12 @@ fn stored_size(ws: &Workspace, info: &StepInfo) -> Option<u64> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let ws = Workspace::from_url(&cli.workspace)?;
+    // Inspecting a path that is not a workspace must not create one there.
+    let ws = match cli.workspace.strip_prefix("file://") {
+        Some(path) => Workspace::open_existing(path)?,
+        None if !cli.workspace.contains("://") => Workspace::open_existing(&cli.workspace)?,
+        None => Workspace::from_url(&cli.workspace)?,
+    };
     match cli.command {
         Command::Steps => {
             let steps = ws.steps()?;

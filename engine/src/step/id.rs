@@ -51,6 +51,12 @@ pub(crate) fn unique_id<S: Step>(step: &S) -> Result<(String, Vec<String>)> {
         }
     }
     let format = step.format();
+    if format.id().is_empty() || format.id().len() > 255 {
+        return Err(invalid(format!(
+            "format id {:?} must be 1..=255 bytes",
+            format.id()
+        )));
+    }
     let header = Header {
         scheme: ID_SCHEME,
         encoding: canonical::SCHEME,

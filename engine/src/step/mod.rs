@@ -80,7 +80,7 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// What `run` returns.
     type Output: Send + 'static;
 
-    /// How the output is stored; [`PostcardFormat`](crate::PostcardFormat) for plain serde
+    /// How the output is stored; [`PostcardFormat`](struct@crate::PostcardFormat) for plain serde
     /// values.
     type Format: Format<Self::Output> + Default;
 

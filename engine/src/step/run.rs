@@ -154,7 +154,9 @@ fn run_and_store<S: Step>(
         Ok(Err(e)) => return Err(failed(e.to_string())),
         Err(p) => return Err(failed(panic_text(p.as_ref()))),
     };
-    if durable_items > 0 && !ctx.resumed {
+    // Keep an earlier attempt's files only for a format that resumes after them and a step
+    // that asked to resume; otherwise they are discarded and the value is written whole.
+    if !(durable_items > 0 && ctx.resumed) && !writer.durable_files().is_empty() {
         writer.discard_durable()?;
     }
     match catch_unwind(AssertUnwindSafe(|| format.write(output, &writer))) {
@@ -169,8 +171,13 @@ fn run_and_store<S: Step>(
         format_version: format.version(),
         files: writer.all_files(),
     };
-    let manifest_id = ws.inner.write_manifest(&manifest)?;
-    ws.inner.db.mark_completed(unique_id, &manifest_id)?;
+    {
+        let _gc = ws.inner.gc_shared()?;
+        let manifest_id = ws.inner.write_manifest(&manifest)?;
+        ws.inner.db.mark_completed(unique_id, &manifest_id)?;
+    }
+    // The work directory (scratch files, checkpoints) is not needed once the result is stored.
+    let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));
     Ok(())
 }
 

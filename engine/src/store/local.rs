@@ -79,12 +79,20 @@ impl LocalStore {
     /// directory entry that points to it).
     fn publish(&self, staged: &Path, id: &ContentId) -> Result<()> {
         let dest = self.object_path(id);
+        let parent = dest.parent().expect("object paths have parents");
         if dest.exists() {
-            // Identical content is already stored: publishing it again is success.
+            // Identical content is already stored: publishing it again is success. Refresh its
+            // modification time (garbage collection keeps recent objects) and make sure its
+            // directory entry is durable, whoever created it.
             let _ = fs::remove_file(staged);
+            if let Ok(f) = File::open(&dest) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+            if self.sync {
+                sync_dir(parent)?;
+            }
             return Ok(());
         }
-        let parent = dest.parent().expect("object paths have parents");
         if !parent.exists() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
             if self.sync {
@@ -113,8 +121,9 @@ impl LocalStore {
         let path = self.object_path(id);
         match File::open(&path) {
             Ok(f) => Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::MissingFile {
-                file: format!("object {} ({})", id, path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::MissingObject {
+                object: id.to_hex(),
+                path: path.display().to_string(),
             }),
             Err(e) => Err(Error::io(path.display(), e)),
         }
@@ -166,17 +175,23 @@ impl ObjectStore for LocalStore {
         // Move into the staging folder first when possible (same filesystem), so that publish
         // is one rename; fall back to a copy across filesystems.
         let staged = self.new_tmp_path();
-        if fs::rename(path, &staged).is_err() {
-            fs::copy(path, &staged).map_err(|e| Error::io(staged.display(), e))?;
-            if self.sync {
-                File::open(&staged)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(staged.display(), e))?;
+        let result = (|| {
+            if fs::rename(path, &staged).is_err() {
+                fs::copy(path, &staged).map_err(|e| Error::io(staged.display(), e))?;
+                if self.sync {
+                    File::open(&staged)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io(staged.display(), e))?;
+                }
+                let _ = fs::remove_file(path);
             }
-            let _ = fs::remove_file(path);
+            self.publish(&staged, &id)
+        })();
+        if result.is_err() {
+            // Never leave a staging file behind on a failed ingest.
+            let _ = fs::remove_file(&staged);
         }
-        self.publish(&staged, &id)?;
-        Ok((id, len))
+        result.map(|()| (id, len))
     }
 
     fn contains(&self, id: &ContentId) -> bool {
@@ -184,11 +199,16 @@ impl ObjectStore for LocalStore {
     }
 
     fn open(&self, id: &ContentId) -> Result<Box<dyn ReadSeek>> {
-        let (file, _) = self.open_file(id)?;
+        let (file, path) = self.open_file(id)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path.display(), e))?
+            .len();
         Ok(Box::new(VerifyingReader::new(
             io::BufReader::new(file),
             *id,
             self.describe(id),
+            len,
         )))
     }
 
@@ -287,18 +307,23 @@ impl Write for LocalObjectWriter {
 impl ObjectWriter for LocalObjectWriter {
     fn commit(mut self: Box<Self>) -> Result<(ContentId, u64)> {
         let file = self.file.take().expect("commit consumes the writer");
-        let file = file
-            .into_inner()
-            .map_err(|e| Error::io(self.path.display(), e.into_error()))?;
-        if self.store.sync {
-            file.sync_all()
-                .map_err(|e| Error::io(self.path.display(), e))?;
-        }
-        drop(file);
-        let id = ContentId(*self.hasher.finalize().as_bytes());
         let path = std::mem::take(&mut self.path);
-        self.store.publish(&path, &id)?;
-        Ok((id, self.len))
+        let id = ContentId(*self.hasher.finalize().as_bytes());
+        let result = (|| {
+            let file = file
+                .into_inner()
+                .map_err(|e| Error::io(path.display(), e.into_error()))?;
+            if self.store.sync {
+                file.sync_all().map_err(|e| Error::io(path.display(), e))?;
+            }
+            drop(file);
+            self.store.publish(&path, &id)
+        })();
+        if result.is_err() {
+            // A failed commit publishes nothing and leaves no staging file behind.
+            let _ = fs::remove_file(&path);
+        }
+        result.map(|()| (id, self.len))
     }
 }
 

@@ -27,8 +27,9 @@ impl MemoryStore {
             .expect("poisoned")
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::MissingFile {
-                file: self.describe(id),
+            .ok_or_else(|| Error::MissingObject {
+                object: id.to_hex(),
+                path: "memory".into(),
             })
     }
 

@@ -43,7 +43,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Opens object `id` for reading. Reading to the end verifies the content.
     ///
     /// # Errors
-    /// [`Error::MissingFile`](milonga_sdk::Error::MissingFile) naming the object, or an I/O error.
+    /// [`Error::MissingObject`](milonga_sdk::Error::MissingObject), or an I/O error.
     fn open(&self, id: &ContentId) -> Result<Box<dyn ReadSeek>>;
 
     /// The whole object, verified (a memory map on local stores).

@@ -17,26 +17,43 @@ pub(crate) fn verify_bytes(bytes: &[u8], id: &ContentId, what: &str) -> Result<(
     Ok(())
 }
 
-/// A reader that hashes what it reads and, at the end of a sequential read, reports content that
-/// does not match the expected id as an error (an `io::Error` carrying
-/// [`Error::ChecksumMismatch`]). After a seek it no longer verifies.
+/// A reader that hashes what it reads and, as soon as a sequential read reaches the object's
+/// length (or its end), reports content that does not match the expected id as an error (an
+/// `io::Error` carrying [`Error::ChecksumMismatch`]). After a seek it no longer verifies.
 pub(crate) struct VerifyingReader<R> {
     inner: R,
     expected: ContentId,
     what: String,
     hasher: Option<blake3::Hasher>,
     pos: u64,
+    len: u64,
 }
 
 impl<R> VerifyingReader<R> {
-    pub(crate) fn new(inner: R, expected: ContentId, what: String) -> Self {
+    pub(crate) fn new(inner: R, expected: ContentId, what: String, len: u64) -> Self {
         VerifyingReader {
             inner,
             expected,
             what,
             hasher: Some(blake3::Hasher::new()),
             pos: 0,
+            len,
         }
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        if let Some(h) = self.hasher.take() {
+            let actual = ContentId(*h.finalize().as_bytes());
+            if actual != self.expected {
+                return Err(Error::ChecksumMismatch {
+                    file: self.what.clone(),
+                    expected: self.expected.to_hex(),
+                    actual: actual.to_hex(),
+                }
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -45,19 +62,11 @@ impl<R: Read> Read for VerifyingReader<R> {
         let n = self.inner.read(buf)?;
         self.pos += n as u64;
         if let Some(h) = self.hasher.as_mut() {
-            if n > 0 {
-                h.update(&buf[..n]);
-            } else if !buf.is_empty() {
-                let actual = ContentId(*h.finalize().as_bytes());
-                self.hasher = None;
-                if actual != self.expected {
-                    return Err(Error::ChecksumMismatch {
-                        file: self.what.clone(),
-                        expected: self.expected.to_hex(),
-                        actual: actual.to_hex(),
-                    }
-                    .into());
-                }
+            h.update(&buf[..n]);
+            // Check at the expected length (a reader using read_exact never sees the end) and
+            // at the end of the file (a file shorter or longer than recorded).
+            if self.pos == self.len || (n == 0 && !buf.is_empty()) {
+                self.check()?;
             }
         }
         Ok(n)

@@ -16,6 +16,22 @@ use super::db::StepState;
 use super::Inner;
 use crate::store::{ObjectStore, ObjectWriter};
 
+/// An engine error as an SDK error (formats only see SDK errors): database failures become I/O
+/// errors naming the database.
+pub(crate) fn to_sdk(e: crate::Error) -> Error {
+    match e {
+        crate::Error::Format(e) => e,
+        crate::Error::Database { path, source } => Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(source),
+        },
+        other => Error::Io {
+            path: "workspace".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
 /// Checks an artifact file name: 1..=1024 bytes, relative, no `.`/`..` parts, no NUL or `\`.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -103,11 +119,15 @@ impl StepArtifactWriter {
         unique_id: &str,
         entry: &FileEntry,
     ) -> Result<()> {
-        ws.db
-            .add_partial(unique_id, entry)
-            .map_err(|e| Error::Source(e.to_string()))?;
+        ws.db.add_partial(unique_id, entry).map_err(to_sdk)?;
         state.lock().expect("poisoned").finished.push(entry.clone());
         Ok(())
+    }
+
+    fn release(state: &Mutex<WriterState>, name: &str) {
+        if let Ok(mut st) = state.lock() {
+            st.names.remove(name);
+        }
     }
 }
 
@@ -146,14 +166,25 @@ impl FileWriter for StepFileWriter {
             .object
             .take()
             .ok_or_else(|| Error::Unsupported("file already finished".into()))?;
-        let (id, len) = object.commit()?;
-        let entry = FileEntry {
-            name: std::mem::take(&mut self.name),
-            len,
-            id,
-        };
-        StepArtifactWriter::record(&self.state, &self.ws, &self.unique_id, &entry)?;
-        Ok(entry)
+        let name = std::mem::take(&mut self.name);
+        let result = (|| {
+            // From publishing the object until the database refers to it, hold off garbage
+            // collection.
+            let _gc = self.ws.gc_shared().map_err(to_sdk)?;
+            let (id, len) = object.commit()?;
+            let entry = FileEntry {
+                name: name.clone(),
+                len,
+                id,
+            };
+            StepArtifactWriter::record(&self.state, &self.ws, &self.unique_id, &entry)?;
+            Ok(entry)
+        })();
+        if result.is_err() {
+            // Nothing was published under this name: a retry may write it.
+            StepArtifactWriter::release(&self.state, &name);
+        }
+        result
     }
 }
 
@@ -188,7 +219,9 @@ impl ArtifactWriter for StepArtifactWriter {
 
     fn ingest(&self, name: &str, path: &Path) -> Result<FileEntry> {
         self.reserve(name)?;
-        let result = self.ws.store.ingest(path).and_then(|(id, len)| {
+        let result = (|| {
+            let _gc = self.ws.gc_shared().map_err(to_sdk)?;
+            let (id, len) = self.ws.store.ingest(path)?;
             let entry = FileEntry {
                 name: name.to_owned(),
                 len,
@@ -196,9 +229,9 @@ impl ArtifactWriter for StepArtifactWriter {
             };
             Self::record(&self.state, &self.ws, &self.unique_id, &entry)?;
             Ok(entry)
-        });
+        })();
         if result.is_err() {
-            self.state.lock().expect("poisoned").names.remove(name);
+            Self::release(&self.state, name);
         }
         result
     }
@@ -225,8 +258,8 @@ pub(crate) struct StoredArtifact {
     pub(crate) files: Vec<FileEntry>,
     pub(crate) describe: String,
     pub(crate) materialize_dir: PathBuf,
-    /// Keeps the workspace (and a memory workspace's temporary folder) alive.
-    pub(crate) _ws: Option<Arc<Inner>>,
+    /// Keeps a memory workspace's temporary folder alive while the artifact is read.
+    pub(crate) _tmp: Option<Arc<tempfile::TempDir>>,
 }
 
 fn entry_in(files: &[FileEntry], name: &str, describe: &str) -> Result<FileEntry> {
@@ -243,14 +276,21 @@ fn local_path_of(store: &dyn ObjectStore, id: &ContentId, dir: &Path) -> Result<
     if let Some(p) = store.local_path(id)? {
         return Ok(Some(p));
     }
-    // Backends without local files: materialize the verified bytes once.
+    // Backends without local files: materialize the verified bytes once, through a private
+    // temporary file, so that concurrent readers never see a partial file.
     let path = dir.join(id.to_hex());
     if !path.exists() {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
         let bytes = store.bytes(id)?;
-        let tmp = dir.join(format!("{}.{}.tmp", id.to_hex(), std::process::id()));
-        fs::write(&tmp, (*bytes).as_ref()).map_err(|e| Error::io(tmp.display(), e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(path.display(), e))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir.display(), e))?;
+        tmp.write_all((*bytes).as_ref())
+            .map_err(|e| Error::io(tmp.path().display(), e))?;
+        if let Err(e) = tmp.persist_noclobber(&path) {
+            if e.error.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(Error::io(path.display(), e.error));
+            }
+        }
     }
     Ok(Some(path))
 }
@@ -306,11 +346,20 @@ impl FollowedArtifact {
     }
 
     fn refresh(&self) -> Result<()> {
-        let to_sdk = |e: crate::Error| match e {
-            crate::Error::Format(e) => e,
-            other => Error::Source(other.to_string()),
-        };
-        let info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
+        let mut info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
+        if info.as_ref().is_some_and(|i| i.state == StepState::Running)
+            && !self.ws.is_locked(&self.unique_id)
+        {
+            // The lock is free: either the writer died, or it finished between the two reads.
+            // Read the state again: a writer that finished has recorded it by now.
+            info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
+            if let Some(i) = info.as_mut() {
+                if i.state == StepState::Running && !self.ws.is_locked(&self.unique_id) {
+                    i.state = StepState::Incomplete;
+                    i.error = Some("the writing process died".into());
+                }
+            }
+        }
         let (files, status) = match info {
             Some(i) if i.state == StepState::Completed => {
                 let m = self.ws.load_manifest_of(&i).map_err(to_sdk)?;
@@ -320,9 +369,9 @@ impl FollowedArtifact {
                 self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
                 ArtifactStatus::Failed(i.error.unwrap_or_else(|| "the step failed".into())),
             ),
-            Some(i) if i.state == StepState::Running && !self.ws.is_locked(&self.unique_id) => (
+            Some(i) if i.state == StepState::Incomplete && i.error.is_some() => (
                 self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
-                ArtifactStatus::Failed("the writing process died".into()),
+                ArtifactStatus::Failed(i.error.unwrap_or_default()),
             ),
             _ => (
                 self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,

@@ -148,36 +148,29 @@ impl Db {
             None => Connection::open_in_memory().map_err(err)?,
         };
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        if path.is_some() {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(err)?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(err)?;
-        }
-        // Check the schema version before touching anything else.
+        let not_a_database = |e: rusqlite::Error| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                Error::Format(milonga_sdk::Error::corrupt(
+                    shown.display(),
+                    0,
+                    "not a SQLite database",
+                ))
+            }
+            e => err(e),
+        };
+        // Check what the file is, and its schema version, before writing anything to it.
         let has_version: bool = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::NotADatabase =>
-                {
-                    Error::Format(milonga_sdk::Error::corrupt(
-                        shown.display(),
-                        0,
-                        "not a SQLite database",
-                    ))
-                }
-                e => err(e),
-            })?
+            .map_err(not_a_database)?
             > 0;
         if has_version {
             let found: Option<i64> = conn
                 .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
-                .map_err(err)?;
+                .map_err(not_a_database)?;
             if let Some(found) = found {
                 if found > SCHEMA_VERSION {
                     return Err(Error::SchemaTooNew {
@@ -187,6 +180,12 @@ impl Db {
                     });
                 }
             }
+        }
+        if path.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(not_a_database)?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(not_a_database)?;
         }
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {SCHEMA}

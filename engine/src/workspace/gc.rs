@@ -37,11 +37,20 @@ impl Workspace {
     /// Database and I/O errors, or a corrupt manifest.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let inner = &self.inner;
+        // Writers hold this lock shared from publishing an object until the database refers to
+        // it: with it held exclusively, every object is either referenced below or garbage.
+        let _gc = inner.gc_exclusive()?;
         let mut live: HashSet<ContentId> = HashSet::new();
         for info in inner.db.all()? {
             if let Some(mid) = info.manifest_id {
                 live.insert(mid);
-                let m = inner.load_manifest(&mid)?;
+                let m = inner.load_manifest(&mid).map_err(|e| Error::State {
+                    unique_id: info.unique_id.clone(),
+                    reason: format!(
+                        "its manifest cannot be read, so garbage collection stops before \
+                         removing anything: {e}"
+                    ),
+                })?;
                 live.extend(m.files.iter().map(|f| f.id));
             }
             live.extend(

@@ -24,6 +24,10 @@ use crate::manifest::Manifest;
 use crate::store::{LocalStore, MemoryStore, ObjectStore};
 use db::Db;
 
+/// The lock file name (in `locks/`) of the garbage-collection lock; step ids always contain a
+/// `-`, so it cannot collide with a step's lock.
+const GC_LOCK: &str = "gc";
+
 /// The name of the metadata database file in a local workspace.
 pub const DATABASE_FILE: &str = "milonga.sqlite";
 
@@ -55,7 +59,9 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) db: Db,
     pub(crate) cache: Mutex<MemoryCache>,
-    _tmp: Option<tempfile::TempDir>,
+    /// A memory workspace's temporary folder, shared with the lazy results that read from it
+    /// (they must not hold `Inner` itself: the cache would then own a cycle).
+    pub(crate) tmp: Option<Arc<tempfile::TempDir>>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -88,9 +94,28 @@ impl Workspace {
                 store: Arc::new(store),
                 db,
                 cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
-                _tmp: None,
+                tmp: None,
             }),
         })
+    }
+
+    /// Opens the local workspace in directory `path`, which must exist and have a metadata
+    /// database (for tools that inspect a workspace and must not create one on a typo).
+    ///
+    /// # Errors
+    /// [`Error::State`] if `path` is not a workspace; otherwise as [`Workspace::open`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Workspace> {
+        let root = path.as_ref();
+        if !root.join(DATABASE_FILE).is_file() {
+            return Err(Error::State {
+                unique_id: String::new(),
+                reason: format!(
+                    "{} is not a milonga workspace (no {DATABASE_FILE})",
+                    root.display()
+                ),
+            });
+        }
+        Self::open(root)
     }
 
     /// A workspace that lives in memory (objects and metadata) and disappears with its last
@@ -111,7 +136,7 @@ impl Workspace {
                 store: Arc::new(MemoryStore::new()),
                 db: Db::open(None)?,
                 cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
-                _tmp: Some(tmp),
+                tmp: Some(Arc::new(tmp)),
             }),
         })
     }
@@ -196,8 +221,16 @@ impl Workspace {
     /// # Errors
     /// A database error.
     pub fn remove_step(&self, unique_id: &str) -> Result<bool> {
+        let Some(_lock) = self.inner.try_lock_step(unique_id)? else {
+            return Err(Error::State {
+                unique_id: unique_id.into(),
+                reason: "the step is running; remove it when it has finished".into(),
+            });
+        };
         self.inner.cache_lock().remove(unique_id);
-        self.inner.db.remove(unique_id)
+        let removed = self.inner.db.remove(unique_id)?;
+        let _ = fs::remove_dir_all(self.inner.work_dir(unique_id));
+        Ok(removed)
     }
 
     /// Sets the limits of the in-memory result cache: at most `max_entries` results whose
@@ -247,6 +280,12 @@ impl Workspace {
         let mut report = VerifyReport::default();
         for info in self.steps()? {
             let Some(mid) = info.manifest_id else {
+                if info.state == StepState::Completed {
+                    report.problems.push(Problem {
+                        unique_id: info.unique_id.clone(),
+                        error: "recorded COMPLETED without a manifest".into(),
+                    });
+                }
                 continue;
             };
             report.objects_checked += 1;
@@ -316,6 +355,17 @@ impl Inner {
     }
 
     fn lock_path(&self, unique_id: &str) -> Result<PathBuf> {
+        if unique_id.is_empty()
+            || unique_id.starts_with('.')
+            || !unique_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(Error::State {
+                unique_id: unique_id.into(),
+                reason: "not a valid step id".into(),
+            });
+        }
         let dir = self.dir.join("locks");
         fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         Ok(dir.join(format!("{unique_id}.lock")))
@@ -349,6 +399,22 @@ impl Inner {
         }
     }
 
+    /// Takes the workspace's garbage-collection lock shared: held by writers from the moment
+    /// they publish an object until the database refers to it, so that a collection (which
+    /// holds it exclusively) never sees an object that is about to be referenced.
+    pub(crate) fn gc_shared(&self) -> Result<File> {
+        let (f, path) = self.lock_file(GC_LOCK)?;
+        f.lock_shared().map_err(|e| Error::io(path.display(), e))?;
+        Ok(f)
+    }
+
+    /// Takes the garbage-collection lock exclusively (see [`Inner::gc_shared`]).
+    pub(crate) fn gc_exclusive(&self) -> Result<File> {
+        let (f, path) = self.lock_file(GC_LOCK)?;
+        f.lock().map_err(|e| Error::io(path.display(), e))?;
+        Ok(f)
+    }
+
     /// Whether some process (or thread) holds the step's lock now.
     pub(crate) fn is_locked(&self, unique_id: &str) -> bool {
         matches!(self.try_lock_step(unique_id), Ok(None))
@@ -370,7 +436,7 @@ impl Inner {
         self.load_manifest(&id)
     }
 
-    pub(crate) fn stored_artifact(self: &Arc<Self>, info: &StepInfo) -> Result<ArtifactHandle> {
+    pub(crate) fn stored_artifact(&self, info: &StepInfo) -> Result<ArtifactHandle> {
         if info.state != StepState::Completed {
             return Err(Error::State {
                 unique_id: info.unique_id.clone(),
@@ -383,7 +449,7 @@ impl Inner {
             files: manifest.files,
             describe: format!("result of step {}", info.unique_id),
             materialize_dir: self.materialize_dir(),
-            _ws: Some(Arc::clone(self)),
+            _tmp: self.tmp.clone(),
         }))
     }
 
