@@ -208,3 +208,19 @@ pub enum ArtifactStatus {
 
 /// A shared handle on a stored artifact, kept alive by lazy results that read from it.
 pub type ArtifactHandle = Arc<dyn ArtifactReader>;
+
+#[cfg(test)]
+mod tests {
+    use super::ContentId;
+
+    #[test]
+    fn hex_ids_are_exactly_64_lower_case_digits() {
+        let id = ContentId::of(b"milonga");
+        assert_eq!(ContentId::from_hex(&id.to_hex()), Some(id));
+        let upper = id.to_hex().to_uppercase();
+        assert_eq!(ContentId::from_hex(&upper), None);
+        let plus = format!("+f{}", &id.to_hex()[2..]);
+        assert_eq!(ContentId::from_hex(&plus), None);
+        assert_eq!(ContentId::from_hex(&id.to_hex()[1..]), None);
+    }
+}
