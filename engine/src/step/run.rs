@@ -156,7 +156,7 @@ fn run_and_store<S: Step>(
     };
     // Keep an earlier attempt's files only for a format that resumes after them and a step
     // that asked to resume; otherwise they are discarded and the value is written whole.
-    if !(durable_items > 0 && ctx.resumed) && !writer.durable_files().is_empty() {
+    if (durable_items == 0 || !ctx.resumed) && !writer.durable_files().is_empty() {
         writer.discard_durable()?;
     }
     match catch_unwind(AssertUnwindSafe(|| format.write(output, &writer))) {

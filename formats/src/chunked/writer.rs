@@ -327,9 +327,9 @@ impl ChunkSink<'_> {
 /// chunks are compressed by `options.workers` threads and written, in order, by a writer thread,
 /// each as its own artifact file that is durable once finished. When `produce` returns `Ok`, the
 /// last partial chunk is sealed, and the end record (`layout.end_name()`) is written last. When
-/// it returns an error, the chunks sealed so far are still written (so a later write can
-/// resume after them) but the partial chunk and the end record are not, and that error is
-/// returned.
+/// it returns an error (or panics), the chunks sealed so far are still written (so a later write
+/// can resume after them) but the partial chunk and the end record are not, and that error is
+/// returned (or the panic resumed).
 ///
 /// Chunk boundaries depend only on the items and the options, so a stream written in one go and
 /// one interrupted and resumed at a chunk boundary consist of the same bytes.
@@ -432,12 +432,18 @@ where
             })
             .map_err(|e| Error::io("chunk writer thread", e))?;
         sink.tx = Some(job_tx);
-        let produced = produce(&mut sink).and_then(|()| sink.seal_chunk());
+        // A producer that panics must still close the queue: the scope waits for the workers,
+        // which wait for the queue to close.
+        let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            produce(&mut sink).and_then(|()| sink.seal_chunk())
+        }));
         // Closing the queue lets the workers and the writer drain what was sealed and stop.
         sink.tx = None;
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::Unsupported("the chunk writer panicked".into())));
+        // The chunks sealed before the panic are durable now; the panic goes on.
+        let produced = produced.unwrap_or_else(|p| std::panic::resume_unwind(p));
         Ok::<_, Error>((produced, written))
     })?;
     // A background failure is the cause of a producer's "stopped" error: report it first.

@@ -14,6 +14,7 @@
 //! | [`Check::Rejection`] | truncated and missing files are errors |
 //! | [`Check::Allocation`] | no decode allocates memory driven by an unchecked length field |
 //! | [`Check::VersionSkew`] | a payload from version `version() + 1` gives [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion) |
+//! | [`Check::Resume`] | a resumable format, interrupted after any item and resumed, gives the uninterrupted result |
 //!
 //! ```
 //! # use milonga_sdk::{ArtifactHandle, ArtifactWriter, Error, Format, Result};
@@ -69,6 +70,8 @@
 //! - [`check_codec`] and [`DecoderCheck::codec`] for a [`Codec`](crate::Codec);
 //!   [`check_decoder`] and [`DecoderCheck`] for any pair of encode/decode functions (headers,
 //!   indexes, manifests);
+//! - [`check_resume`] and [`ResumeCheck`]: the crash kit for resumable formats (a stream, any
+//!   format built on the chunked record file): a crash at every chunk boundary, then resume;
 //! - [`format_tests!`](crate::format_tests): one `#[test]` per check, for a format;
 //! - [`allocation_meter!`](crate::allocation_meter): turns on the allocation check in a test
 //!   binary (see [`meter_installed`]). Without it, the kit cannot see allocations: the SDK
@@ -91,6 +94,7 @@ mod format;
 mod mutate;
 mod options;
 mod report;
+mod resume;
 
 use std::fmt::Debug;
 
@@ -100,6 +104,7 @@ pub use alloc::{meter_installed, record_allocation, AllocationLimit};
 pub use decoder::DecoderCheck;
 pub use format::{Files, FormatCheck};
 pub use report::{Check, Failure};
+pub use resume::{Crash, Interrupted, Interruptible, ResumeCheck};
 
 use crate::codec::Codec;
 use crate::error::Result;
@@ -254,6 +259,29 @@ pub fn check_decoder<S>(
     S::Value: PartialEq + Debug,
 {
     DecoderCheck::new(strategy, encode, decode).assert();
+}
+
+/// Runs the crash kit ([`ResumeCheck`]) on a resumable format with lists of items from
+/// `strategy`: every write interrupted after every item (so at every chunk boundary) by an
+/// error and by a panic, resumed after `durable_items`, must read back all the items and give
+/// the same files as an uninterrupted write. `make` turns the kit's [`Interruptible`] items
+/// into the format's input (for a stream format: `Stream::try_new`), `collect` turns what is
+/// read into the items.
+///
+/// # Panics
+/// With a report of the first broken contract.
+#[track_caller]
+pub fn check_resume<'a, I, T, F, S>(
+    format: &'a F,
+    strategy: S,
+    make: impl Fn(Interruptible<I>) -> T + 'a,
+    collect: impl Fn(F::Output) -> Result<Vec<I>> + 'a,
+) where
+    F: Format<T>,
+    S: Strategy<Value = Vec<I>>,
+    I: Clone + PartialEq + Debug,
+{
+    ResumeCheck::new(format, strategy, make, collect).assert();
 }
 
 /// Generates a module of `#[test]`s, one per check, for a format whose output is the value:

@@ -42,6 +42,7 @@ impl Options {
             Check::Rejection,
             Check::Allocation,
             Check::VersionSkew,
+            Check::Resume,
         ]
         .into_iter()
         .filter(|c| *c != Check::Write && !checks.contains(c))

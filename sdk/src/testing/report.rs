@@ -27,10 +27,13 @@ pub enum Check {
     Allocation,
     /// A payload from a newer format version was not refused with `UnsupportedVersion`.
     VersionSkew,
+    /// A write interrupted by a crash and resumed did not give the uninterrupted result (see
+    /// [`ResumeCheck`](super::ResumeCheck)).
+    Resume,
 }
 
 impl Check {
-    const ALL: [Check; 8] = [
+    const ALL: [Check; 9] = [
         Check::Write,
         Check::RoundTrip,
         Check::RandomAccess,
@@ -39,6 +42,7 @@ impl Check {
         Check::Rejection,
         Check::Allocation,
         Check::VersionSkew,
+        Check::Resume,
     ];
 
     /// A short name, as printed in reports.
@@ -52,6 +56,7 @@ impl Check {
             Check::Rejection => "rejection",
             Check::Allocation => "allocation",
             Check::VersionSkew => "version-skew",
+            Check::Resume => "resume",
         }
     }
 }

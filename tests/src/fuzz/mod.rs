@@ -5,19 +5,25 @@
 //! Each function takes the fuzzer's bytes and panics only when a contract is broken: a decoder
 //! panicked, or a value it accepted does not survive a round-trip.
 
+mod columns;
 mod store;
+mod stream_store;
+mod streams;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use milonga::sdk::{Envelope, Format, MemoryArtifact};
 use milonga::{
-    BytesFormat, JsonFormat, Manifest, PostcardFormat, SqliteSequence, SqliteSequenceFormat,
-    TextFormat,
+    BytesFormat, JsonFormat, Manifest, PostcardFormat, SqliteDict, SqliteDictFormat,
+    SqliteSequence, SqliteSequenceFormat, TextFormat,
 };
 use serde::{Deserialize, Serialize};
 
+pub use columns::columns;
 pub use store::{store_ops, Faults, FaultyStore};
+pub use stream_store::stream_store_ops;
+pub use streams::{chunk, stream_read};
 
 /// A target: a name (the folder under `fuzz/regressions/`) and its body.
 pub type Target = (&'static str, fn(&[u8]));
@@ -32,6 +38,11 @@ pub const TARGETS: &[Target] = &[
     ("value_bytes", value_bytes),
     ("sqlite_sequence", sqlite_sequence),
     ("store", store_ops),
+    ("chunk", chunk),
+    ("stream_read", stream_read),
+    ("sqlite_dict", sqlite_dict),
+    ("columns", columns),
+    ("stream_store", stream_store_ops),
 ];
 
 /// [`Envelope::decode`] and [`Envelope::read_from`] agree, and a decoded header re-encodes to
@@ -112,12 +123,12 @@ where
     }
 }
 
-/// [`PostcardFormat`] reading a [`FuzzRecord`].
+/// [`PostcardFormat`](struct@PostcardFormat) reading a [`FuzzRecord`].
 pub fn value_postcard(data: &[u8]) {
     value::<FuzzRecord, _>(&PostcardFormat, data, true);
 }
 
-/// [`JsonFormat`] reading a [`FuzzRecord`] and, from the same bytes, any JSON value.
+/// [`JsonFormat`](struct@JsonFormat) reading a [`FuzzRecord`] and, from the same bytes, any JSON value.
 pub fn value_json(data: &[u8]) {
     value::<FuzzRecord, _>(&JsonFormat, data, true);
     // Floats in arbitrary JSON may come back one ulp off (no `float_roundtrip`), a documented
@@ -125,12 +136,12 @@ pub fn value_json(data: &[u8]) {
     value::<serde_json::Value, _>(&JsonFormat, data, false);
 }
 
-/// [`TextFormat`].
+/// [`TextFormat`](struct@TextFormat).
 pub fn value_text(data: &[u8]) {
     value::<String, _>(&TextFormat, data, true);
 }
 
-/// [`BytesFormat`].
+/// [`BytesFormat`](struct@BytesFormat).
 pub fn value_bytes(data: &[u8]) {
     value::<Vec<u8>, _>(&BytesFormat, data, true);
 }
@@ -186,4 +197,57 @@ pub fn sqlite_sequence(data: &[u8]) {
         seq.get(u64::MAX).is_err(),
         "get(u64::MAX) must be out of range"
     );
+}
+
+/// A valid dict file of a few entries, made once: the template the fuzzer patches.
+fn sqlite_dict_template() -> &'static (String, Vec<u8>) {
+    static TEMPLATE: OnceLock<(String, Vec<u8>)> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let artifact = MemoryArtifact::new();
+        let entries: Vec<(String, Item)> = (0..20u32)
+            .map(|i| (format!("key{i}"), (i * 7, "x".repeat(i as usize))))
+            .collect();
+        SqliteDictFormat::<String, Item>::new()
+            .write(entries, &artifact)
+            .expect("write the template");
+        artifact.snapshot().pop().expect("one file")
+    })
+}
+
+/// [`SqliteDictFormat`] opening a file and reading it every way (`len`, iteration, keys, `get`
+/// and `contains` of present and absent keys). The input is read as for [`sqlite_sequence`]:
+/// a patched valid dict when the first byte is odd, the whole file otherwise.
+pub fn sqlite_dict(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (name, template) = sqlite_dict_template();
+    let file = if mode & 1 == 1 {
+        let mut file = template.clone();
+        for patch in rest.chunks_exact(3) {
+            let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) % file.len();
+            file[at] ^= patch[2];
+        }
+        file
+    } else {
+        rest.to_vec()
+    };
+    let artifact = MemoryArtifact::new();
+    artifact.set_file(name, file);
+    let format = SqliteDictFormat::<String, Item>::new();
+    let Ok(dict) = <_ as Format<Vec<(String, Item)>>>::read(&format, artifact.handle()) else {
+        return;
+    };
+    let dict: SqliteDict<String, Item> = dict;
+    let _ = dict.len();
+    let entries: Vec<_> = dict.iter().take(10_000).collect();
+    let _ = dict.keys().take(10_000).count();
+    for (k, _) in entries.iter().flatten().take(8) {
+        let _ = dict.get(k);
+        let _ = dict.contains(k);
+    }
+    for k in ["key3", "", "absent"] {
+        let _ = dict.get(k);
+        let _ = dict.contains(k);
+    }
 }

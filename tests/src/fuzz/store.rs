@@ -21,6 +21,9 @@ pub struct Faults {
     pub commit_fails: bool,
     /// The next `ingest` fails before doing anything.
     pub ingest_fails: bool,
+    /// The faults are for a later writer: this many writers are created without faults first
+    /// (`ingest` ignores this field).
+    pub skip_writers: usize,
 }
 
 /// An [`ObjectStore`] that forwards to `inner` but fails the operations [`Faults`] names, the
@@ -50,8 +53,27 @@ impl<S: ObjectStore> FaultyStore<S> {
         &self.inner
     }
 
+    /// Whether planned faults are still waiting for their operation.
+    pub fn pending(&self) -> bool {
+        let f = self.faults.lock().expect("poisoned");
+        f.write_fails_after.is_some()
+            || f.short_writes.is_some()
+            || f.commit_fails
+            || f.ingest_fails
+    }
+
     fn take(&self) -> Faults {
         std::mem::take(&mut *self.faults.lock().expect("poisoned"))
+    }
+
+    /// The faults for a new writer: none while writers are still to be skipped.
+    fn take_for_writer(&self) -> Faults {
+        let mut f = self.faults.lock().expect("poisoned");
+        if f.skip_writers > 0 {
+            f.skip_writers -= 1;
+            return Faults::default();
+        }
+        std::mem::take(&mut *f)
     }
 }
 
@@ -103,7 +125,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         Ok(Box::new(FaultyWriter {
             inner: self.inner.writer()?,
             written: 0,
-            faults: self.take(),
+            faults: self.take_for_writer(),
         }))
     }
     fn ingest(&self, path: &Path) -> Result<(ContentId, u64)> {
@@ -239,7 +261,7 @@ fn apply(store: &FaultyStore<LocalStore>, model: &mut Model, dir: &Path, op: Op)
                 write_fails_after: fail_after.map(usize::from),
                 short_writes: short.map(usize::from),
                 commit_fails,
-                ingest_fails: false,
+                ..Faults::default()
             };
             store.inject(faults);
             let id = ContentId::of(&data);
@@ -349,8 +371,8 @@ fn apply(store: &FaultyStore<LocalStore>, model: &mut Model, dir: &Path, op: Op)
         Op::GetMissing { seed } => {
             let id = ContentId::of(&[seed, 0xA5, 0x5A, 0xFF, 0x00, 0x17]);
             if !model.objects.contains_key(&id) {
-                assert!(matches!(store.bytes(&id), Err(Error::MissingFile { .. })));
-                assert!(matches!(store.open(&id), Err(Error::MissingFile { .. })));
+                assert!(matches!(store.bytes(&id), Err(Error::MissingObject { .. })));
+                assert!(matches!(store.open(&id), Err(Error::MissingObject { .. })));
             }
         }
     }
