@@ -1,9 +1,9 @@
 //! Test kit for format authors (feature `testing`).
 //!
 //! Whatever checks the built-in formats get, a custom format gets with one line. With values
-//! from your own proptest [`Strategy`](proptest::strategy::Strategy) (`any::<MyType>()` for a
-//! type that implements `Arbitrary`), the kit checks the contracts of [`Format`](crate::Format)
-//! and [`Codec`](crate::Codec):
+//! from your own proptest [`Strategy`] (`any::<MyType>()` for a
+//! type that implements `Arbitrary`), the kit checks the contracts of [`Format`]
+//! and [`Codec`]:
 //!
 //! | check | what must hold |
 //! |---|---|
@@ -67,7 +67,7 @@
 //!   the value; [`check_lazy_format`] for a lazy output (a stream, a sequence);
 //! - [`FormatCheck`]: the builder behind them, with the random-access check, custom version
 //!   rewriting, case counts, and a [`run`](FormatCheck::run) that returns the [`Failure`];
-//! - [`check_codec`] and [`DecoderCheck::codec`] for a [`Codec`](crate::Codec);
+//! - [`check_codec`] and [`DecoderCheck::codec`] for a [`Codec`];
 //!   [`check_decoder`] and [`DecoderCheck`] for any pair of encode/decode functions (headers,
 //!   indexes, manifests);
 //! - [`check_resume`] and [`ResumeCheck`]: the crash kit for resumable formats (a stream, any
