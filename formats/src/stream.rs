@@ -89,7 +89,7 @@ impl<T: Send + 'static> From<Vec<T>> for Stream<T> {
 /// the codec `C` (postcard by default), and reads it back as a lazy [`StreamReader`].
 ///
 /// Id `"milonga.stream"`, version 1. The files are those of a chunked stream with an empty
-/// prefix (`chunks/…` and `end`), specified in `docs/spec/chunked-stream.md`.
+/// prefix (`chunks/…` and `end`), specified in `docs/FORMAT.md` §8.2.
 ///
 /// - **Writing** encodes items on the producer's thread into blocks (16 KiB) and chunks
 ///   (1 MiB uncompressed by default); each sealed chunk is compressed (zstd level 3 by

@@ -4,7 +4,7 @@
 //!
 //! Each stores one value as one artifact file named [`"data"`](PostcardFormat::FILE): the SDK
 //! [`Envelope`] (format id and version) followed by the payload. The byte layouts are specified
-//! in `docs/spec/value-formats.md` (part of `docs/FORMAT.md`).
+//! in `docs/FORMAT.md` §8.1.
 //!
 //! # Compression
 //! Version 2 of each format (the version this build writes) starts the payload with one

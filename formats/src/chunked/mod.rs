@@ -12,7 +12,7 @@
 //!   length and content id of every chunk) and a whole-stream hash over the chunks' content ids
 //!   ([`EndRecord`]). A stream without it is unfinished or cut short, never a shorter stream.
 //!
-//! Every byte is specified in `docs/spec/chunked-stream.md`.
+//! Every byte is specified in `docs/FORMAT.md` §8.2.
 //!
 //! Writing ([`write_chunked`]) seals a chunk whenever its items reach the target size; chunks are
 //! compressed on background threads and each is finished as its own durable artifact file, so an

@@ -1,5 +1,5 @@
 //! The block layout of a version-2 sequence: `B` consecutive items per row of the `blocks`
-//! table, each block one zstd frame (see `docs/spec/sqlite.md`, "Blocks").
+//! table, each block one zstd frame (see `docs/FORMAT.md` §8.3, "Sequence data in blocks").
 //!
 //! The decompressed payload of a block of `n` items is the `n` item lengths as LEB128 varints,
 //! then the `n` items' codec bytes, concatenated. The lengths are inside the frame because a

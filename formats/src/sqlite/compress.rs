@@ -11,7 +11,7 @@ pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// How the values of a SQLite sequence or dict are stored.
 ///
 /// The choice is recorded in the file, so a reader handles every option whatever it was
-/// configured with. Measured on 1,000,000 ~110-byte records (`docs/spec/sqlite.md`), only
+/// configured with. Measured on 1,000,000 ~110-byte records (`docs/FORMAT.md` §8.3), only
 /// [`ZstdBlocks`](SqliteCompression::ZstdBlocks) meets every target at once (write, random
 /// get, iteration speed and file size), so it is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //!
 //! Every file is one SQLite database with `application_id` `0x4D4C4753` (`MLGS`), a
 //! `milonga_meta` table (envelope, codec, compression, length) and one data table. The layout
-//! is specified in `docs/spec/sqlite.md`.
+//! is specified in `docs/FORMAT.md` §8.3.
 
 mod block;
 mod builder;
@@ -32,7 +32,7 @@ use compress::ValueDecoder;
 
 /// `PRAGMA application_id` of every milonga SQLite file: `MLGS`.
 pub(crate) const APPLICATION_ID: i32 = 0x4d4c_4753;
-/// `PRAGMA user_version`: the layout of the `milonga_meta` table (see `docs/spec/sqlite.md`);
+/// `PRAGMA user_version`: the layout of the `milonga_meta` table (see `docs/FORMAT.md` §8.3);
 /// the data tables are told by the envelope's version and the `compression` entry.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// The codec id whose format ids carry no suffix.
