@@ -5,120 +5,14 @@ use std::time::Instant;
 
 use milonga_formats::{SqliteCompression, SqliteSequenceFormat};
 use milonga_sdk::{Format, MemoryArtifact};
-use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Record {
-    id: u64,
-    text: String,
-    score: f32,
-}
+/// The benchmark records of `benches/src/records.rs`, shared by path (formats cannot depend on
+/// the benches crate).
+#[path = "../../benches/src/records.rs"]
+#[allow(dead_code)]
+mod bench_records;
 
-const WORDS: &[&str] = &[
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "a",
-    "is",
-    "that",
-    "for",
-    "it",
-    "as",
-    "was",
-    "with",
-    "be",
-    "by",
-    "on",
-    "not",
-    "he",
-    "this",
-    "are",
-    "or",
-    "his",
-    "from",
-    "at",
-    "which",
-    "but",
-    "have",
-    "an",
-    "had",
-    "they",
-    "you",
-    "were",
-    "their",
-    "one",
-    "all",
-    "we",
-    "can",
-    "her",
-    "has",
-    "there",
-    "been",
-    "if",
-    "more",
-    "when",
-    "will",
-    "would",
-    "who",
-    "so",
-    "no",
-    "model",
-    "training",
-    "data",
-    "step",
-    "result",
-    "cache",
-    "pipeline",
-    "token",
-    "sequence",
-    "layer",
-    "network",
-    "learning",
-    "research",
-    "experiment",
-    "evaluation",
-    "language",
-    "dataset",
-    "storage",
-    "engine",
-    "format",
-    "value",
-    "number",
-    "system",
-    "between",
-    "through",
-    "during",
-    "without",
-    "however",
-    "another",
-    "because",
-    "different",
-    "important",
-    "following",
-];
-
-fn records(n: u64) -> impl Iterator<Item = Record> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n).map(move |id| {
-        let mut text = String::with_capacity(110);
-        while text.len() < 100 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
-        }
-        Record {
-            id,
-            text,
-            score: (x % 10_000) as f32 / 10_000.0,
-        }
-    })
-}
+use bench_records::{records, Record};
 
 fn measure(name: &str, compression: SqliteCompression) {
     const N: u64 = 1_000_000;

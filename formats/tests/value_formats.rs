@@ -1459,127 +1459,22 @@ fn the_test_kit_passes_with_compression_on_every_body() {
 // Measurements (not a benchmark harness). Run with:
 //   cargo test -p milonga-formats --release --test value_formats -- --ignored --nocapture measure
 
-/// A copy of `milonga_benches::records::record` (benches/src/records.rs): formats cannot depend
-/// on the benches crate.
-mod bench_records {
-    use serde::{Deserialize, Serialize};
-
-    const WORDS: [&str; 64] = [
-        "the",
-        "of",
-        "and",
-        "to",
-        "in",
-        "is",
-        "that",
-        "for",
-        "it",
-        "as",
-        "was",
-        "with",
-        "be",
-        "by",
-        "on",
-        "not",
-        "he",
-        "this",
-        "are",
-        "or",
-        "his",
-        "from",
-        "at",
-        "which",
-        "but",
-        "have",
-        "an",
-        "had",
-        "they",
-        "you",
-        "were",
-        "their",
-        "one",
-        "all",
-        "we",
-        "can",
-        "her",
-        "has",
-        "there",
-        "been",
-        "if",
-        "more",
-        "when",
-        "will",
-        "would",
-        "who",
-        "so",
-        "no",
-        "cache",
-        "step",
-        "stream",
-        "format",
-        "record",
-        "workspace",
-        "pipeline",
-        "result",
-        "storage",
-        "engine",
-        "python",
-        "rust",
-        "tango",
-        "milonga",
-        "sequence",
-        "hash",
-    ];
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct BenchRecord {
-        pub id: u64,
-        pub text: String,
-        pub score: f64,
-    }
-
-    fn splitmix64(i: u64) -> u64 {
-        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn lcg_next(s: &mut u64) -> u64 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        *s
-    }
-
-    pub fn record(i: u64) -> BenchRecord {
-        let mut s = splitmix64(i);
-        let mut text = String::with_capacity(116);
-        while text.len() < 100 {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(WORDS[(lcg_next(&mut s) >> 58) as usize]);
-        }
-        let score = (lcg_next(&mut s) >> 11) as f64 / 9_007_199_254_740_992.0;
-        BenchRecord { id: i, text, score }
-    }
-
-    pub fn records(n: u64) -> Vec<BenchRecord> {
-        (0..n).map(record).collect()
-    }
-}
+/// The benchmark records of `benches/src/records.rs`, shared by path (formats cannot depend on
+/// the benches crate).
+#[path = "../../benches/src/records.rs"]
+#[allow(dead_code)]
+mod bench_records;
 
 #[test]
 #[ignore = "a measurement; run in release with --nocapture"]
 fn measure_raw_zstd_levels() {
     use std::time::Instant;
-    let recs = bench_records::records(1000);
+    let recs = bench_records::records(1000).collect::<Vec<_>>();
     let postcard = postcard::to_stdvec(&recs).unwrap();
     let json = serde_json::to_vec(&recs).unwrap();
     let tiny = postcard::to_stdvec(&bench_records::record(0)).unwrap();
     for n in [1u64, 2, 3, 4, 5, 8, 16, 64] {
-        let body = postcard::to_stdvec(&bench_records::records(n)).unwrap();
+        let body = postcard::to_stdvec(&bench_records::records(n).collect::<Vec<_>>()).unwrap();
         let frame = zstd::bulk::compress(&body, 3).unwrap();
         let reps = 20_000;
         let t = Instant::now();
@@ -1635,7 +1530,7 @@ fn measure_raw_zstd_levels() {
 #[test]
 #[ignore = "a measurement; run in release with --nocapture"]
 fn measure_value_formats() {
-    use bench_records::{record, records, BenchRecord};
+    use bench_records::{record, records, Record as BenchRecord};
     use std::time::Instant;
 
     fn run<F: Format<Vec<BenchRecord>, Output = Vec<BenchRecord>>>(
@@ -1671,9 +1566,17 @@ fn measure_value_formats() {
     }
 
     for (label, value, reps) in [
-        ("1000 benchmark records", records(1000), 300),
+        (
+            "1000 benchmark records",
+            records(1000).collect::<Vec<_>>(),
+            300,
+        ),
         ("1 benchmark record (tiny)", vec![record(0)], 20_000),
-        ("5 benchmark records (~560 B)", records(5), 20_000),
+        (
+            "5 benchmark records (~560 B)",
+            records(5).collect::<Vec<_>>(),
+            20_000,
+        ),
     ] {
         println!("{label}:");
         run(

@@ -8,9 +8,9 @@
 use std::ops::Range;
 
 use milonga_sdk::{Error, Result};
-use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
+use zstd::zstd_safe::{self, CCtx, DCtx};
 
-use super::compress::ZSTD_MAGIC;
+use super::compress::{zstd_cctx, zstd_dctx, ZSTD_MAGIC};
 
 /// The most bytes a LEB128 varint of a `u64` takes.
 const MAX_VARINT: u64 = 10;
@@ -103,23 +103,7 @@ pub(crate) struct BlockEncoder {
 impl BlockEncoder {
     /// An encoder at `level`, with `dictionary` if not empty.
     pub(crate) fn new(level: i32, dictionary: &[u8], file: &str) -> Result<Self> {
-        let mut cctx = CCtx::try_create().ok_or_else(|| Error::Encode {
-            what: file.to_owned(),
-            reason: "cannot allocate a zstd context".into(),
-        })?;
-        for p in [
-            CParameter::CompressionLevel(level),
-            CParameter::ChecksumFlag(true),
-            CParameter::ContentSizeFlag(true),
-            CParameter::DictIdFlag(false),
-        ] {
-            cctx.set_parameter(p)
-                .map_err(|c| zstd_err(file, "zstd parameter", c))?;
-        }
-        if !dictionary.is_empty() {
-            cctx.load_dictionary(dictionary)
-                .map_err(|c| zstd_err(file, "zstd dictionary", c))?;
-        }
+        let cctx = zstd_cctx(level, dictionary, true, file)?;
         Ok(BlockEncoder {
             cctx,
             payload: Vec::new(),
@@ -164,20 +148,7 @@ impl BlockDecoder {
     /// A decoder with `dictionary` if not empty, for a file whose longest item has
     /// `max_value_len` codec bytes.
     pub(crate) fn new(dictionary: &[u8], max_value_len: u64, file: &str) -> Result<Self> {
-        let mut dctx = DCtx::try_create()
-            .ok_or_else(|| Error::corrupt(file, 0, "cannot allocate a zstd context"))?;
-        if !dictionary.is_empty() {
-            dctx.load_dictionary(dictionary).map_err(|c| {
-                Error::corrupt(
-                    file,
-                    0,
-                    format!(
-                        "the zstd dictionary is unusable: {}",
-                        zstd_safe::get_error_name(c)
-                    ),
-                )
-            })?;
-        }
+        let dctx = zstd_dctx(dictionary, file)?;
         Ok(BlockDecoder {
             dctx,
             frame: Vec::new(),

@@ -129,23 +129,7 @@ impl ValueEncoder {
 
     /// A zstd encoder at `level`, with `dictionary` if not empty.
     pub(crate) fn zstd(level: i32, dictionary: &[u8], file: &str) -> Result<Self> {
-        let mut cctx = CCtx::try_create().ok_or_else(|| Error::Encode {
-            what: file.to_owned(),
-            reason: "cannot allocate a zstd context".into(),
-        })?;
-        for p in [
-            CParameter::CompressionLevel(level),
-            CParameter::ChecksumFlag(false),
-            CParameter::ContentSizeFlag(true),
-            CParameter::DictIdFlag(false),
-        ] {
-            cctx.set_parameter(p)
-                .map_err(|c| zstd_err(file, "zstd parameter", c))?;
-        }
-        if !dictionary.is_empty() {
-            cctx.load_dictionary(dictionary)
-                .map_err(|c| zstd_err(file, "zstd dictionary", c))?;
-        }
+        let cctx = zstd_cctx(level, dictionary, false, file)?;
         Ok(ValueEncoder {
             cctx: Some(cctx),
             out: Vec::new(),
@@ -193,20 +177,7 @@ impl ValueDecoder {
     /// A zstd decoder with `dictionary` if not empty; a frame that claims more than `max_len`
     /// bytes is refused before anything is allocated.
     pub(crate) fn zstd(dictionary: &[u8], max_len: u64, file: &str) -> Result<Self> {
-        let mut dctx = DCtx::try_create()
-            .ok_or_else(|| Error::corrupt(file, 0, "cannot allocate a zstd context"))?;
-        if !dictionary.is_empty() {
-            dctx.load_dictionary(dictionary).map_err(|c| {
-                Error::corrupt(
-                    file,
-                    0,
-                    format!(
-                        "the zstd dictionary is unusable: {}",
-                        zstd_safe::get_error_name(c)
-                    ),
-                )
-            })?;
-        }
+        let dctx = zstd_dctx(dictionary, file)?;
         Ok(ValueDecoder {
             dctx: Some(dctx),
             frame: Vec::new(),
@@ -249,4 +220,52 @@ impl ValueDecoder {
         }
         Ok(&self.out)
     }
+}
+
+/// A zstd compression context at `level`, with a frame checksum if `checksum`, the content size
+/// in the frame header, no dictionary id, and `dictionary` loaded if not empty.
+pub(crate) fn zstd_cctx(
+    level: i32,
+    dictionary: &[u8],
+    checksum: bool,
+    file: &str,
+) -> Result<CCtx<'static>> {
+    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Encode {
+        what: file.to_owned(),
+        reason: "cannot allocate a zstd context".into(),
+    })?;
+    for p in [
+        CParameter::CompressionLevel(level),
+        CParameter::ChecksumFlag(checksum),
+        CParameter::ContentSizeFlag(true),
+        CParameter::DictIdFlag(false),
+    ] {
+        cctx.set_parameter(p)
+            .map_err(|c| zstd_err(file, "zstd parameter", c))?;
+    }
+    if !dictionary.is_empty() {
+        cctx.load_dictionary(dictionary)
+            .map_err(|c| zstd_err(file, "zstd dictionary", c))?;
+    }
+    Ok(cctx)
+}
+
+/// A zstd decompression context with `dictionary` loaded if not empty; an unusable dictionary
+/// (read from the file) is `Corrupt`.
+pub(crate) fn zstd_dctx(dictionary: &[u8], file: &str) -> Result<DCtx<'static>> {
+    let mut dctx = DCtx::try_create()
+        .ok_or_else(|| Error::corrupt(file, 0, "cannot allocate a zstd context"))?;
+    if !dictionary.is_empty() {
+        dctx.load_dictionary(dictionary).map_err(|c| {
+            Error::corrupt(
+                file,
+                0,
+                format!(
+                    "the zstd dictionary is unusable: {}",
+                    zstd_safe::get_error_name(c)
+                ),
+            )
+        })?;
+    }
+    Ok(dctx)
 }
