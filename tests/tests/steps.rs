@@ -393,9 +393,10 @@ fn a_killed_runner_never_wedges_the_step() {
     let info = ws.step_info(&step.unique_id().unwrap()).unwrap().unwrap();
     assert_eq!(
         info.state,
-        StepState::Running,
-        "the dead run left its record"
+        StepState::Incomplete,
+        "the dead run is reported as such"
     );
+    assert!(info.error.unwrap().contains("died"));
     assert_eq!(
         *step.result(&ws).unwrap(),
         121,

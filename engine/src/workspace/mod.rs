@@ -201,10 +201,17 @@ impl Workspace {
 
     /// The record of the step with this unique id, if the workspace knows it.
     ///
+    /// A record left `RUNNING` by a process that died (its step lock is free) is reported as
+    /// `INCOMPLETE`, with an error text that says so; the next `result()` runs the step again.
+    ///
     /// # Errors
     /// A database error.
     pub fn step_info(&self, unique_id: &str) -> Result<Option<StepInfo>> {
-        self.inner.db.get(unique_id)
+        Ok(self
+            .inner
+            .db
+            .get(unique_id)?
+            .map(|info| self.inner.effective(info)))
     }
 
     /// Every step record.
@@ -212,7 +219,13 @@ impl Workspace {
     /// # Errors
     /// A database error.
     pub fn steps(&self) -> Result<Vec<StepInfo>> {
-        self.inner.db.all()
+        Ok(self
+            .inner
+            .db
+            .all()?
+            .into_iter()
+            .map(|info| self.inner.effective(info))
+            .collect())
     }
 
     /// Forgets a step's result, so that the next `result()` runs it again. Its objects stay
@@ -413,6 +426,20 @@ impl Inner {
         let (f, path) = self.lock_file(GC_LOCK)?;
         f.lock().map_err(|e| Error::io(path.display(), e))?;
         Ok(f)
+    }
+
+    /// The state to report for a record: `RUNNING` with a free lock means the runner died.
+    fn effective(&self, mut info: StepInfo) -> StepInfo {
+        if info.state == StepState::Running
+            && matches!(self.try_lock_step(&info.unique_id), Ok(Some(_)))
+        {
+            info.state = StepState::Incomplete;
+            info.error = Some(format!(
+                "the process running it ({}) died",
+                info.owner.as_deref().unwrap_or("unknown")
+            ));
+        }
+        info
     }
 
     /// Whether some process (or thread) holds the step's lock now.
