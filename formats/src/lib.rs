@@ -1,20 +1,57 @@
 //! # milonga-formats
 //!
 //! The built-in formats of milonga, written only against the public traits of
-//! [`milonga_sdk`]. Users depend on the `milonga` crate, which re-exports everything here.
+//! [`milonga_sdk`] (so a custom format can do everything these do). Users depend on the
+//! `milonga` crate, which re-exports everything here.
+//!
+//! | format | stores | read back as |
+//! |---|---|---|
+//! | [`PostcardFormat`](struct@PostcardFormat) (the default) | any serde value | the value |
+//! | [`JsonFormat`](struct@JsonFormat) | any serde value, as JSON | the value |
+//! | [`TextFormat`](struct@TextFormat), [`BytesFormat`](struct@BytesFormat) | a `String`, a `Vec<u8>` | the value |
+//! | [`StreamFormat`] | a [`Stream`] of items, in compressed chunks | a lazy [`StreamReader`] |
+//! | [`SqliteSequenceFormat`] | any iterator (or a resumable [`SqliteSequenceBuilder`]) | a random-access [`SqliteSequence`] |
+//! | [`SqliteDictFormat`] | key/value pairs | a [`SqliteDict`] |
+//! | [`SqliteDatasetDictFormat`] | named splits plus metadata | a [`SqliteDatasetDict`] |
+//!
+//! Every format puts its id and version in the bytes it writes, refuses files from another
+//! format or a newer version with a typed error, and never panics on corrupt input. The bytes
+//! are specified in `docs/FORMAT.md` §8. [`chunked`] is the chunked record file that streams
+//! are built on, public for custom formats.
+//!
+//! ```
+//! use milonga_formats::{PostcardFormat, Stream, StreamFormat};
+//! use milonga_sdk::{Format, MemoryArtifact};
+//!
+//! // A value, written and read back.
+//! let artifact = MemoryArtifact::new();
+//! PostcardFormat.write(vec![1u32, 2, 3], &artifact)?;
+//! let back: Vec<u32> = PostcardFormat.read(artifact.handle())?;
+//! assert_eq!(back, [1, 2, 3]);
+//!
+//! // A stream: written item by item, read lazily.
+//! let artifact = MemoryArtifact::new();
+//! let format = StreamFormat::<u64>::new();
+//! format.write(Stream::new(0..100_000u64), &artifact)?;
+//! let reader = format.read(artifact.handle())?;
+//! assert_eq!(reader.len()?, 100_000);
+//! assert_eq!(reader.get(4_321)?, 4_321);
+//! assert_eq!(reader.iter().filter_map(Result::ok).sum::<u64>(), (0..100_000u64).sum::<u64>());
+//! # Ok::<(), milonga_sdk::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod chunked;
 mod codec;
+mod sqlite;
+mod stream;
+mod value;
 
 pub use codec::{JsonCodec, PostcardCodec};
-mod value;
-pub use value::{BytesFormat, JsonFormat, PostcardFormat, TextFormat};
-mod sqlite;
 pub use sqlite::{
     DatasetDict, SqliteCompression, SqliteDatasetDict, SqliteDatasetDictFormat, SqliteDict,
     SqliteDictFormat, SqliteDictIter, SqliteDictKeys, SqliteIter, SqliteSequence,
     SqliteSequenceBuilder, SqliteSequenceFormat,
 };
-pub mod chunked;
-mod stream;
 pub use stream::{Stream, StreamFormat, StreamIter, StreamReader};
+pub use value::{BytesFormat, JsonFormat, PostcardFormat, TextFormat};
