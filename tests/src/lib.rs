@@ -28,6 +28,27 @@ pub fn count_run(what: &str) {
     }
 }
 
+/// Rewrites the bytes of object `id` in the local workspace at `root` with `change` (objects are
+/// read-only files: this makes the file writable first), to simulate corruption on disk.
+/// Returns the object's path.
+pub fn corrupt_object(
+    root: &std::path::Path,
+    id: &milonga::ContentId,
+    change: impl FnOnce(&mut Vec<u8>),
+) -> std::path::PathBuf {
+    let path = milonga::store::LocalStore::open(root)
+        .expect("open the store")
+        .object_path(id);
+    let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    let mut bytes = std::fs::read(&path).expect("read the object");
+    change(&mut bytes);
+    std::fs::write(&path, bytes).expect("rewrite the object");
+    path
+}
+
 /// How many times `what` ran in this process.
 pub fn runs(what: &str) -> usize {
     RUNS.lock().unwrap().get(what).copied().unwrap_or(0)

@@ -101,17 +101,10 @@ fn verify_covers_the_sqlite_file_and_detects_a_flipped_byte() {
     drop(artifact);
     drop(ws);
 
-    let path = milonga::store::LocalStore::open(dir.path())
-        .unwrap()
-        .object_path(&file.id);
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&path, perms).unwrap();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&path, bytes).unwrap();
+    milonga_tests::corrupt_object(dir.path(), &file.id, |bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+    });
 
     let ws = Workspace::open(dir.path()).unwrap();
     let report = ws.verify().unwrap();

@@ -228,16 +228,10 @@ fn flipped_byte_in_an_object_is_detected() {
     let ws = Workspace::open(dir.path()).unwrap();
     let artifact = ws.artifact(&id).unwrap();
     let file = artifact.files().into_iter().next().unwrap();
-    let store = milonga::store::LocalStore::open(dir.path()).unwrap();
-    let path = store.object_path(&file.id);
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&path, perms).unwrap();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(&path, bytes).unwrap();
+    milonga_tests::corrupt_object(dir.path(), &file.id, |bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+    });
 
     let err = step.result(&ws).unwrap_err();
     let text = err.to_string();
@@ -309,14 +303,9 @@ fn truncated_manifest_is_a_typed_error() {
     let ws = Workspace::open(dir.path()).unwrap();
     step.result(&ws).unwrap();
     let info = ws.step_info(&step.unique_id().unwrap()).unwrap().unwrap();
-    let store = milonga::store::LocalStore::open(dir.path()).unwrap();
-    let path = store.object_path(&info.manifest_id.unwrap());
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&path, perms).unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    milonga_tests::corrupt_object(dir.path(), &info.manifest_id.unwrap(), |bytes| {
+        bytes.truncate(bytes.len() - 10);
+    });
     let fresh = Workspace::open(dir.path()).unwrap();
     let err = step.result(&fresh).unwrap_err();
     assert!(
