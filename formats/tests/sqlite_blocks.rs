@@ -365,3 +365,201 @@ fn builder_and_one_shot_write_hold_the_same_items() {
     let b = read(&written).unwrap();
     assert_eq!(a.get_range(..).unwrap(), b.get_range(..).unwrap());
 }
+
+/// A frame header (magic stripped) claiming `size` bytes of content, as a SQL blob literal.
+fn lying_frame(size: u64) -> String {
+    let mut frame = vec![0xe0]; // single segment, 8-byte content size
+    frame.extend_from_slice(&size.to_le_bytes());
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    format!("x'{hex}'")
+}
+
+#[test]
+fn a_lying_frame_with_a_huge_recorded_max_value_len_is_refused_without_allocating() {
+    // `max_value_len` comes from the file too: a hostile one must not license the allocation
+    // a frame header asks for (2^63 + 5 bytes panicked with "capacity overflow"; 2^40 tried
+    // to reserve a terabyte).
+    for size in [(1u64 << 63) + 5, 1 << 40] {
+        let artifact = write(items(100), blocks(16, 0));
+        patch(
+            &artifact,
+            &format!(
+                "DROP TRIGGER milonga_immutable_blocks_UPDATE; \
+                 DROP TRIGGER milonga_immutable_milonga_meta_UPDATE; \
+                 UPDATE milonga_meta SET value = x'ffffffffffffffff' WHERE key = 'max_value_len'; \
+                 UPDATE blocks SET v = {} WHERE b = 0;",
+                lying_frame(size)
+            ),
+        );
+        let seq = read(&artifact).unwrap();
+        let r = seq.get(0);
+        assert!(
+            matches!(r, Err(Error::Decode { ref file, ref reason, .. })
+                if file.contains("data.sqlite") && reason.contains("block 0")),
+            "{size}: {r:?}"
+        );
+        assert!(matches!(seq.iter().next(), Some(Err(Error::Decode { .. }))));
+        assert_eq!(seq.get(16).unwrap(), items(100)[16]);
+    }
+}
+
+#[test]
+fn a_lying_value_frame_with_a_huge_recorded_max_value_len_is_refused_without_allocating() {
+    // The one-frame-per-value layout (version 1 sequences, dicts): the same check.
+    for size in [(1u64 << 63) + 5, 1 << 40] {
+        let artifact = write(
+            items(100),
+            SqliteCompression::Zstd {
+                level: 3,
+                dictionary_bytes: 0,
+            },
+        );
+        patch(
+            &artifact,
+            &format!(
+                "DROP TRIGGER milonga_immutable_items_UPDATE; \
+                 DROP TRIGGER milonga_immutable_milonga_meta_UPDATE; \
+                 UPDATE milonga_meta SET value = x'ffffffffffffffff' WHERE key = 'max_value_len'; \
+                 UPDATE items SET v = {} WHERE i = 3;",
+                lying_frame(size)
+            ),
+        );
+        let seq = read(&artifact).unwrap();
+        let r = seq.get(3);
+        assert!(
+            matches!(r, Err(Error::Decode { ref file, ref reason, .. })
+                if file.contains("data.sqlite") && reason.contains("item 3")),
+            "{size}: {r:?}"
+        );
+        assert_eq!(seq.get(4).unwrap(), items(100)[4]);
+    }
+}
+
+/// Opens the builder file at `path` behind the builder's back and runs `statements` (the
+/// builder must be dropped: it holds an exclusive lock).
+fn patch_builder_file(path: &std::path::Path, statements: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(statements).unwrap();
+}
+
+#[test]
+fn a_failed_append_is_not_counted_and_the_builder_reopens() {
+    // An append whose SQLite write fails (simulated with a trigger; a full disk in real life)
+    // was still counted: `len()` said one item too many, the next item went to the next index,
+    // and the file could never be opened again ("pending item 6, expected item 5"), losing
+    // every committed item.
+    let want = items(40);
+    for (table, c) in [
+        ("pending", blocks(16, 0)),
+        ("pending", blocks(16, 16 * 1024)),
+        ("items", SqliteCompression::None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("work.sqlite");
+        let codec = milonga_formats::PostcardCodec;
+        let mut b = SqliteSequenceBuilder::<String>::open_with(&path, codec, c).unwrap();
+        b.extend(&want[..3]).unwrap();
+        drop(b);
+        patch_builder_file(
+            &path,
+            &format!(
+                "CREATE TRIGGER fail_once BEFORE INSERT ON {table} WHEN NEW.i = 5 \
+                 AND (SELECT COUNT(*) FROM milonga_meta WHERE key = 'failed') = 0 \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+            ),
+        );
+        let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        b.extend(&want[3..5]).unwrap();
+        assert!(b.append(&want[5]).is_err(), "{table}");
+        assert_eq!(b.len(), 5, "{table}: the failed item is not counted");
+        b.commit().unwrap();
+        drop(b);
+        patch_builder_file(
+            &path,
+            "INSERT INTO milonga_meta (key, value) VALUES ('failed', x'00');",
+        );
+        let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        assert_eq!(b.len(), 5, "{table}");
+        b.extend(&want[5..]).unwrap();
+        drop(b);
+        let b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        assert_eq!(b.len(), 40, "{table}");
+        drop(b);
+        patch_builder_file(&path, "DELETE FROM milonga_meta WHERE key = 'failed';");
+        let b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        let artifact = MemoryArtifact::new();
+        b.finish(&artifact).unwrap();
+        let seq = read(&artifact).unwrap();
+        assert_eq!(seq.get_range(..).unwrap(), want, "{table}");
+    }
+}
+
+#[test]
+fn a_failed_block_write_keeps_the_block_and_later_items_stay_in_place() {
+    // The write of a full block (or of the blocks waiting for the dictionary) fails once; the
+    // next append succeeds. The failed block used to be dropped from memory, so the next block
+    // was written in its place: items shifted, the block's items lost (here: the finished file
+    // held 36 items for a length of 40).
+    for (c, n, fail_below) in [(blocks(4, 0), 40, 8), (blocks(4, 16 * 1024), 2000, 1024)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("work.sqlite");
+        let codec = milonga_formats::PostcardCodec;
+        let b = SqliteSequenceBuilder::<String>::open_with(&path, codec, c).unwrap();
+        drop(b);
+        patch_builder_file(
+            &path,
+            &format!(
+                "CREATE TRIGGER fail_once BEFORE INSERT ON blocks WHEN NEW.b = 1 \
+                 AND (SELECT MAX(i) FROM pending) < {fail_below} \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+            ),
+        );
+        let want = items(n);
+        let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        let k = fail_below as usize - 1;
+        b.extend(&want[..k]).unwrap();
+        assert!(b.append(&want[k]).is_err(), "{c:?}");
+        assert_eq!(b.len(), fail_below, "{c:?}: the item is kept, in its block");
+        b.extend(&want[k + 1..]).unwrap();
+        b.commit().unwrap();
+        drop(b);
+        patch_builder_file(&path, "DROP TRIGGER fail_once;");
+        let b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
+        assert_eq!(b.len(), n);
+        let artifact = MemoryArtifact::new();
+        b.finish(&artifact).unwrap();
+        assert_eq!(
+            read(&artifact).unwrap().get_range(..).unwrap(),
+            want,
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn a_milonga_file_without_its_tables_is_corrupt_not_an_io_error() {
+    // A file with milonga's application_id whose data or meta table is gone (or has other
+    // columns) was an `Error::Io` ("SQLite: no such table"), as if the disk had failed.
+    let cases = [
+        (blocks(16, 0), "DROP TABLE blocks;"),
+        (blocks(16, 0), "ALTER TABLE blocks RENAME COLUMN v TO w;"),
+        (SqliteCompression::None, "DROP TABLE items;"),
+        (
+            SqliteCompression::zstd(),
+            "ALTER TABLE items RENAME COLUMN v TO w;",
+        ),
+        (SqliteCompression::None, "DROP TABLE milonga_meta;"),
+    ];
+    for (c, case) in cases {
+        let artifact = write(items(40), c);
+        patch(&artifact, case);
+        let r = read(&artifact).and_then(|s| {
+            s.get(3)
+                .and_then(|_| s.iter().collect::<Result<Vec<_>, _>>())
+        });
+        assert!(
+            matches!(r, Err(Error::Corrupt { ref file, .. }) if file.contains("data.sqlite")),
+            "{case}: {r:?}"
+        );
+    }
+}

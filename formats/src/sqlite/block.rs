@@ -10,7 +10,7 @@ use std::ops::Range;
 use milonga_sdk::{Error, Result};
 use zstd::zstd_safe::{self, CCtx, DCtx};
 
-use super::compress::{zstd_cctx, zstd_dctx, ZSTD_MAGIC};
+use super::compress::{frame_capacity, zstd_cctx, zstd_dctx, ZSTD_MAGIC};
 
 /// The most bytes a LEB128 varint of a `u64` takes.
 const MAX_VARINT: u64 = 10;
@@ -193,6 +193,14 @@ impl BlockDecoder {
             return Err(format!(
                 "zstd frame claims {size} bytes, {n} items of at most {} bytes take at most {bound}",
                 self.max_value_len
+            ));
+        }
+        // `max_value_len` is read from the file too: bound `size` by what the frame can hold.
+        let possible = frame_capacity(&self.frame);
+        if size > possible {
+            return Err(format!(
+                "zstd frame claims {size} bytes, a frame of {} bytes holds at most {possible}",
+                self.frame.len()
             ));
         }
         let size = usize::try_from(size).map_err(|_| "block too large".to_owned())?;

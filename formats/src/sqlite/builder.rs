@@ -220,7 +220,13 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
     /// Appends one item.
     ///
     /// # Errors
-    /// Encoding or SQLite errors; [`Error::Unsupported`] on a sealed file.
+    /// Encoding or SQLite errors; [`Error::Unsupported`] on a sealed file. After an error
+    /// [`len`](Self::len) still says how many items the file holds: an item whose own write
+    /// failed is not counted (append it again), while one that completed a block whose
+    /// compressed write failed is kept in that block, which the next append or
+    /// [`finish`](Self::finish) writes. If SQLite rolled back the uncommitted items itself (it
+    /// may on a full disk), every later call fails: open the file again to resume after the
+    /// committed items.
     pub fn append(&mut self, item: &T) -> Result<()> {
         let codec = Arc::clone(&self.codec);
         self.writer()?.push(&*codec, item)?;

@@ -8,6 +8,17 @@ use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
 /// repeat them) and are put back before decompression.
 pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// The most a zstd frame can expand: every block (at most 128 KiB of output) takes at least 4
+/// bytes (a 3-byte header and one byte of an RLE block).
+const ZSTD_MAX_RATIO: u64 = (128 << 10) / 4;
+
+/// The most bytes the zstd frame `frame` (magic included) can decompress to, whatever its
+/// header claims: a bound on allocation that does not trust anything read from the file but
+/// the frame's own length.
+pub(crate) fn frame_capacity(frame: &[u8]) -> u64 {
+    (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO)
+}
+
 /// How the values of a SQLite sequence or dict are stored.
 ///
 /// The choice is recorded in the file, so a reader handles every option whatever it was
@@ -208,7 +219,14 @@ impl ValueDecoder {
                 self.max_len
             ));
         }
-        // `size` <= max_len, which the writer recorded from values it held in memory.
+        // `max_len` is read from the file too: bound `size` by what the frame can hold.
+        let possible = frame_capacity(&self.frame);
+        if size > possible {
+            return Err(format!(
+                "zstd frame claims {size} bytes, a frame of {} bytes holds at most {possible}",
+                self.frame.len()
+            ));
+        }
         let size = usize::try_from(size).map_err(|_| "value too large".to_owned())?;
         self.out.clear();
         self.out.reserve(size);

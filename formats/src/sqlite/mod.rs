@@ -59,6 +59,17 @@ pub(crate) fn sql_err(file: &str, e: rusqlite::Error) -> Error {
                 ffi::ErrorCode::NotADatabase | ffi::ErrorCode::DatabaseCorrupt => {
                     return Error::corrupt(file, 0, format!("not a valid SQLite database: {msg}"))
                 }
+                // The SQL is fixed: a table or column it names is missing only from a file
+                // that is not laid out as milonga writes them.
+                ffi::ErrorCode::Unknown
+                    if msg.starts_with("no such table") || msg.starts_with("no such column") =>
+                {
+                    return Error::corrupt(
+                        file,
+                        0,
+                        format!("not laid out as a milonga SQLite file: {msg}"),
+                    )
+                }
                 ffi::ErrorCode::ConstraintViolation => {
                     return Error::Unsupported(format!("{file}: {msg}"))
                 }

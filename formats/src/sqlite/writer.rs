@@ -81,6 +81,8 @@ pub(crate) struct SeqWriter {
     pub(crate) len: u64,
     max_value_len: u64,
     in_tx: bool,
+    /// SQLite rolled back the write transaction after an error: the writer refuses to go on.
+    broken: bool,
 }
 
 fn sql_index(file: &str, i: u64) -> Result<i64> {
@@ -182,6 +184,7 @@ impl SeqWriter {
             len: 0,
             max_value_len: 0,
             in_tx: false,
+            broken: false,
         })
     }
 
@@ -213,6 +216,7 @@ impl SeqWriter {
             len: 0,
             max_value_len: meta.max_value_len,
             in_tx: false,
+            broken: false,
         };
         match meta.stored {
             Stored::Plain | Stored::Zstd => {
@@ -298,6 +302,7 @@ impl SeqWriter {
     }
 
     fn begin(&mut self) -> Result<()> {
+        self.check_usable()?;
         if !self.in_tx {
             self.conn.execute_batch("BEGIN").in_db(&self.file)?;
             self.in_tx = true;
@@ -305,8 +310,58 @@ impl SeqWriter {
         Ok(())
     }
 
-    /// Appends one item.
+    /// Refuses to go on after SQLite rolled back the write transaction on its own: the items
+    /// held in memory no longer match the file.
+    fn check_usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(Error::Io {
+                path: self.file.clone(),
+                source: std::io::Error::other(
+                    "an earlier write failed and SQLite rolled back the uncommitted items; \
+                     open the file again to resume after the committed ones",
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a failed statement: notes whether SQLite rolled back the whole transaction (it may
+    /// on a full disk or an I/O error), which makes the writer unusable.
+    fn note_failure(&mut self) {
+        if self.in_tx && self.conn.is_autocommit() {
+            self.in_tx = false;
+            self.broken = true;
+        }
+    }
+
+    /// Runs `f` inside a savepoint of the write transaction, rolled back if `f` fails: a failed
+    /// step leaves the file as it was before it, so that the items in memory still match it.
+    fn atomic<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        self.begin()?;
+        self.conn
+            .execute_batch("SAVEPOINT milonga_step")
+            .in_db(&self.file)?;
+        match f(self) {
+            Ok(r) => {
+                self.conn
+                    .execute_batch("RELEASE milonga_step")
+                    .in_db(&self.file)?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO milonga_step; RELEASE milonga_step");
+                self.note_failure();
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends one item. On an error the item is not counted unless it was kept (in memory
+    /// and in the transaction), so that `len` always says how many items the file will hold.
     pub(crate) fn push<T, C: Codec<T> + ?Sized>(&mut self, codec: &C, item: &T) -> Result<()> {
+        self.check_usable()?;
         let mut raw = std::mem::take(&mut self.raw);
         raw.clear();
         let r = codec.encode(item, &mut raw);
@@ -325,6 +380,8 @@ impl SeqWriter {
         r
     }
 
+    /// Adds item `index` (the last counted in `len`) to the row layout; uncounts it if it was
+    /// not kept.
     fn push_row(&mut self, index: u64, raw: &[u8]) -> Result<()> {
         let Layout::Rows(rows) = &mut self.layout else {
             return Ok(());
@@ -332,12 +389,18 @@ impl SeqWriter {
         if let Some(samples) = rows.samples.as_mut() {
             rows.sample_bytes += raw.len();
             samples.push(raw.to_vec());
+            // Kept in memory: a failed flush is retried by the next push or commit.
             if samples.len() >= SAMPLE_ROWS || rows.sample_bytes >= SAMPLE_BYTES {
                 self.flush_samples()?;
             }
             Ok(())
         } else {
-            self.insert_row(index, raw)
+            let r = self.insert_row(index, raw);
+            if r.is_err() {
+                self.note_failure();
+                self.len = index;
+            }
+            r
         }
     }
 
@@ -356,7 +419,8 @@ impl SeqWriter {
         Ok(())
     }
 
-    /// Trains the dictionary on the sampled values and writes them (row layout).
+    /// Trains the dictionary on the sampled values and writes them (row layout), all or
+    /// nothing: on an error the samples stay in memory for the next try.
     fn flush_samples(&mut self) -> Result<()> {
         let Layout::Rows(rows) = &mut self.layout else {
             return Ok(());
@@ -365,52 +429,89 @@ impl SeqWriter {
             return Ok(());
         };
         let (level, max) = (rows.level, rows.dictionary_bytes);
-        self.begin()?;
-        let dict = train_dictionary(&samples, max).unwrap_or_default();
-        set_meta(&self.conn, &self.file, "zstd_dict", dict.clone())?;
-        if let Layout::Rows(rows) = &mut self.layout {
-            rows.enc = ValueEncoder::zstd(level, &dict, &self.file)?;
+        let r = self.atomic(|w| {
+            let dict = train_dictionary(&samples, max).unwrap_or_default();
+            set_meta(&w.conn, &w.file, "zstd_dict", dict.clone())?;
+            if let Layout::Rows(rows) = &mut w.layout {
+                rows.enc = ValueEncoder::zstd(level, &dict, &w.file)?;
+            }
+            let first = w.len - samples.len() as u64;
+            for (k, raw) in samples.iter().enumerate() {
+                w.insert_row(first + k as u64, raw)?;
+            }
+            Ok(())
+        });
+        if r.is_err() {
+            if let Layout::Rows(rows) = &mut self.layout {
+                rows.samples = Some(samples);
+            }
         }
-        let first = self.len - samples.len() as u64;
-        for (k, raw) in samples.iter().enumerate() {
-            self.insert_row(first + k as u64, raw)?;
-        }
-        Ok(())
+        r
     }
 
     /// Adds the codec bytes of the last item counted in `len` to the open block, writing it to
     /// `pending` first when `spill` says so and `to_pending` (not when replaying `pending`).
+    /// The item is uncounted if it was not kept; once it is in the open block, an error in
+    /// writing the full block leaves the block in memory, written by the next push.
     fn add_to_block(&mut self, raw: &[u8], to_pending: bool) -> Result<()> {
-        let Layout::Blocks(b) = &mut self.layout else {
+        let Layout::Blocks(b) = &self.layout else {
             return Ok(());
         };
-        if b.spill && to_pending {
-            if !self.in_tx {
-                self.conn.execute_batch("BEGIN").in_db(&self.file)?;
-                self.in_tx = true;
-            }
-            let i = sql_index(&self.file, self.len - 1)?;
-            self.conn
-                .prepare_cached("INSERT INTO pending (i, v) VALUES (?1, ?2)")
-                .in_db(&self.file)?
-                .execute(rusqlite::params![i, raw])
-                .in_db(&self.file)?;
+        let r = if (b.open.len() as u64) < b.per_block {
+            self.insert_pending(raw, to_pending)
+        } else {
+            // A full block left by a failed write is written before the block gets more; if
+            // that fails again, the item is not kept.
+            self.atomic(|w| {
+                w.insert_pending(raw, to_pending)?;
+                w.complete_block()
+            })
+        };
+        if let Err(e) = r {
+            self.note_failure();
+            self.len -= 1;
+            return Err(e);
         }
+        if let Layout::Blocks(b) = &mut self.layout {
+            b.open.push(raw);
+        }
+        self.complete_block()
+    }
+
+    /// Writes the last item counted in `len` to `pending` when `spill` and `to_pending` say so.
+    fn insert_pending(&mut self, raw: &[u8], to_pending: bool) -> Result<()> {
+        if !matches!(&self.layout, Layout::Blocks(b) if b.spill && to_pending) {
+            return Ok(());
+        }
+        self.begin()?;
+        let i = sql_index(&self.file, self.len - 1)?;
+        self.conn
+            .prepare_cached("INSERT INTO pending (i, v) VALUES (?1, ?2)")
+            .in_db(&self.file)?
+            .execute(rusqlite::params![i, raw])
+            .in_db(&self.file)?;
+        Ok(())
+    }
+
+    /// Writes the open block if it is full (or moves it to the blocks waiting for the
+    /// dictionary).
+    fn complete_block(&mut self) -> Result<()> {
         let Layout::Blocks(b) = &mut self.layout else {
             return Ok(());
         };
-        b.open.push(raw);
         if (b.open.len() as u64) < b.per_block {
             return Ok(());
         }
         if b.enc.is_some() {
             let block = std::mem::take(&mut b.open);
-            self.write_block(&block)?;
+            let r = self.atomic(|w| w.write_block(&block));
             if let Layout::Blocks(b) = &mut self.layout {
                 b.open = block;
-                b.open.clear();
+                if r.is_ok() {
+                    b.open.clear();
+                }
             }
-            return Ok(());
+            return r;
         }
         let block = std::mem::take(&mut b.open);
         b.waiting_bytes += block.data.len();
@@ -441,20 +542,23 @@ impl SeqWriter {
             .in_db(&self.file)?
             .execute(rusqlite::params![n, stored])
             .in_db(&self.file)?;
-        b.written += 1;
+        let written = b.written + 1;
         if b.spill {
-            let done = sql_index(&self.file, b.written.saturating_mul(b.per_block))?;
+            let done = sql_index(&self.file, written.saturating_mul(b.per_block))?;
             self.conn
                 .prepare_cached("DELETE FROM pending WHERE i < ?1")
                 .in_db(&self.file)?
                 .execute([done])
                 .in_db(&self.file)?;
         }
+        if let Layout::Blocks(b) = &mut self.layout {
+            b.written = written;
+        }
         Ok(())
     }
 
     /// Trains the dictionary on the items of the waiting blocks (and the open one), records it
-    /// and writes the waiting blocks.
+    /// and writes the waiting blocks, all or nothing: on an error the blocks keep waiting.
     fn decide_dictionary(&mut self) -> Result<()> {
         let Layout::Blocks(b) = &mut self.layout else {
             return Ok(());
@@ -473,20 +577,30 @@ impl SeqWriter {
             }
         }
         let (level, max) = (b.level, b.dictionary_bytes);
-        let dict = train_dictionary(&samples, max).unwrap_or_default();
-        self.begin()?;
-        set_meta(&self.conn, &self.file, "zstd_dict", dict.clone())?;
-        let enc = BlockEncoder::new(level, &dict, &self.file)?;
-        let Layout::Blocks(b) = &mut self.layout else {
-            return Ok(());
-        };
-        b.enc = Some(enc);
+        let written = b.written;
         let waiting = std::mem::take(&mut b.waiting);
-        b.waiting_bytes = 0;
-        for block in &waiting {
-            self.write_block(block)?;
+        let r = self.atomic(|w| {
+            let dict = train_dictionary(&samples, max).unwrap_or_default();
+            set_meta(&w.conn, &w.file, "zstd_dict", dict.clone())?;
+            let enc = BlockEncoder::new(level, &dict, &w.file)?;
+            if let Layout::Blocks(b) = &mut w.layout {
+                b.enc = Some(enc);
+            }
+            for block in &waiting {
+                w.write_block(block)?;
+            }
+            Ok(())
+        });
+        if let Layout::Blocks(b) = &mut self.layout {
+            if r.is_ok() {
+                b.waiting_bytes = 0;
+            } else {
+                b.enc = None;
+                b.written = written;
+                b.waiting = waiting;
+            }
         }
-        Ok(())
+        r
     }
 
     /// Whether items wait in an open transaction (or for the dictionary).
@@ -501,6 +615,7 @@ impl SeqWriter {
     /// Commits every item pushed so far (a block layout keeps the open block's items in
     /// `pending`, so nothing waits in memory).
     pub(crate) fn commit(&mut self) -> Result<()> {
+        self.check_usable()?;
         if let Layout::Rows(rows) = &self.layout {
             if rows.samples.as_ref().is_some_and(|s| !s.is_empty()) {
                 self.flush_samples()?;
