@@ -345,7 +345,7 @@ impl<T, C: Codec<T> + Clone> StreamReader<T, C> {
     /// [`Error::OutOfRange`] past the end; corruption, decoding or writer errors.
     pub fn get(&self, index: u64) -> Result<T> {
         self.chunks
-            .with_item(index, |bytes| self.decode(bytes, index))
+            .with_item(index, |bytes| self.codec.decode(bytes))
     }
 
     /// Decodes item `index` into `slot`, reusing its allocations where the codec allows.
@@ -353,11 +353,8 @@ impl<T, C: Codec<T> + Clone> StreamReader<T, C> {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn get_into(&self, index: u64, slot: &mut T) -> Result<()> {
-        self.chunks.with_item(index, |bytes| {
-            self.codec
-                .decode_into(bytes, slot)
-                .map_err(|e| self.item_error(e, index))
-        })
+        self.chunks
+            .with_item(index, |bytes| self.codec.decode_into(bytes, slot))
     }
 
     /// All items, in order.
@@ -383,21 +380,18 @@ impl<T, C: Codec<T> + Clone> StreamReader<T, C> {
         }
     }
 
-    fn decode(&self, bytes: &[u8], index: u64) -> Result<T> {
+    fn decode(&self, bytes: &[u8], chunk: &str, index: u64) -> Result<T> {
         self.codec
             .decode(bytes)
-            .map_err(|e| self.item_error(e, index))
+            .map_err(|e| self.item_error(e, chunk, index))
     }
 
-    fn item_error(&self, e: Error, index: u64) -> Error {
-        match e {
-            Error::Decode { file, reason, .. } if file.is_empty() => Error::Decode {
-                file: format!("{} item {index}", self.chunks.artifact().describe()),
-                offset: 0,
-                reason,
-            },
-            other => other,
-        }
+    /// Names the chunk file and the item in a codec's error.
+    fn item_error(&self, e: Error, chunk: &str, index: u64) -> Error {
+        e.in_file(
+            crate::chunked::item_file(chunk, index, &self.chunks.artifact().describe()),
+            0,
+        )
     }
 }
 
@@ -445,11 +439,11 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
                 Ok(bytes)
             }
             Ok(None) => {
-                self.done = true;
+                self.finish();
                 Ok(None)
             }
             Err(e) => {
-                self.done = true;
+                self.finish();
                 Err(e)
             }
         }
@@ -467,24 +461,40 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
         let index = self.next;
         let r = match self.advance() {
             Ok(Some((start, len))) => {
-                let bytes = self
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.payload.get(start..start + len))
-                    .unwrap_or_default();
+                let (bytes, chunk) = self.current_item(start, len);
                 self.reader
                     .codec
                     .decode_into(bytes, slot)
                     .map(|()| true)
-                    .map_err(|e| self.reader.item_error(e, index))
+                    .map_err(|e| self.reader.item_error(e, chunk, index))
             }
             Ok(None) => Ok(false),
             Err(e) => Err(e),
         };
         if !matches!(r, Ok(true)) {
-            self.done = true;
+            self.finish();
         }
         r
+    }
+
+    /// Ends the iteration: nothing more is yielded, and the read-ahead thread (which would
+    /// otherwise keep decoding ahead, or keep following a writer, for as long as the finished
+    /// iterator lives) is stopped and its buffers freed.
+    fn finish(&mut self) {
+        self.done = true;
+        self.chunks = None;
+        self.current = None;
+    }
+
+    /// The bytes at `start..start + len` of the current payload, and the name of its chunk file.
+    fn current_item(&self, start: usize, len: usize) -> (&[u8], &str) {
+        match &self.current {
+            Some(c) => (
+                c.payload.get(start..start + len).unwrap_or_default(),
+                &c.chunk.name,
+            ),
+            None => (&[], ""),
+        }
     }
 
     /// Moves to the next item and returns its position `(start, len)` in the current payload.
@@ -543,9 +553,11 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
                         ));
                     }
                     let mut items = c.items();
-                    items
-                        .skip_items(self.next - c.first_item)
-                        .map_err(|r| c.item_error(c.first_item, 0, &r))?;
+                    // An item that does not parse is named by its own number and offset, not
+                    // the segment's first.
+                    items.skip_items(self.next - c.first_item).map_err(|r| {
+                        c.item_error(c.first_item + items.yielded(), items.position(), &r)
+                    })?;
                     self.pos = items.position();
                     self.current = Some(c);
                 }
@@ -576,21 +588,17 @@ impl<T, C: Codec<T> + Clone> Iterator for StreamIter<T, C> {
         let index = self.next;
         let r = match self.advance() {
             Ok(Some((start, len))) => {
-                let bytes = self
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.payload.get(start..start + len))
-                    .unwrap_or_default();
-                self.reader.decode(bytes, index)
+                let (bytes, chunk) = self.current_item(start, len);
+                self.reader.decode(bytes, chunk, index)
             }
             Ok(None) => {
-                self.done = true;
+                self.finish();
                 return None;
             }
             Err(e) => Err(e),
         };
         if r.is_err() {
-            self.done = true;
+            self.finish();
         }
         Some(r)
     }

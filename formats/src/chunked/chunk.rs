@@ -314,7 +314,9 @@ impl ChunkInfo {
             .and_then(|v| v.checked_add(stored_len))
             .and_then(|v| v.checked_add(CHECKSUM_LEN as u64));
         if expected_len != Some(bytes.len() as u64) {
-            let (offset, what) = if expected_len.is_some_and(|e| e > bytes.len() as u64) {
+            // A header whose lengths overflow describes a file longer than any: this one is
+            // truncated too.
+            let (offset, what) = if expected_len.is_none_or(|e| e > bytes.len() as u64) {
                 (bytes.len() as u64, "truncated")
             } else {
                 (32, "length mismatch")

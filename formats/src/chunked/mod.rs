@@ -30,6 +30,7 @@ pub use chunk::{
     CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK_PAYLOAD,
 };
 pub use end::{stream_hash, EndRecord, IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
+pub(crate) use reader::item_file;
 pub use reader::{
     ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, LoadedChunk, DEFAULT_CACHE_BYTES,
     SEGMENT_BYTES,

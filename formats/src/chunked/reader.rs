@@ -98,12 +98,21 @@ impl DecodedChunk {
     }
 }
 
+/// How an error about one item names it: its chunk file, its number and the artifact.
+pub(crate) fn item_file(chunk: &str, item: u64, artifact: &str) -> String {
+    format!("{chunk} item {item} of {artifact}")
+}
+
 #[derive(Default)]
 struct State {
     /// Chunks known so far, in order, contiguous from chunk 0.
     chunks: Vec<KnownChunk>,
     /// Set once the end record was read and checked: the stream is complete.
     end: Option<u64>,
+    /// Length of the newest listing applied to `chunks`. While the artifact is being written its
+    /// listing only grows, so a shorter one is a stale snapshot (taken by another thread before
+    /// this one was applied) and is ignored rather than taken for a vanished chunk.
+    listed: usize,
 }
 
 struct Cache {
@@ -336,7 +345,7 @@ impl ChunkedReader {
     ///
     /// # Errors
     /// [`Error::OutOfRange`], or as [`load`](Self::load) and [`chunk_of`](Self::chunk_of);
-    /// `f`'s error.
+    /// `f`'s error (an [`Error::Decode`] without a file gets the chunk file and item number).
     pub fn with_item<R>(&self, item: u64, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         let known = self.chunk_of(item)?;
         let seq = known.seq;
@@ -388,19 +397,32 @@ impl ChunkedReader {
             .map_or(0, |b| u64::from(b.item_count));
         let at = loaded.info.block_offsets.get(block).copied().unwrap_or(0) as u64;
         let mut items = Items::new(&payload, block_items);
-        let bad = |reason: String| {
+        // Names the item that does not parse (which may come before `item` in its block) and its
+        // byte offset within the decompressed block.
+        let block_item0 = known.entry.first_item + u64::from(block_first);
+        let bad = |items: &Items<'_>, reason: String| {
             Error::corrupt(
                 &known.name,
                 at,
-                format!("block {block}, item {item}: {reason}"),
+                format!(
+                    "block {block}, item {} (byte {} of the decompressed block), reading item \
+                     {item}: {reason}",
+                    block_item0 + items.yielded(),
+                    items.position()
+                ),
             )
         };
         items
             .skip_items(u64::from(within - block_first))
-            .map_err(bad)?;
-        match items.next_item().map_err(bad)? {
-            Some(bytes) => f(bytes),
-            None => Err(bad("the block ends before the item".into())),
+            .map_err(|r| bad(&items, r))?;
+        match items.next_item().map_err(|r| bad(&items, r))? {
+            Some(bytes) => f(bytes).map_err(|e| {
+                e.in_file(
+                    item_file(&known.name, item, &self.inner.artifact.describe()),
+                    0,
+                )
+            }),
+            None => Err(bad(&items, "the block ends before the item".into())),
         }
     }
 
@@ -497,9 +519,10 @@ impl Inner {
             }
         }
         let mut st = lock(&self.state);
-        if st.end.is_some() {
+        if st.end.is_some() || files.len() < st.listed {
             return Ok(());
         }
+        st.listed = files.len();
         for (i, c) in st.chunks.iter().enumerate() {
             match found.get(&(i as u64)) {
                 Some(f) if f == c => {}
