@@ -49,6 +49,18 @@ pub fn corrupt_object(
     path
 }
 
+/// Runs `sql` on the metadata database of the (closed) local workspace at `root`, to simulate
+/// a database written by someone else. Returns the database's path.
+pub fn tamper_database(root: &std::path::Path, sql: &str) -> std::path::PathBuf {
+    let path = root
+        .canonicalize()
+        .expect("canonical workspace path")
+        .join(milonga::DATABASE_FILE);
+    let conn = rusqlite::Connection::open(&path).expect("open the database");
+    conn.execute_batch(sql).expect("tamper with the database");
+    path
+}
+
 /// How many times `what` ran in this process.
 pub fn runs(what: &str) -> usize {
     RUNS.lock().unwrap().get(what).copied().unwrap_or(0)

@@ -228,22 +228,7 @@ fn verify_reports_a_completed_record_without_a_manifest() {
     let step = WritesTwo { value: 1 };
     step.result(&ws).unwrap();
     drop(ws);
-    let db = dir
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join(milonga::DATABASE_FILE);
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE steps SET manifest_id = NULL'); c.commit()")
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    milonga_tests::tamper_database(dir.path(), "UPDATE steps SET manifest_id = NULL");
     let ws = Workspace::open(dir.path()).unwrap();
     let report = ws.verify().unwrap();
     assert_eq!(report.problems.len(), 1, "{report:?}");

@@ -263,7 +263,7 @@ fn unknown_url_scheme_is_a_typed_error() {
 fn database_from_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Workspace::open(dir.path()).unwrap());
-    let db = rusqlite_update(dir.path(), "UPDATE schema_version SET version = 99");
+    let db = milonga_tests::tamper_database(dir.path(), "UPDATE schema_version SET version = 99");
     let err = Workspace::open(dir.path()).unwrap_err();
     assert!(
         matches!(err, Error::SchemaTooNew { found: 99, supported: 1, ref path } if path == &db),
@@ -277,23 +277,6 @@ fn a_foreign_database_file_is_refused() {
     std::fs::write(dir.path().join(milonga::DATABASE_FILE), b"not sqlite at all, just text that is long enough to be a header of some kind of file.......").unwrap();
     let err = Workspace::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains(milonga::DATABASE_FILE), "{err}");
-}
-
-fn rusqlite_update(ws: &std::path::Path, sql: &str) -> std::path::PathBuf {
-    let path = ws.canonicalize().unwrap().join(milonga::DATABASE_FILE);
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()")
-        .arg(&path)
-        .arg(sql)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
 }
 
 #[test]
