@@ -79,7 +79,7 @@ impl Format<Vec<u64>> for FixedU64s {
         let (_, rest) = open_envelope(&head, self.id(), self.version(), "values")?;
         let start = (head.len() - rest.len()) as u64;
         let body = entry.len - start;
-        if body % 8 != 0 {
+        if !body.is_multiple_of(8) {
             return Err(Error::corrupt(
                 "values",
                 start,
