@@ -130,8 +130,9 @@ fn a_damaged_outboard_is_rebuilt_and_the_object_kept() {
         store.object_path(&id).exists(),
         "a good object is never quarantined"
     );
-    // A truncated outboard too.
+    // A truncated outboard too (seen by a new store: this one keeps the object open).
     fs::write(&ob_path, &good[..good.len() - 64]).unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
     assert_eq!(store.read_range(&id, n, 0..10).unwrap(), &d[..10]);
     assert_eq!(fs::read(&ob_path).unwrap(), good);
 }
@@ -166,4 +167,25 @@ fn gc_removes_outboards_with_objects_and_orphans() {
     assert_eq!(r.removed_objects, 1);
     assert!(!ob_path.exists());
     assert!(!store.outboard_path(&id2).exists());
+}
+
+#[test]
+fn damage_after_a_read_is_found_by_the_next_read_of_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let d = data(300_000, 6);
+    let (id, n) = put(&store, &d);
+    // The store keeps the object open after this read.
+    assert_eq!(
+        store.read_range(&id, n, 200_000..200_010).unwrap(),
+        &d[200_000..200_010]
+    );
+    flip(&store, &id, 200_005, 3);
+    let got = store.read_range(&id, n, 200_000..200_010);
+    assert!(
+        matches!(got, Err(Error::ChecksumMismatch { .. })),
+        "{:?}",
+        got.map(|v| v.len())
+    );
+    assert!(!store.object_path(&id).exists(), "quarantined");
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use milonga_sdk::outboard::{outboard_len, verify_range, OutboardBuilder};
+use milonga_sdk::outboard::{outboard_len, verify_range, OutboardBuilder, ReadAt};
 use milonga_sdk::{ContentId, Error, ReadSeek, Result, SharedBytes};
 
 use super::{map::map_file, ObjectStore, ObjectWriter, VerifyingReader};
@@ -36,6 +36,41 @@ pub struct LocalStore {
     outboards: PathBuf,
     tmp: PathBuf,
     sync: bool,
+    /// Open objects of recent range reads, shared by clones of the store.
+    handles: Arc<Mutex<lru::LruCache<ContentId, Arc<RangeHandle>>>>,
+}
+
+/// How many objects range reads keep open (with their outboards in memory, up to
+/// [`MAX_CACHED_OUTBOARD`] each).
+const RANGE_HANDLES: usize = 256;
+/// Outboards up to this size (objects up to 256 MiB) are kept in memory by an open range
+/// handle; larger ones are read pair by pair from their file.
+const MAX_CACHED_OUTBOARD: u64 = 1 << 20;
+
+/// An object opened for range reads: its file (checked to be a regular file of the recorded
+/// length) and its outboard. The outboard's pairs are checked against the id on every read, so
+/// keeping them in memory trusts nothing; a mismatch drops the handle and the read starts over
+/// from the file system.
+#[derive(Debug)]
+struct RangeHandle {
+    file: File,
+    len: u64,
+    outboard: Outboard,
+}
+
+#[derive(Debug)]
+enum Outboard {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+impl milonga_sdk::outboard::ReadAt for Outboard {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Outboard::Memory(v) => v[..].read_exact_at(offset, buf),
+            Outboard::File(f) => f.read_exact_at(offset, buf),
+        }
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -121,6 +156,9 @@ impl LocalStore {
             outboards,
             tmp,
             sync: true,
+            handles: Arc::new(Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(RANGE_HANDLES).expect("non-zero"),
+            ))),
         })
     }
 
@@ -288,11 +326,49 @@ impl LocalStore {
         )
     }
 
-    /// The outboard of `id` as stored, if it has the length a file of `len` bytes needs.
-    fn stored_outboard(&self, id: &ContentId, len: u64) -> Option<File> {
+    /// The outboard of `id` as stored, if it has the length a file of `len` bytes needs: in
+    /// memory if it is small, else its open file.
+    fn stored_outboard(&self, id: &ContentId, len: u64) -> Option<Outboard> {
         let f = open_nofollow(&self.outboard_path(id)).ok()?;
         let m = f.metadata().ok()?;
-        (m.file_type().is_file() && m.len() == outboard_len(len)).then_some(f)
+        let want = outboard_len(len);
+        if !m.file_type().is_file() || m.len() != want {
+            return None;
+        }
+        if want <= MAX_CACHED_OUTBOARD {
+            let mut v = vec![0u8; want as usize];
+            f.read_exact_at(0, &mut v).ok()?;
+            Some(Outboard::Memory(v))
+        } else {
+            Some(Outboard::File(f))
+        }
+    }
+
+    fn cached_handle(&self, id: &ContentId, len: u64) -> Option<Arc<RangeHandle>> {
+        let mut h = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.get(id).filter(|h| h.len == len).cloned()
+    }
+
+    fn keep_handle(&self, id: &ContentId, file: File, len: u64, outboard: Outboard) {
+        let handle = Arc::new(RangeHandle {
+            file,
+            len,
+            outboard,
+        });
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .put(*id, handle);
+    }
+
+    fn forget_handle(&self, id: &ContentId) {
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop(id);
     }
 
     /// Hashes the whole object, and on success rewrites its outboard; on a mismatch the object
@@ -438,26 +514,52 @@ impl ObjectStore for LocalStore {
     }
 
     fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>> {
-        let (file, path) = self.check_file(id, Some(len))?;
         let what = self.describe(id);
-        if outboard_len(len) == 0 {
-            return verify_range(&file, len, &[][..], id, range, &what)
-                .map_err(|e| self.quarantine_error(id, e));
+        if let Some(h) = self.cached_handle(id, len) {
+            match verify_range(&h.file, len, &h.outboard, id, range.clone(), &what) {
+                Err(Error::ChecksumMismatch { .. }) => {
+                    // The file may have been replaced since it was opened: start over from the
+                    // file system before concluding anything.
+                    self.forget_handle(id);
+                }
+                other => return other,
+            }
         }
-        let first = match self.stored_outboard(id, len) {
-            Some(ob) => verify_range(&file, len, &ob, id, range.clone(), &what),
+        let (file, path) = self.check_file(id, Some(len))?;
+        if outboard_len(len) == 0 {
+            let r = verify_range(&file, len, &[][..], id, range, &what)
+                .map_err(|e| self.quarantine_error(id, e));
+            if r.is_ok() {
+                self.keep_handle(id, file, len, Outboard::Memory(Vec::new()));
+            }
+            return r;
+        }
+        let (outboard, checked) = match self.stored_outboard(id, len) {
+            Some(ob) => (ob, false),
             None => {
                 // Written before outboards existed (or its outboard was lost): build it now.
                 let ob = self.rebuild_outboard(id, &file, &path)?;
-                return verify_range(&file, len, &ob[..], id, range, &what);
+                (Outboard::Memory(ob), true)
             }
         };
-        match first {
-            Err(Error::ChecksumMismatch { .. }) => {
+        match verify_range(&file, len, &outboard, id, range.clone(), &what) {
+            Err(Error::ChecksumMismatch { .. }) if !checked => {
                 // The data or the outboard is damaged: hashing the whole object tells which.
                 // A damaged object is quarantined; a damaged outboard is rewritten.
                 let ob = self.rebuild_outboard(id, &file, &path)?;
-                verify_range(&file, len, &ob[..], id, range, &what)
+                let r = verify_range(&file, len, &ob[..], id, range, &what);
+                if r.is_ok() {
+                    self.keep_handle(id, file, len, Outboard::Memory(ob));
+                }
+                r
+            }
+            Err(Error::ChecksumMismatch { .. }) => {
+                let actual = ContentId::of((*map_file(&file, &path)?).as_ref());
+                Err(self.damaged(id, actual))
+            }
+            Ok(v) => {
+                self.keep_handle(id, file, len, outboard);
+                Ok(v)
             }
             other => other,
         }
@@ -490,6 +592,7 @@ impl ObjectStore for LocalStore {
         if fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
+        self.forget_handle(id);
         let dir = self.root.join(QUARANTINE_DIR);
         fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         let to = dir.join(format!("{}.{}", id.to_hex(), nanos()));
@@ -567,6 +670,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn remove(&self, id: &ContentId) -> Result<()> {
+        self.forget_handle(id);
         for path in [self.object_path(id), self.outboard_path(id)] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -586,6 +690,7 @@ impl LocalStore {
             outboards: self.outboards.clone(),
             tmp: self.tmp.clone(),
             sync: self.sync,
+            handles: Arc::clone(&self.handles),
         })
     }
 }
