@@ -127,12 +127,6 @@ pub trait ArtifactWriter: Send + Sync {
     fn durable_bytes(&self, name: &str) -> Result<SharedBytes>;
 }
 
-fn slice_range<'a>(all: &'a [u8], range: &Range<u64>) -> Option<&'a [u8]> {
-    let s = usize::try_from(range.start).ok()?;
-    let e = usize::try_from(range.end).ok()?;
-    all.get(s..e)
-}
-
 /// A seekable reader over one file of an artifact whose every byte is verified before it is
 /// returned: it reads through [`ArtifactReader::read_range`] in windows of
 /// [`window`](RangeReader::with_window) bytes (64 KiB by default), so random access reads and
@@ -298,14 +292,7 @@ pub trait ArtifactReader: Send + Sync {
     /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
     fn read_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let bytes = self.bytes(name)?;
-        let all = (*bytes).as_ref();
-        slice_range(all, &range)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| crate::Error::OutOfRange {
-                file: format!("{name} (byte range {}..{})", range.start, range.end),
-                index: range.end,
-                len: all.len() as u64,
-            })
+        crate::outboard::slice_range((*bytes).as_ref(), range, name)
     }
 
     /// A local path to the immutable file `name`, where the backend has one (for tools that

@@ -189,17 +189,7 @@ impl ArtifactReader for MemoryArtifact {
     }
 
     fn read_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-        let data = self.get(name)?;
-        usize::try_from(range.start)
-            .ok()
-            .zip(usize::try_from(range.end).ok())
-            .and_then(|(s, e)| data.get(s..e))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::OutOfRange {
-                file: format!("{name} (byte range {}..{})", range.start, range.end),
-                index: range.end,
-                len: data.len() as u64,
-            })
+        crate::outboard::slice_range(&self.get(name)?, range, name)
     }
 
     fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {

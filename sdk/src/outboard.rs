@@ -171,6 +171,24 @@ pub fn outboard_of(data: &[u8]) -> (ContentId, Vec<u8>) {
     b.finish()
 }
 
+/// Bytes `range` of `all` (a whole file, already verified), or [`Error::OutOfRange`] naming
+/// `what` for a range past its end: the range read of backends that hold whole files.
+///
+/// # Errors
+/// [`Error::OutOfRange`].
+pub fn slice_range(all: &[u8], range: Range<u64>, what: &str) -> Result<Vec<u8>> {
+    usize::try_from(range.start)
+        .ok()
+        .zip(usize::try_from(range.end).ok())
+        .and_then(|(s, e)| all.get(s..e))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::OutOfRange {
+            file: format!("{what} (byte range {}..{})", range.start, range.end),
+            index: range.end,
+            len: all.len() as u64,
+        })
+}
+
 /// A source of bytes at positions: a file, a memory map, a remote object.
 pub trait ReadAt {
     /// Fills `buf` with the bytes at `offset`.

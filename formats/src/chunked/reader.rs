@@ -710,14 +710,19 @@ impl Inner {
             }
         }
         let info = ChunkInfo::parse_header(&head, len, &chunk.name)?;
+        self.check_in_place(&info, chunk)?;
+        Ok(info)
+    }
+
+    /// The chunk's header against the index: its items and codec.
+    fn check_in_place(&self, info: &ChunkInfo, chunk: &KnownChunk) -> Result<()> {
         check_chunk(
-            &info,
+            info,
             &chunk.name,
             chunk.entry.first_item,
             chunk.entry.item_count,
             &self.codec_id,
-        )?;
-        Ok(info)
+        )
     }
 
     fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
@@ -740,13 +745,7 @@ impl Inner {
             ));
         }
         let info = ChunkInfo::parse(raw, &chunk.name)?;
-        check_chunk(
-            &info,
-            &chunk.name,
-            chunk.entry.first_item,
-            chunk.entry.item_count,
-            &self.codec_id,
-        )?;
+        self.check_in_place(&info, chunk)?;
         Ok(LoadedChunk {
             chunk: chunk.clone(),
             bytes,
