@@ -171,6 +171,7 @@ struct Inner {
     codec_id: String,
     state: Mutex<State>,
     cache: Mutex<Cache>,
+    dctx: Mutex<Decompressor>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,6 +221,7 @@ impl ChunkedReader {
                     headers: HashMap::new(),
                     block: None,
                 }),
+                dctx: Mutex::new(Decompressor::new()),
             }),
         };
         let files = reader.inner.artifact.files();
@@ -394,8 +396,20 @@ impl ChunkedReader {
                 let range = info.block_range(block, &known.name)?;
                 let stored = self.inner.read_range(&known, range)?;
                 let mut out = Vec::new();
-                let mut dctx = Decompressor::new();
-                info.decompress_stored(&stored, block, &known.name, &mut out, &mut dctx)?;
+                // Reuse the reader's decompression context (creating one costs more than a
+                // small block's decompression); a concurrent get makes its own.
+                match self.inner.dctx.try_lock() {
+                    Ok(mut dctx) => {
+                        info.decompress_stored(&stored, block, &known.name, &mut out, &mut dctx)?
+                    }
+                    Err(_) => info.decompress_stored(
+                        &stored,
+                        block,
+                        &known.name,
+                        &mut out,
+                        &mut Decompressor::new(),
+                    )?,
+                }
                 let p = Arc::new(out);
                 lock(&self.inner.cache).block = Some((seq, block, Arc::clone(&p)));
                 p

@@ -1,8 +1,10 @@
 //! What a check found: [`Failure`], and the proptest runner that produces it.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Debug};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
@@ -108,9 +110,48 @@ pub(crate) fn fail<T>(check: Check, message: impl Into<String>) -> Result<T, Cas
     })
 }
 
-/// Runs `f`, turning a panic into `Err` with the panic's message.
+thread_local! {
+    /// How deep this thread is in [`no_panic`]: its panics are expected and reported by the
+    /// kit, not printed.
+    static QUIET: Cell<u32> = const { Cell::new(0) };
+    /// Where the last quiet panic happened, for the report.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that keeps panics caught by the kit silent: a failing format
+/// that panics on thousands of mutated inputs must not print thousands of messages and
+/// backtraces. Panics elsewhere go to the hook that was installed before.
+fn install_quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) > 0 {
+                let at = info
+                    .location()
+                    .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(at));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into `Err` with the panic's message and where it happened. The
+/// panic is not printed: the kit reports it if it breaks a check.
 pub(crate) fn no_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(panic_message)
+    install_quiet_hook();
+    QUIET.with(|q| q.set(q.get() + 1));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(q.get().saturating_sub(1)));
+    r.map_err(|payload| {
+        let at = LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
+        format!("{}{at}", panic_message(payload))
+    })
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
