@@ -63,6 +63,9 @@ impl Format<Vec<u64>> for FixedU64s {
     fn write(&self, value: Vec<u64>, artifact: &dyn ArtifactWriter) -> Result<()> {
         let mut f = artifact.create("values")?;
         Envelope::new(self.id(), self.version()).write_to(&mut f, "values")?;
+        // The count, so that a file cut at a value boundary is not a shorter list.
+        f.write_all(&(value.len() as u64).to_le_bytes())
+            .map_err(|e| Error::io("values", e))?;
         for v in value {
             f.write_all(&v.to_le_bytes())
                 .map_err(|e| Error::io("values", e))?;
@@ -77,19 +80,23 @@ impl Format<Vec<u64>> for FixedU64s {
         // The envelope is short: read (and verify) only the start of the file.
         let head = artifact.read_range("values", 0..entry.len.min(1024))?;
         let (_, rest) = open_envelope(&head, self.id(), self.version(), "values")?;
-        let start = (head.len() - rest.len()) as u64;
-        let body = entry.len - start;
-        if !body.is_multiple_of(8) {
+        let count: [u8; 8] = rest
+            .get(..8)
+            .and_then(|c| c.try_into().ok())
+            .ok_or_else(|| Error::corrupt("values", head.len() as u64, "no count"))?;
+        let count = u64::from_le_bytes(count);
+        let start = (head.len() - rest.len()) as u64 + 8;
+        if count.checked_mul(8) != Some(entry.len - start) {
             return Err(Error::corrupt(
                 "values",
                 start,
-                "not a whole number of values",
+                format!("{count} values do not fill {} bytes", entry.len - start),
             ));
         }
         Ok(U64s {
             artifact,
             start,
-            len: body / 8,
+            len: count,
             ranged: self.ranged,
         })
     }
@@ -145,3 +152,12 @@ fn the_meter_counts_groups_for_ranges_and_files_for_bytes() {
     assert_eq!(whole.get(5).unwrap(), 5);
     assert!(meter.bytes_read() > 800_000);
 }
+
+// The one-line checks exist for lazy formats too.
+milonga_sdk::format_tests!(
+    fixed_u64s,
+    lazy FixedU64s { ranged: true },
+    proptest::collection::vec(any::<u64>(), 0..300),
+    make = Clone::clone,
+    collect = |out: U64s| (0..out.len).map(|i| out.get(i)).collect(),
+);

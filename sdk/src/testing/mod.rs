@@ -295,8 +295,59 @@ pub fn check_resume<'a, I, T, F, S>(
 ///
 /// makes `u64_format::{roundtrip, determinism, rejection, version_skew}`, so that each check
 /// passes or fails on its own and they run in parallel.
+///
+/// For a format with a lazy output (a stream, a sequence, an index), say `lazy` and how to
+/// make what is written from a generated value and how to collect what is read back into one
+/// (as [`check_lazy_format`]); this adds `no_panic`:
+///
+/// ```ignore
+/// milonga_sdk::format_tests!(
+///     my_sequence,
+///     lazy MySequenceFormat,
+///     proptest::collection::vec(any::<u64>(), 0..500),
+///     make = Clone::clone,
+///     collect = |out: MySequence| (0..out.len()).map(|i| out.get(i)).collect(),
+/// );
+/// ```
 #[macro_export]
 macro_rules! format_tests {
+    ($name:ident, lazy $format:expr, $strategy:expr, make = $make:expr, collect = $collect:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn check(check: $crate::testing::Check) {
+                $crate::testing::FormatCheck::lazy(&$format, $strategy, $make, $collect)
+                    .only(&[check])
+                    .assert();
+            }
+
+            #[test]
+            fn roundtrip() {
+                check($crate::testing::Check::RoundTrip);
+            }
+
+            #[test]
+            fn determinism() {
+                check($crate::testing::Check::Determinism);
+            }
+
+            #[test]
+            fn rejection() {
+                check($crate::testing::Check::Rejection);
+            }
+
+            #[test]
+            fn no_panic() {
+                check($crate::testing::Check::NoPanic);
+            }
+
+            #[test]
+            fn version_skew() {
+                check($crate::testing::Check::VersionSkew);
+            }
+        }
+    };
     ($name:ident, $format:expr, $strategy:expr $(,)?) => {
         mod $name {
             #[allow(unused_imports)]
