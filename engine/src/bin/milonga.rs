@@ -1,7 +1,7 @@
 //! `milonga`: inspect and maintain a workspace from the command line.
 //!
 //! ```text
-//! cargo run --release -p milonga --features cli --bin milonga -- steps /tmp/milonga-demo
+//! cargo run --release -p milonga --features cli --bin milonga -- /tmp/milonga-demo steps
 //! ```
 
 use std::process::ExitCode;
@@ -19,6 +19,10 @@ use milonga::{StepInfo, Workspace};
 struct Cli {
     /// The workspace: a path, file://PATH.
     workspace: String,
+    /// Open the workspace read-only (automatic when it is not writable): read and verify, never
+    /// write.
+    #[arg(long)]
+    read_only: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,11 +74,42 @@ fn stored_size(ws: &Workspace, info: &StepInfo) -> Option<u64> {
     Some(a.files().iter().map(|f| f.len).sum())
 }
 
+/// A step's own run time and its total time, in milliseconds. The recorded interval of a step
+/// includes computing the inputs it asked for while it ran; the union of those inputs'
+/// intervals (where they lie inside it) is not its own time.
+fn durations(ws: &Workspace, s: &StepInfo) -> Option<(i64, i64)> {
+    let (a, b) = (s.started_at?, s.ended_at?);
+    let total = (b - a).max(0);
+    let mut inputs: Vec<(i64, i64)> = s
+        .dependencies
+        .iter()
+        .filter_map(|d| ws.step_info(d).ok().flatten())
+        .filter_map(|d| Some((d.started_at?.max(a), d.ended_at?.min(b))))
+        .filter(|(x, y)| x < y)
+        .collect();
+    inputs.sort_unstable();
+    let mut covered = 0;
+    let mut end = a;
+    for (x, y) in inputs {
+        let x = x.max(end);
+        if y > x {
+            covered += y - x;
+            end = y;
+        }
+    }
+    Some((total - covered, total))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Inspecting a path that is not a workspace must not create one there.
-    let ws = match cli.workspace.strip_prefix("file://") {
+    let local = match cli.workspace.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None if !cli.workspace.contains("://") => Some(cli.workspace.as_str()),
+        None => None,
+    };
+    let ws = match local {
+        Some(path) if cli.read_only => Workspace::open_read_only(path)?,
         Some(path) => Workspace::open_existing(path)?,
-        None if !cli.workspace.contains("://") => Workspace::open_existing(&cli.workspace)?,
         None => Workspace::from_url(&cli.workspace)?,
     };
     match cli.command {
@@ -99,8 +134,16 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("format:       {} v{}", s.format_id, s.format_version);
             println!("attempts:     {}", s.attempts);
             println!("owner:        {}", s.owner.as_deref().unwrap_or("-"));
-            if let (Some(a), Some(b)) = (s.started_at, s.ended_at) {
-                println!("duration:     {:.3} s", (b - a) as f64 / 1000.0);
+            if let Some((own, total)) = durations(&ws, &s) {
+                if own == total {
+                    println!("duration:     {:.3} s", own as f64 / 1000.0);
+                } else {
+                    println!(
+                        "duration:     {:.3} s ({:.3} s with its inputs)",
+                        own as f64 / 1000.0,
+                        total as f64 / 1000.0
+                    );
+                }
             }
             if let Some(e) = &s.error {
                 println!("error:        {e}");

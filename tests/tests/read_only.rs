@@ -1,0 +1,94 @@
+//! Read-only workspaces: a cache shared on a read-only mount or in a directory others may not
+//! write serves every cached result; computing a missing step fails with an error that says
+//! the workspace is read-only.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// How to run a process that may read but not write the workspace at `ws`: as `nobody` when
+/// this test runs as root (root ignores permissions), else as ourselves after removing write
+/// permission. `None` (with a message) where neither can be arranged.
+fn read_only_runner(ws: &Path) -> Option<Vec<String>> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        let probe = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: running as root and `setpriv` cannot switch to nobody");
+            return None;
+        }
+        // Readable (not writable) by others, all the way down.
+        let mut dir = Some(ws);
+        while let Some(d) = dir {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode();
+            if mode & 0o005 != 0o005 {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+            }
+            dir = d.parent().filter(|p| p.starts_with(std::env::temp_dir()));
+        }
+        Some(vec![
+            "setpriv".into(),
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+        ])
+    } else {
+        let status = Command::new("chmod").args(["-R", "a-w"]).arg(ws).status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: cannot remove write permission from the workspace");
+            return None;
+        }
+        Some(Vec::new())
+    }
+}
+
+fn helper(runner: &[String], ws: &Path, action: &str) -> (bool, String, String) {
+    let bin = env!("CARGO_BIN_EXE_milonga-test-open");
+    let mut cmd = match runner.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let out = cmd
+        .arg(ws)
+        .arg(action)
+        .output()
+        .expect("run milonga-test-open");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+#[test]
+fn a_user_without_write_permission_reads_every_cached_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    // Cache everything as the owner, then read as someone who may not write.
+    let (ok, cached, err) = helper(&[], &ws, "read");
+    assert!(ok, "{err}");
+    let Some(runner) = read_only_runner(&ws) else {
+        return;
+    };
+    let (ok, out, err) = helper(&runner, &ws, "read");
+    assert!(ok, "a read-only reader failed: {err}");
+    assert_eq!(out, cached);
+
+    // A missing step cannot be computed, and the error says why.
+    let (ok, out, err) = helper(&runner, &ws, "compute");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("error "), "{out}");
+    assert!(out.contains("read-only"), "{out}");
+
+    // Nothing was written by the readers: the owner still computes the missing step.
+    let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&ws).status();
+    let (ok, out, err) = helper(&[], &ws, "compute");
+    assert!(ok, "{err}");
+    assert_eq!(out, "ok 49");
+}
