@@ -92,3 +92,62 @@ fn a_user_without_write_permission_reads_every_cached_result() {
     assert!(ok, "{err}");
     assert_eq!(out, "ok 49");
 }
+
+/// Every file under `dir` with its length and modification time, except the `-wal` and `-shm`
+/// files SQLite keeps beside the database (a reader creates them where the directory allows).
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-wal") || name.ends_with("-shm") {
+                continue;
+            }
+            out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_workspace_opened_read_only_serves_results_and_writes_nothing() {
+    use milonga::{Error, Step, Workspace};
+    use milonga_tests::{Numbers, Scale, Square};
+
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Scale {
+        numbers: Numbers { n: 10 }.into(),
+        factor: 3,
+    };
+    let expected = chain.result(&Workspace::open(dir.path()).unwrap()).unwrap();
+    let before = snapshot(dir.path());
+
+    let ws = Workspace::open_read_only(dir.path()).unwrap();
+    assert!(ws.is_read_only());
+    assert_eq!(chain.result(&ws).unwrap(), expected);
+    assert_eq!(ws.steps().unwrap().len(), 2);
+    assert!(ws.verify().unwrap().problems.is_empty());
+    let missing = Square { x: 3, sleep_ms: 0 };
+    let e = missing.result(&ws).unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = ws.remove_step(&chain.unique_id().unwrap()).unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+    let e = ws.gc(std::time::Duration::ZERO).unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+    drop(ws);
+    assert_eq!(snapshot(dir.path()), before, "a read-only workspace wrote");
+
+    // A directory that is not a workspace is not made one by a read-only open.
+    let empty = tempfile::tempdir().unwrap();
+    let e = Workspace::open_read_only(empty.path()).unwrap_err();
+    assert!(matches!(e, Error::NotAWorkspace { .. }), "{e:?}");
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
+}

@@ -126,8 +126,9 @@ impl Workspace {
     }
 
     /// Opens the existing local workspace in directory `path` read-only: every cached result,
-    /// record and object can be read and verified, nothing is written (no lock files, no
-    /// database changes), and anything that would write (running a missing step, `remove_step`,
+    /// record and object can be read and verified, nothing is changed (no lock files, no
+    /// database changes; SQLite may create its empty `-wal` and `-shm` files beside the
+    /// database where the directory is writable), and anything that would write (running a missing step, `remove_step`,
     /// `gc`) fails with [`Error::ReadOnly`]. For caches shared on read-only mounts or in
     /// directories other users may not write.
     ///
