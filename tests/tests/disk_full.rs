@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use milonga::{
-    BoxError, Context, SqliteSequenceBuilder, SqliteSequenceFormat, Step, StepState, Workspace,
+    BoxError, Context, SqliteSequenceBuilder, SqliteSequenceFormat, Step, StepState, Stream,
+    StreamFormat, Workspace,
 };
 use serde::Serialize;
 
@@ -90,6 +91,23 @@ impl Step for Blobs {
     }
 }
 
+/// The same items as a stream (each chunk an object), resuming after the durable chunks.
+#[derive(Serialize)]
+struct StreamedBlobs {
+    n: u64,
+    size: usize,
+}
+
+impl Step for StreamedBlobs {
+    const NAME: &'static str = "tests::StreamedBlobs";
+    type Output = Stream<Vec<u8>>;
+    type Format = StreamFormat<Vec<u8>>;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<Self::Output, BoxError> {
+        let (start, size) = (ctx.resume_from(), self.size);
+        Ok(Stream::new((start..self.n).map(move |i| blob(i, size))))
+    }
+}
+
 fn fill(path: &Path, bytes: u64) -> PathBuf {
     let chunk = vec![0x5a; MIB as usize];
     let mut f = std::fs::File::create(path).unwrap();
@@ -137,5 +155,40 @@ fn a_full_disk_fails_the_step_and_a_rerun_succeeds_once_space_is_back() {
         "work files are removed after success"
     );
     drop(seq);
+    drop(ws);
+}
+
+#[test]
+fn a_stream_that_fills_the_disk_fails_and_resumes_once_space_is_back() {
+    let Some(fs) = Tmpfs::mount(24) else {
+        return;
+    };
+    let ws = Workspace::open(fs.path().join("ws")).unwrap();
+    let step = StreamedBlobs {
+        n: 6 * 1024,
+        size: 2048,
+    };
+    let id = step.unique_id().unwrap();
+    let _keep = fill(&fs.path().join("filler-1"), 6 * MIB);
+    let filler = fill(&fs.path().join("filler-2"), 12 * MIB);
+
+    let e = step.result(&ws).expect_err("12 MiB do not fit in 6");
+    let text = e.to_string();
+    assert!(!text.contains("metadata database"), "{text}");
+    assert!(
+        text.contains(&fs.path().display().to_string()),
+        "the error names the file: {text}"
+    );
+    let info = ws.step_info(&id).unwrap().unwrap();
+    assert_eq!(info.state, StepState::Failed, "{info:?}");
+
+    std::fs::remove_file(filler).unwrap();
+    let reader = step
+        .result(&ws)
+        .expect("the re-run succeeds once space is back");
+    assert_eq!(reader.len().unwrap(), step.n);
+    assert_eq!(reader.get(step.n - 1).unwrap(), blob(step.n - 1, step.size));
+    assert!(ws.verify().unwrap().problems.is_empty());
+    drop(reader);
     drop(ws);
 }
