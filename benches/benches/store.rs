@@ -49,7 +49,7 @@ fn store(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("milonga_get_verified", len),
             &id,
-            |b, id| b.iter(|| black_box((*store.bytes(id).expect("bytes")).as_ref().len())),
+            |b, id| b.iter(|| black_box((*store.bytes(id, None).expect("bytes")).as_ref().len())),
         );
         group.bench_with_input(BenchmarkId::new("raw_read", len), &raw, |b, raw| {
             b.iter(|| black_box(std::fs::read(raw).expect("read").len()))

@@ -222,3 +222,46 @@ fn info_reports_a_steps_own_duration_without_its_inputs() {
         "{out}"
     );
 }
+
+#[test]
+fn verify_repair_quarantines_and_the_next_result_recomputes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open(dir.path()).unwrap();
+    let step = Hello {
+        name: "repair".into(),
+    };
+    step.result(&ws).unwrap();
+    let id = step.unique_id().unwrap();
+    let file = ws.artifact(&id).unwrap().files()[0].clone();
+    let path = milonga::store::LocalStore::open(dir.path())
+        .unwrap()
+        .object_path(&file.id);
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    drop(ws);
+
+    let (code, out) = cli(dir.path(), &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("quarantined") && out.contains(&format!("reset {id}")),
+        "{out}"
+    );
+    assert!(!path.exists(), "the damaged object was moved aside");
+    let quarantined = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .count();
+    assert_eq!(quarantined, 1);
+
+    // The next result() computes the step again and stores a fresh copy.
+    let ws = Workspace::open(dir.path()).unwrap();
+    assert_eq!(*step.result(&ws).unwrap(), "hello, repair");
+    assert!(path.exists());
+    let (code, out) = cli(dir.path(), &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no problems"), "{out}");
+}

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{Read, Seek, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,123 @@ pub trait ArtifactWriter: Send + Sync {
     fn durable_bytes(&self, name: &str) -> Result<SharedBytes>;
 }
 
+/// A seekable reader over one file of an artifact whose every byte is verified before it is
+/// returned: it reads through [`ArtifactReader::read_range`] in windows of
+/// [`window`](RangeReader::with_window) bytes (64 KiB by default), so random access reads and
+/// hashes only the groups it touches.
+///
+/// ```
+/// use std::io::{Read, Seek, SeekFrom, Write};
+/// use milonga_sdk::{ArtifactWriter, MemoryArtifact, RangeReader};
+///
+/// let artifact = MemoryArtifact::new();
+/// let mut f = artifact.create("data").unwrap();
+/// f.write_all(&[7u8; 100_000]).unwrap();
+/// f.finish().unwrap();
+/// let mut r = RangeReader::open(artifact.handle(), "data").unwrap();
+/// r.seek(SeekFrom::Start(99_990)).unwrap();
+/// let mut tail = Vec::new();
+/// r.read_to_end(&mut tail).unwrap();
+/// assert_eq!(tail, [7u8; 10]);
+/// ```
+pub struct RangeReader {
+    artifact: ArtifactHandle,
+    name: String,
+    len: u64,
+    pos: u64,
+    window: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl fmt::Debug for RangeReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeReader")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RangeReader {
+    /// A reader over file `name` of `artifact`.
+    ///
+    /// # Errors
+    /// [`Error::MissingFile`](crate::Error::MissingFile) if the artifact has no such file.
+    pub fn open(artifact: ArtifactHandle, name: &str) -> Result<Self> {
+        let entry = artifact
+            .entry(name)
+            .ok_or_else(|| crate::Error::MissingFile {
+                file: format!("{name} in {}", artifact.describe()),
+            })?;
+        Ok(RangeReader {
+            artifact,
+            name: name.to_owned(),
+            len: entry.len,
+            pos: 0,
+            window: 64 * 1024,
+            buf: Vec::new(),
+            buf_start: 0,
+        })
+    }
+
+    /// Sets how many bytes one underlying verified read fetches (rounded up to whole 16 KiB
+    /// groups; at least one group).
+    pub fn with_window(mut self, bytes: u64) -> Self {
+        let g = crate::outboard::GROUP_BYTES;
+        self.window = bytes.div_ceil(g).max(1) * g;
+        self
+    }
+
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len || out.is_empty() {
+            return Ok(0);
+        }
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if self.pos < self.buf_start || self.pos >= buf_end {
+            let g = crate::outboard::GROUP_BYTES;
+            let start = self.pos / g * g;
+            let end = (start + self.window).min(self.len);
+            self.buf = self.artifact.read_range(&self.name, start..end)?;
+            self.buf_start = start;
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let avail = self.buf.get(at..).unwrap_or_default();
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for RangeReader {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let new = match pos {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        self.pos = new;
+        Ok(new)
+    }
+}
+
 /// A seekable reader over one file.
 pub trait ReadSeek: Read + Seek + Send {}
 impl<R: Read + Seek + Send> ReadSeek for R {}
@@ -162,10 +280,26 @@ pub trait ArtifactReader: Send + Sync {
     /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
     fn bytes(&self, name: &str) -> Result<SharedBytes>;
 
+    /// The bytes of `range` of file `name`, verified against the file's content id before they
+    /// are returned. Backends with outboards (the engine's) read and hash only the 16 KiB groups
+    /// that cover the range (see [`outboard`](crate::outboard)), so a lazy format can look up a
+    /// small part of a large file cheaply. The default reads the whole file with
+    /// [`bytes`](ArtifactReader::bytes) and slices it.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`](crate::Error::OutOfRange) for a range past the end of the file,
+    /// [`Error::MissingFile`](crate::Error::MissingFile),
+    /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
+    fn read_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let bytes = self.bytes(name)?;
+        crate::outboard::slice_range((*bytes).as_ref(), range, name)
+    }
+
     /// A local path to the immutable file `name`, where the backend has one (for tools that
-    /// need a path, such as SQLite). The file must only be opened read-only. Its content is not
-    /// hashed on each call (that would cost a full read); `verify` checks it. `None` on
-    /// backends without local files.
+    /// need a path, such as SQLite). The file must only be opened read-only. The engine
+    /// verifies its content against its content id before returning the path, once per
+    /// process for the same unchanged file, so that a damaged or swapped file is an error
+    /// rather than a silently wrong answer. `None` on backends without local files.
     ///
     /// # Errors
     /// [`Error::MissingFile`](crate::Error::MissingFile) or an I/O error.

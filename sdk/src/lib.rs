@@ -52,13 +52,14 @@ mod envelope;
 mod error;
 mod format;
 mod memory;
+pub mod outboard;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use artifact::{
     ArtifactHandle, ArtifactReader, ArtifactStatus, ArtifactWriter, ContentId, FileEntry,
-    FileWriter, ReadSeek, SharedBytes,
+    FileWriter, RangeReader, ReadSeek, SharedBytes,
 };
 pub use codec::Codec;
 pub use envelope::{

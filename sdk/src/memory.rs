@@ -188,6 +188,10 @@ impl ArtifactReader for MemoryArtifact {
         Ok(Arc::new(SharedVec(self.get(name)?)))
     }
 
+    fn read_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        crate::outboard::slice_range(&self.get(name)?, range, name)
+    }
+
     fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {
         let data = self.get(name)?;
         let dir = self.scratch_dir()?.join("read");

@@ -36,8 +36,14 @@ enum Command {
         /// The step's unique id.
         unique_id: String,
     },
-    /// Re-read every stored object and check it against its content id.
-    Verify,
+    /// Re-read every stored object and check it against its content id (and rebuild missing
+    /// outboards).
+    Verify {
+        /// Move damaged objects into quarantine and forget the steps that refer to them, so
+        /// that their next run computes them again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Forget steps' results so that they run again (objects stay until `gc`).
     Rm {
         /// Unique ids of the steps.
@@ -158,7 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
         }
-        Command::Verify => {
+        Command::Verify { repair } => {
             let total: u64 = ws.steps()?.iter().filter_map(|s| stored_size(&ws, s)).sum();
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
@@ -167,7 +173,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 )
                 .expect("valid template"),
             );
-            let report = ws.verify_with_progress(&mut |_, bytes| bar.set_position(bytes))?;
+            let mut progress = |_, bytes| bar.set_position(bytes);
+            let report = if repair {
+                ws.repair(&mut progress)?
+            } else {
+                ws.verify_with_progress(&mut progress)?
+            };
             bar.finish_and_clear();
             println!(
                 "checked {} objects, {}",
@@ -177,6 +188,15 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if !report.problems.is_empty() {
                 for p in &report.problems {
                     println!("PROBLEM {}: {}", p.unique_id, p.error);
+                }
+                for q in &report.quarantined {
+                    println!("quarantined {q}");
+                }
+                for r in &report.reset_steps {
+                    println!("reset {r}: its next run computes it again");
+                }
+                if repair && !report.reset_steps.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
                 }
                 return Ok(ExitCode::from(1));
             }

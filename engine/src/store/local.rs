@@ -1,33 +1,142 @@
 //! Objects in a local directory.
 //!
 //! Layout under the store root (see `docs/FORMAT.md`):
-//! `objects/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`, staged in `tmp/`.
+//! `objects/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`, their BLAKE3 outboards at the same
+//! relative path under `outboards/v1/bao-g16k/` (objects of more than 16 KiB only), staged in
+//! `tmp/`; damaged objects are moved to `quarantine/`.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use milonga_sdk::outboard::{outboard_len, verify_range, OutboardBuilder, ReadAt};
 use milonga_sdk::{ContentId, Error, ReadSeek, Result, SharedBytes};
 
-use super::{map::map_file, verify_bytes, ObjectStore, ObjectWriter, VerifyingReader};
+use super::{map::map_file, ObjectStore, ObjectWriter, VerifyingReader};
 
 /// The path of the objects folder relative to the store root; the layout version is in the path.
 pub const OBJECTS_DIR: &str = "objects/v1/blake3";
+/// The path of the outboards folder relative to the store root: BLAKE3 outboards with 16 KiB
+/// chunk groups, post order (see [`milonga_sdk::outboard`]).
+pub const OUTBOARDS_DIR: &str = "outboards/v1/bao-g16k";
 /// The staging folder for objects being written.
 pub const TMP_DIR: &str = "tmp";
+/// Where objects found damaged are moved, as `<hex>.<nanos>`.
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// A content-addressed store in a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
     objects: PathBuf,
+    outboards: PathBuf,
     tmp: PathBuf,
     sync: bool,
+    /// Open objects of recent range reads, shared by clones of the store.
+    handles: Arc<Mutex<lru::LruCache<ContentId, Arc<RangeHandle>>>>,
+}
+
+/// How many objects range reads keep open (with their outboards in memory, up to
+/// [`MAX_CACHED_OUTBOARD`] each).
+const RANGE_HANDLES: usize = 256;
+/// Outboards up to this size (objects up to 256 MiB) are kept in memory by an open range
+/// handle; larger ones are read pair by pair from their file.
+const MAX_CACHED_OUTBOARD: u64 = 1 << 20;
+
+/// An object opened for range reads: its file (checked to be a regular file of the recorded
+/// length) and its outboard. The outboard's pairs are checked against the id on every read, so
+/// keeping them in memory trusts nothing; a mismatch drops the handle and the read starts over
+/// from the file system.
+#[derive(Debug)]
+struct RangeHandle {
+    file: File,
+    len: u64,
+    outboard: Outboard,
+}
+
+#[derive(Debug)]
+enum Outboard {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+impl milonga_sdk::outboard::ReadAt for Outboard {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Outboard::Memory(v) => v[..].read_exact_at(offset, buf),
+            Outboard::File(f) => f.read_exact_at(offset, buf),
+        }
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Files verified whole in this process, by object and file identity (device, inode, length,
+/// modification time): a file swapped in or changed afterwards is verified again.
+type FileStamp = (u64, u64, u64, i128);
+fn verified_files() -> &'static Mutex<HashMap<ContentId, FileStamp>> {
+    static V: OnceLock<Mutex<HashMap<ContentId, FileStamp>>> = OnceLock::new();
+    V.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn stamp(meta: &fs::Metadata) -> FileStamp {
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    (dev, ino, meta.len(), mtime)
+}
+
+/// What kind of file system entry `meta` describes, for "not a regular file" errors.
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading without following a symbolic link and without blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    o.open(path)
+}
 
 impl LocalStore {
     /// Opens (creating if needed) a store rooted at `root`.
@@ -36,6 +145,7 @@ impl LocalStore {
     /// An I/O error creating the folders.
     pub fn open(root: &Path) -> Result<Self> {
         let objects = root.join(OBJECTS_DIR);
+        let outboards = root.join(OUTBOARDS_DIR);
         let tmp = root.join(TMP_DIR);
         for d in [&objects, &tmp] {
             fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
@@ -43,8 +153,12 @@ impl LocalStore {
         Ok(LocalStore {
             root: root.to_owned(),
             objects,
+            outboards,
             tmp,
             sync: true,
+            handles: Arc::new(Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(RANGE_HANDLES).expect("non-zero"),
+            ))),
         })
     }
 
@@ -60,13 +174,19 @@ impl LocalStore {
         &self.root
     }
 
+    fn fan_out(base: &Path, id: &ContentId) -> PathBuf {
+        let hex = id.to_hex();
+        base.join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])
+    }
+
     /// The path where object `id` lives.
     pub fn object_path(&self, id: &ContentId) -> PathBuf {
-        let hex = id.to_hex();
-        self.objects
-            .join(&hex[0..2])
-            .join(&hex[2..4])
-            .join(&hex[4..])
+        Self::fan_out(&self.objects, id)
+    }
+
+    /// The path of the outboard of object `id` (objects of more than 16 KiB have one).
+    pub fn outboard_path(&self, id: &ContentId) -> PathBuf {
+        Self::fan_out(&self.outboards, id)
     }
 
     fn new_tmp_path(&self) -> PathBuf {
@@ -75,23 +195,58 @@ impl LocalStore {
             .join(format!("{}-{}-{n}.tmp", std::process::id(), nanos()))
     }
 
+    /// Writes the outboard of `id` (derived data: atomic by rename, but not fsynced; a missing
+    /// or damaged outboard is rebuilt from the object when a read finds it so).
+    fn write_outboard(&self, id: &ContentId, outboard: &[u8]) -> Result<()> {
+        if outboard.is_empty() {
+            return Ok(());
+        }
+        let dest = self.outboard_path(id);
+        let parent = dest.parent().expect("outboard paths have parents");
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
+        let tmp = self.new_tmp_path();
+        let result = fs::write(&tmp, outboard)
+            .and_then(|()| fs::rename(&tmp, &dest))
+            .map_err(|e| Error::io(dest.display(), e));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// Moves a complete, synced staging file into place under `id` (data first, then the
-    /// directory entry that points to it).
-    fn publish(&self, staged: &Path, id: &ContentId) -> Result<()> {
+    /// directory entry that points to it). An existing entry under `id` is kept only if it is a
+    /// regular file whose content verifies; anything else is moved aside into quarantine first.
+    fn publish(&self, staged: &Path, id: &ContentId, len: u64, outboard: &[u8]) -> Result<()> {
         let dest = self.object_path(id);
         let parent = dest.parent().expect("object paths have parents");
-        if dest.exists() {
-            // Identical content is already stored: publishing it again is success. Refresh its
-            // modification time (garbage collection keeps recent objects) and make sure its
-            // directory entry is durable, whoever created it.
-            let _ = fs::remove_file(staged);
-            if let Ok(f) = File::open(&dest) {
-                let _ = f.set_modified(std::time::SystemTime::now());
+        if fs::symlink_metadata(&dest).is_ok() {
+            match self.check_file(id, Some(len)).and_then(|(f, p)| {
+                let bytes = map_file(&f, &p)?;
+                let actual = ContentId::of((*bytes).as_ref());
+                Ok((f, actual))
+            }) {
+                Ok((existing, actual)) if actual == *id => {
+                    // Identical content is already stored: publishing it again is success.
+                    // Refresh its modification time (garbage collection keeps recent objects)
+                    // through the opened file (never a link's target), make sure its
+                    // directory entry is durable, whoever created it, and that it has its
+                    // outboard.
+                    let _ = fs::remove_file(staged);
+                    let _ = existing.set_modified(std::time::SystemTime::now());
+                    if !outboard.is_empty() && !self.outboard_path(id).exists() {
+                        self.write_outboard(id, outboard)?;
+                    }
+                    if self.sync {
+                        sync_dir(parent)?;
+                    }
+                    return Ok(());
+                }
+                _ => {
+                    // Damaged, of the wrong length or not a regular file: never trust it.
+                    self.quarantine(id)?;
+                }
             }
-            if self.sync {
-                sync_dir(parent)?;
-            }
-            return Ok(());
         }
         if !parent.exists() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
@@ -105,6 +260,9 @@ impl LocalStore {
                 }
             }
         }
+        // The outboard first: an object never appears without one (unless this process dies
+        // in between, and then the first range read rebuilds it).
+        self.write_outboard(id, outboard)?;
         let mut perms = fs::metadata(staged)
             .map_err(|e| Error::io(staged.display(), e))?
             .permissions();
@@ -117,15 +275,149 @@ impl LocalStore {
         Ok(())
     }
 
-    fn open_file(&self, id: &ContentId) -> Result<(File, PathBuf)> {
+    /// Opens object `id`'s file and checks that it is a regular file of length `len` (where
+    /// known) before anything is read from it.
+    fn check_file(&self, id: &ContentId, len: Option<u64>) -> Result<(File, PathBuf)> {
         let path = self.object_path(id);
-        match File::open(&path) {
-            Ok(f) => Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::MissingObject {
-                object: id.to_hex(),
-                path: path.display().to_string(),
-            }),
-            Err(e) => Err(Error::io(path.display(), e)),
+        let file = match open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingObject {
+                    object: id.to_hex(),
+                    path: path.display().to_string(),
+                })
+            }
+            Err(e) => {
+                // A symbolic link (ELOOP with O_NOFOLLOW) or another entry that cannot be
+                // opened as a file.
+                return match fs::symlink_metadata(&path) {
+                    Ok(m) if !m.file_type().is_file() => Err(self.not_regular(id, &path, &m)),
+                    _ => Err(Error::io(path.display(), e)),
+                };
+            }
+        };
+        let meta = file.metadata().map_err(|e| Error::io(path.display(), e))?;
+        if !meta.file_type().is_file() {
+            return Err(self.not_regular(id, &path, &meta));
+        }
+        if let Some(want) = len {
+            if meta.len() != want {
+                return Err(Error::corrupt(
+                    format!("object {id} ({})", path.display()),
+                    meta.len().min(want),
+                    format!(
+                        "the file has {} bytes, the object was recorded with {want}",
+                        meta.len()
+                    ),
+                ));
+            }
+        }
+        Ok((file, path))
+    }
+
+    fn not_regular(&self, id: &ContentId, path: &Path, meta: &fs::Metadata) -> Error {
+        Error::corrupt(
+            format!("object {id} ({})", path.display()),
+            0,
+            format!(
+                "is {}, not a regular file: objects are regular files",
+                kind_of(meta)
+            ),
+        )
+    }
+
+    /// The outboard of `id` as stored, if it has the length a file of `len` bytes needs: in
+    /// memory if it is small, else its open file.
+    fn stored_outboard(&self, id: &ContentId, len: u64) -> Option<Outboard> {
+        let f = open_nofollow(&self.outboard_path(id)).ok()?;
+        let m = f.metadata().ok()?;
+        let want = outboard_len(len);
+        if !m.file_type().is_file() || m.len() != want {
+            return None;
+        }
+        if want <= MAX_CACHED_OUTBOARD {
+            let mut v = vec![0u8; want as usize];
+            f.read_exact_at(0, &mut v).ok()?;
+            Some(Outboard::Memory(v))
+        } else {
+            Some(Outboard::File(f))
+        }
+    }
+
+    fn cached_handle(&self, id: &ContentId, len: u64) -> Option<Arc<RangeHandle>> {
+        let mut h = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.get(id).filter(|h| h.len == len).cloned()
+    }
+
+    fn keep_handle(&self, id: &ContentId, file: File, len: u64, outboard: Outboard) {
+        let handle = Arc::new(RangeHandle {
+            file,
+            len,
+            outboard,
+        });
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .put(*id, handle);
+    }
+
+    fn forget_handle(&self, id: &ContentId) {
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop(id);
+    }
+
+    /// Hashes the whole object, and on success rewrites its outboard; on a mismatch the object
+    /// is quarantined and the error says where it went.
+    fn rebuild_outboard(&self, id: &ContentId, file: &File, path: &Path) -> Result<Vec<u8>> {
+        let bytes = map_file(file, path)?;
+        let mut b = OutboardBuilder::new();
+        b.update((*bytes).as_ref());
+        let (actual, outboard) = b.finish();
+        if actual != *id {
+            return Err(self.damaged(id, actual));
+        }
+        self.write_outboard(id, &outboard)?;
+        Ok(outboard)
+    }
+
+    /// The error for object `id` found to hash to `actual`, after moving it to quarantine.
+    fn damaged(&self, id: &ContentId, actual: ContentId) -> Error {
+        let moved = match self.quarantine(id) {
+            Ok(Some(to)) => format!("; moved to {to}"),
+            Ok(None) => String::new(),
+            Err(e) => format!("; moving it to quarantine failed: {e}"),
+        };
+        Error::ChecksumMismatch {
+            file: format!("{}{moved}", self.describe(id)),
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        }
+    }
+
+    fn quarantine_error(&self, id: &ContentId, e: Error) -> Error {
+        match e {
+            Error::ChecksumMismatch {
+                file,
+                expected,
+                actual,
+            } => {
+                let moved = match self.quarantine(id) {
+                    Ok(Some(to)) => format!("; moved to {to}"),
+                    Ok(None) => String::new(),
+                    Err(q) => format!("; moving it to quarantine failed: {q}"),
+                };
+                Error::ChecksumMismatch {
+                    file: format!("{file}{moved}"),
+                    expected,
+                    actual,
+                }
+            }
+            other => other,
         }
     }
 }
@@ -159,8 +451,7 @@ impl ObjectStore for LocalStore {
             store: self.clone_handle(),
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             path,
-            hasher: blake3::Hasher::new(),
-            len: 0,
+            hasher: OutboardBuilder::new(),
         }))
     }
 
@@ -169,9 +460,9 @@ impl ObjectStore for LocalStore {
         if self.sync {
             file.sync_all().map_err(|e| Error::io(path.display(), e))?;
         }
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = HashWriter(OutboardBuilder::new());
         let len = io::copy(&mut &file, &mut hasher).map_err(|e| Error::io(path.display(), e))?;
-        let id = ContentId(*hasher.finalize().as_bytes());
+        let (id, outboard) = hasher.0.finish();
         // Move into the staging folder first when possible (same filesystem), so that publish
         // is one rename; fall back to a copy across filesystems.
         let staged = self.new_tmp_path();
@@ -185,7 +476,7 @@ impl ObjectStore for LocalStore {
                 }
                 let _ = fs::remove_file(path);
             }
-            self.publish(&staged, &id)
+            self.publish(&staged, &id, len, &outboard)
         })();
         if result.is_err() {
             // Never leave a staging file behind on a failed ingest.
@@ -195,11 +486,11 @@ impl ObjectStore for LocalStore {
     }
 
     fn contains(&self, id: &ContentId) -> bool {
-        self.object_path(id).exists()
+        fs::symlink_metadata(self.object_path(id)).is_ok()
     }
 
-    fn open(&self, id: &ContentId) -> Result<Box<dyn ReadSeek>> {
-        let (file, path) = self.open_file(id)?;
+    fn open(&self, id: &ContentId, len: Option<u64>) -> Result<Box<dyn ReadSeek>> {
+        let (file, path) = self.check_file(id, len)?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(path.display(), e))?
@@ -212,15 +503,138 @@ impl ObjectStore for LocalStore {
         )))
     }
 
-    fn bytes(&self, id: &ContentId) -> Result<SharedBytes> {
-        let (file, path) = self.open_file(id)?;
+    fn bytes(&self, id: &ContentId, len: Option<u64>) -> Result<SharedBytes> {
+        let (file, path) = self.check_file(id, len)?;
         let bytes = map_file(&file, &path)?;
-        verify_bytes((*bytes).as_ref(), id, &self.describe(id))?;
+        let actual = ContentId::of((*bytes).as_ref());
+        if actual != *id {
+            return Err(self.damaged(id, actual));
+        }
         Ok(bytes)
     }
 
+    fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>> {
+        let what = self.describe(id);
+        if let Some(h) = self.cached_handle(id, len) {
+            match verify_range(&h.file, len, &h.outboard, id, range.clone(), &what) {
+                Err(Error::ChecksumMismatch { .. }) => {
+                    // The file may have been replaced since it was opened: start over from the
+                    // file system before concluding anything.
+                    self.forget_handle(id);
+                }
+                other => return other,
+            }
+        }
+        let (file, path) = self.check_file(id, Some(len))?;
+        if outboard_len(len) == 0 {
+            let r = verify_range(&file, len, &[][..], id, range, &what)
+                .map_err(|e| self.quarantine_error(id, e));
+            if r.is_ok() {
+                self.keep_handle(id, file, len, Outboard::Memory(Vec::new()));
+            }
+            return r;
+        }
+        let (outboard, checked) = match self.stored_outboard(id, len) {
+            Some(ob) => (ob, false),
+            None => {
+                // Written before outboards existed (or its outboard was lost): build it now.
+                let ob = self.rebuild_outboard(id, &file, &path)?;
+                (Outboard::Memory(ob), true)
+            }
+        };
+        match verify_range(&file, len, &outboard, id, range.clone(), &what) {
+            Err(Error::ChecksumMismatch { .. }) if !checked => {
+                // The data or the outboard is damaged: hashing the whole object tells which.
+                // A damaged object is quarantined; a damaged outboard is rewritten.
+                let ob = self.rebuild_outboard(id, &file, &path)?;
+                let r = verify_range(&file, len, &ob[..], id, range, &what);
+                if r.is_ok() {
+                    self.keep_handle(id, file, len, Outboard::Memory(ob));
+                }
+                r
+            }
+            Err(Error::ChecksumMismatch { .. }) => {
+                let actual = ContentId::of((*map_file(&file, &path)?).as_ref());
+                Err(self.damaged(id, actual))
+            }
+            Ok(v) => {
+                self.keep_handle(id, file, len, outboard);
+                Ok(v)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_object(&self, id: &ContentId, len: Option<u64>) -> Result<u64> {
+        let (file, path) = self.check_file(id, len)?;
+        let bytes = map_file(&file, &path)?;
+        let data = (*bytes).as_ref();
+        let mut b = OutboardBuilder::new();
+        b.update(data);
+        let (actual, outboard) = b.finish();
+        if actual != *id {
+            // Reported, not moved: `Workspace::repair` decides what to quarantine.
+            return Err(Error::ChecksumMismatch {
+                file: self.describe(id),
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        let stored = fs::read(self.outboard_path(id)).unwrap_or_default();
+        if stored != outboard {
+            self.write_outboard(id, &outboard)?;
+        }
+        Ok(data.len() as u64)
+    }
+
+    fn quarantine(&self, id: &ContentId) -> Result<Option<String>> {
+        let path = self.object_path(id);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        self.forget_handle(id);
+        let dir = self.root.join(QUARANTINE_DIR);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        let to = dir.join(format!("{}.{}", id.to_hex(), nanos()));
+        match fs::rename(&path, &to) {
+            Ok(()) => {}
+            // Another process moved it first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path.display(), e)),
+        }
+        let _ = fs::remove_file(self.outboard_path(id));
+        verified_files()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        Ok(Some(to.display().to_string()))
+    }
+
+    fn verified_path(&self, id: &ContentId, len: u64) -> Result<Option<PathBuf>> {
+        let (file, path) = self.check_file(id, Some(len))?;
+        let meta = file.metadata().map_err(|e| Error::io(path.display(), e))?;
+        let now = stamp(&meta);
+        let known = verified_files()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .copied();
+        if known != Some(now) {
+            let bytes = map_file(&file, &path)?;
+            let actual = ContentId::of((*bytes).as_ref());
+            if actual != *id {
+                return Err(self.damaged(id, actual));
+            }
+            verified_files()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(*id, now);
+        }
+        Ok(Some(path))
+    }
+
     fn local_path(&self, id: &ContentId) -> Result<Option<PathBuf>> {
-        let (_, path) = self.open_file(id)?;
+        let (_, path) = self.check_file(id, None)?;
         Ok(Some(path))
     }
 
@@ -256,12 +670,15 @@ impl ObjectStore for LocalStore {
     }
 
     fn remove(&self, id: &ContentId) -> Result<()> {
-        let path = self.object_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path.display(), e)),
+        self.forget_handle(id);
+        for path in [self.object_path(id), self.outboard_path(id)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path.display(), e)),
+            }
         }
+        Ok(())
     }
 }
 
@@ -270,9 +687,24 @@ impl LocalStore {
         Arc::new(LocalStore {
             root: self.root.clone(),
             objects: self.objects.clone(),
+            outboards: self.outboards.clone(),
             tmp: self.tmp.clone(),
             sync: self.sync,
+            handles: Arc::clone(&self.handles),
         })
+    }
+}
+
+/// Feeds what is copied into it to an outboard builder.
+struct HashWriter(OutboardBuilder);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -280,8 +712,7 @@ struct LocalObjectWriter {
     store: Arc<LocalStore>,
     file: Option<BufWriter<File>>,
     path: PathBuf,
-    hasher: blake3::Hasher,
-    len: u64,
+    hasher: OutboardBuilder,
 }
 
 impl Write for LocalObjectWriter {
@@ -292,7 +723,6 @@ impl Write for LocalObjectWriter {
             .ok_or_else(|| io::Error::other("object writer already committed"))?;
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.len += n as u64;
         Ok(n)
     }
 
@@ -308,7 +738,9 @@ impl ObjectWriter for LocalObjectWriter {
     fn commit(mut self: Box<Self>) -> Result<(ContentId, u64)> {
         let file = self.file.take().expect("commit consumes the writer");
         let path = std::mem::take(&mut self.path);
-        let id = ContentId(*self.hasher.finalize().as_bytes());
+        let hasher = std::mem::take(&mut self.hasher);
+        let len = hasher.len();
+        let (id, outboard) = hasher.finish();
         let result = (|| {
             let file = file
                 .into_inner()
@@ -317,13 +749,13 @@ impl ObjectWriter for LocalObjectWriter {
                 file.sync_all().map_err(|e| Error::io(path.display(), e))?;
             }
             drop(file);
-            self.store.publish(&path, &id)
+            self.store.publish(&path, &id, len, &outboard)
         })();
         if result.is_err() {
             // A failed commit publishes nothing and leaves no staging file behind.
             let _ = fs::remove_file(&path);
         }
-        result.map(|()| (id, self.len))
+        result.map(|()| (id, len))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Cursor, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -31,6 +32,21 @@ impl MemoryStore {
                 object: id.to_hex(),
                 path: "memory".into(),
             })
+    }
+
+    fn get_len(&self, id: &ContentId, len: Option<u64>) -> Result<Arc<Vec<u8>>> {
+        let data = self.get(id)?;
+        match len {
+            Some(want) if want != data.len() as u64 => Err(Error::corrupt(
+                self.describe(id),
+                0,
+                format!(
+                    "the object has {} bytes, it was recorded with {want}",
+                    data.len()
+                ),
+            )),
+            _ => Ok(data),
+        }
     }
 
     fn put(&self, bytes: Vec<u8>) -> (ContentId, u64) {
@@ -98,12 +114,41 @@ impl ObjectStore for MemoryStore {
         self.objects.read().expect("poisoned").contains_key(id)
     }
 
-    fn open(&self, id: &ContentId) -> Result<Box<dyn ReadSeek>> {
-        Ok(Box::new(Cursor::new(Shared(self.get(id)?))))
+    fn open(&self, id: &ContentId, len: Option<u64>) -> Result<Box<dyn ReadSeek>> {
+        Ok(Box::new(Cursor::new(Shared(self.get_len(id, len)?))))
     }
 
-    fn bytes(&self, id: &ContentId) -> Result<SharedBytes> {
-        Ok(Arc::new(Shared(self.get(id)?)))
+    fn bytes(&self, id: &ContentId, len: Option<u64>) -> Result<SharedBytes> {
+        Ok(Arc::new(Shared(self.get_len(id, len)?)))
+    }
+
+    fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>> {
+        // Memory objects cannot change behind the store's back: a bounds-checked slice.
+        let data = self.get_len(id, Some(len))?;
+        usize::try_from(range.start)
+            .ok()
+            .zip(usize::try_from(range.end).ok())
+            .and_then(|(s, e)| data.get(s..e))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::OutOfRange {
+                file: format!(
+                    "{} (byte range {}..{})",
+                    self.describe(id),
+                    range.start,
+                    range.end
+                ),
+                index: range.end,
+                len,
+            })
+    }
+
+    fn verify_object(&self, id: &ContentId, len: Option<u64>) -> Result<u64> {
+        Ok(self.get_len(id, len)?.len() as u64)
+    }
+
+    fn quarantine(&self, id: &ContentId) -> Result<Option<String>> {
+        self.objects.write().expect("poisoned").remove(id);
+        Ok(None)
     }
 
     fn local_path(&self, id: &ContentId) -> Result<Option<PathBuf>> {

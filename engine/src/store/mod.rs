@@ -2,8 +2,11 @@
 //!
 //! An object is immutable bytes addressed by their blake3 hash ([`ContentId`]). Objects are
 //! written through a hashing [`ObjectWriter`] and published by [`ObjectWriter::commit`];
-//! publishing an object that already exists is success, so identical content is stored once.
-//! Every read verifies the content against its id.
+//! publishing an object that already exists is success once the existing file verifies, so
+//! identical content is stored once and a damaged copy is replaced. Every read verifies the
+//! content against its id: whole objects by hashing them, byte ranges through the object's
+//! BLAKE3 outboard ([`milonga_sdk::outboard`]), hashing only the 16 KiB groups that cover the
+//! range. An object found damaged is moved aside into a quarantine folder.
 
 mod local;
 mod map;
@@ -11,13 +14,14 @@ mod memory;
 mod verify;
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use milonga_sdk::{ContentId, ReadSeek, Result, SharedBytes};
 
-pub use local::{LocalStore, OBJECTS_DIR, TMP_DIR};
+pub use local::{LocalStore, OBJECTS_DIR, OUTBOARDS_DIR, QUARANTINE_DIR, TMP_DIR};
 pub use memory::MemoryStore;
-pub(crate) use verify::{verify_bytes, VerifyingReader};
+pub(crate) use verify::VerifyingReader;
 
 /// A place where objects live: a local directory, memory, or remote storage.
 pub trait ObjectStore: Send + Sync + 'static {
@@ -40,18 +44,59 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Whether object `id` is stored.
     fn contains(&self, id: &ContentId) -> bool;
 
-    /// Opens object `id` for reading. Reading to the end verifies the content.
+    /// Opens object `id` for reading. Reading to the end verifies the content. `len` is the
+    /// recorded length, where known: an object of another length is refused before it is read.
     ///
     /// # Errors
-    /// [`Error::MissingObject`](milonga_sdk::Error::MissingObject), or an I/O error.
-    fn open(&self, id: &ContentId) -> Result<Box<dyn ReadSeek>>;
+    /// [`Error::MissingObject`](milonga_sdk::Error::MissingObject), a file that is not a
+    /// regular file or has the wrong length ([`Error::Corrupt`](milonga_sdk::Error::Corrupt)),
+    /// or an I/O error.
+    fn open(&self, id: &ContentId, len: Option<u64>) -> Result<Box<dyn ReadSeek>>;
 
-    /// The whole object, verified (a memory map on local stores).
+    /// The whole object, verified (a memory map on local stores). `len` as for
+    /// [`open`](ObjectStore::open).
     ///
     /// # Errors
-    /// A missing object, an I/O error, or
-    /// [`Error::ChecksumMismatch`](milonga_sdk::Error::ChecksumMismatch).
-    fn bytes(&self, id: &ContentId) -> Result<SharedBytes>;
+    /// As [`open`](ObjectStore::open), or
+    /// [`Error::ChecksumMismatch`](milonga_sdk::Error::ChecksumMismatch) (the object is then
+    /// quarantined where the backend can).
+    fn bytes(&self, id: &ContentId, len: Option<u64>) -> Result<SharedBytes>;
+
+    /// The bytes of `range` of object `id` (recorded length `len`), verified against `id`
+    /// through its outboard before they are returned: only the groups covering the range are
+    /// read and hashed. An object without an outboard (written before outboards existed) gets
+    /// one on first use.
+    ///
+    /// # Errors
+    /// As [`bytes`](ObjectStore::bytes), and
+    /// [`Error::OutOfRange`](milonga_sdk::Error::OutOfRange) for a range past `len`.
+    fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>>;
+
+    /// Checks object `id` whole (regular file, length, content) and makes sure its outboard is
+    /// present and right, rebuilding it if not. Returns the object's length. Unlike a read, it
+    /// does not quarantine what it finds damaged (see [`quarantine`](ObjectStore::quarantine)).
+    ///
+    /// # Errors
+    /// As [`bytes`](ObjectStore::bytes).
+    fn verify_object(&self, id: &ContentId, len: Option<u64>) -> Result<u64>;
+
+    /// Moves object `id` aside (it was found damaged), so that the next publish of the same
+    /// content stores a fresh copy. Returns where it went, if the backend keeps it.
+    ///
+    /// # Errors
+    /// An I/O error moving it.
+    fn quarantine(&self, id: &ContentId) -> Result<Option<String>>;
+
+    /// A local path to object `id` whose content was verified against the id (at most once per
+    /// process for the same file, while it is unchanged), for tools that read the file
+    /// themselves, such as SQLite. `None` on backends without local files.
+    ///
+    /// # Errors
+    /// As [`bytes`](ObjectStore::bytes).
+    fn verified_path(&self, id: &ContentId, len: u64) -> Result<Option<PathBuf>> {
+        self.bytes(id, Some(len))?;
+        self.local_path(id)
+    }
 
     /// A local path to the immutable object file, where the backend has one.
     ///
@@ -65,7 +110,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// An I/O error listing the store.
     fn list(&self) -> Result<Vec<ContentId>>;
 
-    /// Removes object `id` (garbage collection). Removing a missing object is success.
+    /// Removes object `id` and its outboard (garbage collection). Removing a missing object is
+    /// success.
     ///
     /// # Errors
     /// An I/O error.

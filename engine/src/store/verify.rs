@@ -2,20 +2,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
-use milonga_sdk::{ContentId, Error, Result};
-
-/// Checks `bytes` against `id`; `what` names the object in the error.
-pub(crate) fn verify_bytes(bytes: &[u8], id: &ContentId, what: &str) -> Result<()> {
-    let actual = ContentId::of(bytes);
-    if &actual != id {
-        return Err(Error::ChecksumMismatch {
-            file: what.to_owned(),
-            expected: id.to_hex(),
-            actual: actual.to_hex(),
-        });
-    }
-    Ok(())
-}
+use milonga_sdk::{ContentId, Error};
 
 /// A reader that hashes what it reads and, as soon as a sequential read reaches the object's
 /// length (or its end), reports content that does not match the expected id as an error (an

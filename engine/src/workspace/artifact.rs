@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use milonga_sdk::{
-    ArtifactReader, ArtifactStatus, ArtifactWriter, ContentId, Error, FileEntry, FileWriter,
-    ReadSeek, Result, SharedBytes,
+    ArtifactReader, ArtifactStatus, ArtifactWriter, Error, FileEntry, FileWriter, ReadSeek, Result,
+    SharedBytes,
 };
 
 use super::db::StepState;
@@ -282,7 +283,7 @@ impl ArtifactWriter for StepArtifactWriter {
             .ok_or_else(|| Error::MissingFile {
                 file: name.to_owned(),
             })?;
-        self.ws.store.bytes(&entry.id)
+        self.ws.store.bytes(&entry.id, Some(entry.len))
     }
 }
 
@@ -306,8 +307,9 @@ fn entry_in(files: &[FileEntry], name: &str, describe: &str) -> Result<FileEntry
         })
 }
 
-fn local_path_of(store: &dyn ObjectStore, id: &ContentId, dir: &Path) -> Result<Option<PathBuf>> {
-    if let Some(p) = store.local_path(id)? {
+fn local_path_of(store: &dyn ObjectStore, e: &FileEntry, dir: &Path) -> Result<Option<PathBuf>> {
+    let (id, len) = (&e.id, e.len);
+    if let Some(p) = store.verified_path(id, len)? {
         return Ok(Some(p));
     }
     // Backends without local files: materialize the verified bytes once, through a private
@@ -315,7 +317,7 @@ fn local_path_of(store: &dyn ObjectStore, id: &ContentId, dir: &Path) -> Result<
     let path = dir.join(id.to_hex());
     if !path.exists() {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
-        let bytes = store.bytes(id)?;
+        let bytes = store.bytes(id, Some(len))?;
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir.display(), e))?;
         tmp.write_all((*bytes).as_ref())
@@ -344,17 +346,22 @@ impl ArtifactReader for StoredArtifact {
 
     fn open(&self, name: &str) -> Result<Box<dyn ReadSeek>> {
         let e = entry_in(&self.files, name, &self.describe)?;
-        self.store.open(&e.id)
+        self.store.open(&e.id, Some(e.len))
     }
 
     fn bytes(&self, name: &str) -> Result<SharedBytes> {
         let e = entry_in(&self.files, name, &self.describe)?;
-        self.store.bytes(&e.id)
+        self.store.bytes(&e.id, Some(e.len))
+    }
+
+    fn read_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let e = entry_in(&self.files, name, &self.describe)?;
+        self.store.read_range(&e.id, e.len, range)
     }
 
     fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {
         let e = entry_in(&self.files, name, &self.describe)?;
-        local_path_of(self.store.as_ref(), &e.id, &self.materialize_dir)
+        local_path_of(self.store.as_ref(), &e, &self.materialize_dir)
     }
 }
 
@@ -478,17 +485,22 @@ impl ArtifactReader for FollowedArtifact {
 
     fn open(&self, name: &str) -> Result<Box<dyn ReadSeek>> {
         let e = entry_in(&self.current(), name, &self.describe())?;
-        self.ws.store.open(&e.id)
+        self.ws.store.open(&e.id, Some(e.len))
     }
 
     fn bytes(&self, name: &str) -> Result<SharedBytes> {
         let e = entry_in(&self.current(), name, &self.describe())?;
-        self.ws.store.bytes(&e.id)
+        self.ws.store.bytes(&e.id, Some(e.len))
+    }
+
+    fn read_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let e = entry_in(&self.current(), name, &self.describe())?;
+        self.ws.store.read_range(&e.id, e.len, range)
     }
 
     fn local_path(&self, name: &str) -> Result<Option<PathBuf>> {
         let e = entry_in(&self.current(), name, &self.describe())?;
-        local_path_of(self.ws.store.as_ref(), &e.id, &self.ws.materialize_dir())
+        local_path_of(self.ws.store.as_ref(), &e, &self.ws.materialize_dir())
     }
 
     fn status(&self) -> ArtifactStatus {

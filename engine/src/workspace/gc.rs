@@ -88,6 +88,7 @@ impl Workspace {
             report.removed_objects += 1;
         }
         if let Some(root) = self.root() {
+            report.freed_bytes += remove_orphan_outboards(root, &old_enough)?;
             let tmp = root.join(crate::store::TMP_DIR);
             if let Ok(entries) = fs::read_dir(&tmp) {
                 for e in entries.flatten() {
@@ -103,4 +104,42 @@ impl Workspace {
         }
         Ok(report)
     }
+}
+
+/// Removes outboards whose object is gone (its writer died between the two, or the object was
+/// quarantined or collected by an older release) and that are older than the grace period.
+/// Returns the bytes freed.
+fn remove_orphan_outboards(
+    root: &std::path::Path,
+    old_enough: &dyn Fn(&std::path::Path) -> bool,
+) -> Result<u64> {
+    let base = root.join(crate::store::OUTBOARDS_DIR);
+    let objects = root.join(crate::store::OBJECTS_DIR);
+    let mut freed = 0;
+    let Ok(level1) = fs::read_dir(&base) else {
+        return Ok(0);
+    };
+    for a in level1.flatten() {
+        let Ok(level2) = fs::read_dir(a.path()) else {
+            continue;
+        };
+        for b in level2.flatten() {
+            let Ok(files) = fs::read_dir(b.path()) else {
+                continue;
+            };
+            for c in files.flatten() {
+                let object = objects
+                    .join(a.file_name())
+                    .join(b.file_name())
+                    .join(c.file_name());
+                let p = c.path();
+                if fs::symlink_metadata(&object).is_err() && old_enough(&p) {
+                    let len = c.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(&p).map_err(|e| Error::io(p.display(), e))?;
+                    freed += len;
+                }
+            }
+        }
+    }
+    Ok(freed)
 }

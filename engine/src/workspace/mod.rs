@@ -403,6 +403,25 @@ impl Workspace {
     /// # Errors
     /// As [`verify`](Workspace::verify).
     pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+        self.check(progress, false)
+    }
+
+    /// As [`verify`](Workspace::verify), and repairs what it finds: every damaged object (wrong
+    /// content, wrong length, not a regular file) is moved into the quarantine folder, and every
+    /// step whose result refers to a damaged or missing object is forgotten, so that the next
+    /// `result()` computes it again (and a fresh copy of the object replaces the damaged one).
+    /// Steps that are running are left alone (reported, not reset).
+    ///
+    /// # Errors
+    /// As [`verify`](Workspace::verify).
+    pub fn repair(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+        self.check(progress, true)
+    }
+
+    fn check(&self, progress: &mut dyn FnMut(u64, u64), repair: bool) -> Result<VerifyReport> {
+        if repair {
+            self.inner.check_writable(|| "repair".into())?;
+        }
         let mut report = VerifyReport::default();
         for info in self.steps()? {
             let Some(mid) = info.manifest_id else {
@@ -411,33 +430,64 @@ impl Workspace {
                         unique_id: info.unique_id.clone(),
                         error: "recorded COMPLETED without a manifest".into(),
                     });
+                    if repair {
+                        self.reset_step(&info.unique_id, &mut report)?;
+                    }
                 }
                 continue;
             };
             report.objects_checked += 1;
-            let manifest = match self.inner.load_manifest(&mid) {
-                Ok(m) => m,
+            let mut damaged = Vec::new();
+            match self.inner.load_manifest(&mid) {
+                Ok(manifest) => {
+                    for f in &manifest.files {
+                        report.objects_checked += 1;
+                        report.bytes_checked += f.len;
+                        if let Err(e) = self.inner.store.verify_object(&f.id, Some(f.len)) {
+                            report.problems.push(Problem {
+                                unique_id: info.unique_id.clone(),
+                                error: format!("file {}: {e}", f.name),
+                            });
+                            damaged.push((f.id, e));
+                        }
+                        progress(report.objects_checked, report.bytes_checked);
+                    }
+                }
                 Err(e) => {
                     report.problems.push(Problem {
                         unique_id: info.unique_id.clone(),
                         error: e.to_string(),
                     });
-                    continue;
+                    if let Error::Format(sdk) = e {
+                        damaged.push((mid, sdk));
+                    }
                 }
-            };
-            for f in &manifest.files {
-                report.objects_checked += 1;
-                report.bytes_checked += f.len;
-                if let Err(e) = self.inner.store.bytes(&f.id) {
-                    report.problems.push(Problem {
-                        unique_id: info.unique_id.clone(),
-                        error: format!("file {}: {e}", f.name),
-                    });
+            }
+            if repair && !damaged.is_empty() {
+                for (id, e) in &damaged {
+                    // Damaged content, a wrong length or not a regular file is moved aside; a
+                    // missing object has nothing to move (a manifest that read back but does
+                    // not decode is damaged too).
+                    if !matches!(e, milonga_sdk::Error::MissingObject { .. }) {
+                        if let Some(to) = self.inner.store.quarantine(id)? {
+                            report.quarantined.push(to);
+                        }
+                    }
                 }
-                progress(report.objects_checked, report.bytes_checked);
+                self.reset_step(&info.unique_id, &mut report)?;
             }
         }
         Ok(report)
+    }
+
+    /// Forgets a damaged step's result (repair); a running step is left alone.
+    fn reset_step(&self, unique_id: &str, report: &mut VerifyReport) -> Result<()> {
+        match self.remove_step(unique_id) {
+            Ok(_) => report.reset_steps.push(unique_id.to_owned()),
+            Err(Error::State { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 }
 
@@ -450,6 +500,11 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// What was found wrong.
     pub problems: Vec<Problem>,
+    /// Where damaged objects were moved ([`Workspace::repair`] only).
+    pub quarantined: Vec<String>,
+    /// Steps whose results were forgotten because they referred to damaged or missing objects
+    /// ([`Workspace::repair`] only); their next `result()` computes them again.
+    pub reset_steps: Vec<String>,
 }
 
 /// One problem found by [`Workspace::verify`].
@@ -580,7 +635,7 @@ impl Inner {
     }
 
     pub(crate) fn load_manifest(&self, id: &ContentId) -> Result<Manifest> {
-        let bytes = self.store.bytes(id)?;
+        let bytes = self.store.bytes(id, None)?;
         Ok(Manifest::decode(
             (*bytes).as_ref(),
             &self.store.describe(id),

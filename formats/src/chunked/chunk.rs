@@ -235,8 +235,34 @@ impl ChunkInfo {
     /// its end), [`Error::UnsupportedVersion`] for a newer layout version, and
     /// [`Error::ChecksumMismatch`] if the trailer does not match.
     pub fn parse(bytes: &[u8], file: &str) -> Result<ChunkInfo> {
+        let info = Self::parse_header(bytes, bytes.len() as u64, file)?;
+        check_trailer(bytes, file, FIXED_HEADER_LEN + CHECKSUM_LEN)?;
+        Ok(info)
+    }
+
+    /// The length of the header (fixed fields, codec id and block table) of a chunk file that
+    /// starts with `prefix`, from its first [`FIXED_HEADER_LEN`] bytes; `None` if `prefix` is
+    /// shorter than that.
+    pub(crate) fn header_len(prefix: &[u8]) -> Option<u64> {
+        if prefix.len() < FIXED_HEADER_LEN {
+            return None;
+        }
+        let id_len = u64::from(*prefix.get(7)?);
+        let blocks: [u8; 4] = prefix.get(12..16)?.try_into().ok()?;
+        let blocks = u64::from(u32::from_le_bytes(blocks));
+        Some(FIXED_HEADER_LEN as u64 + id_len + blocks * BLOCK_ENTRY_LEN as u64)
+    }
+
+    /// Decodes and checks the header of a chunk file of `file_len` bytes from `head`, its first
+    /// bytes up to at least the end of the block table (see [`parse`](Self::parse)), without
+    /// the checksum trailer: for readers that verify the file's bytes otherwise (verified range
+    /// reads against its content id).
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse), except for the trailer.
+    pub fn parse_header(head: &[u8], file_len: u64, file: &str) -> Result<ChunkInfo> {
         let mut f = Fields {
-            bytes,
+            bytes: head,
             pos: 0,
             file,
         };
@@ -313,11 +339,11 @@ impl ChunkInfo {
             .and_then(|v| v.checked_add(u64::from(block_count) * BLOCK_ENTRY_LEN as u64))
             .and_then(|v| v.checked_add(stored_len))
             .and_then(|v| v.checked_add(CHECKSUM_LEN as u64));
-        if expected_len != Some(bytes.len() as u64) {
+        if expected_len != Some(file_len) {
             // A header whose lengths overflow describes a file longer than any: this one is
             // truncated too.
-            let (offset, what) = if expected_len.is_none_or(|e| e > bytes.len() as u64) {
-                (bytes.len() as u64, "truncated")
+            let (offset, what) = if expected_len.is_none_or(|e| e > file_len) {
+                (file_len, "truncated")
             } else {
                 (32, "length mismatch")
             };
@@ -327,11 +353,10 @@ impl ChunkInfo {
                 format!(
                     "{what}: the header describes a file of {} bytes, the file has {}",
                     expected_len.map_or_else(|| "more than 2^64".to_owned(), |e| e.to_string()),
-                    bytes.len()
+                    file_len
                 ),
             ));
         }
-        check_trailer(bytes, file, FIXED_HEADER_LEN + CHECKSUM_LEN)?;
         let codec_id = std::str::from_utf8(f.take(id_len, "codec id")?)
             .map_err(|e| Error::corrupt(file, 40, format!("codec id is not UTF-8: {e}")))?
             .to_owned();
@@ -428,12 +453,51 @@ impl ChunkInfo {
         out: &mut Vec<u8>,
         dctx: &mut Decompressor,
     ) -> Result<()> {
+        let at = self.block_range(block, file)?;
+        let stored = bytes
+            .get(at.start as usize..at.end as usize)
+            .ok_or_else(|| Error::corrupt(file, at.start, "block past the end of the file"))?;
+        self.decompress_stored(stored, block, file, out, dctx)
+    }
+
+    /// The byte range of block `block`'s stored bytes within the chunk file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if there is no such block.
+    pub fn block_range(&self, block: usize, file: &str) -> Result<std::ops::Range<u64>> {
+        match (self.blocks.get(block), self.block_offsets.get(block)) {
+            (Some(b), Some(&at)) => Ok(at as u64..at as u64 + u64::from(b.stored_len)),
+            _ => Err(Error::corrupt(file, 0, format!("no block {block}"))),
+        }
+    }
+
+    /// Appends the decompressed payload of block `block`, given its `stored` bytes (read from
+    /// [`block_range`](Self::block_range) of the file), to `out`.
+    ///
+    /// # Errors
+    /// As [`decompress_block`](Self::decompress_block).
+    pub fn decompress_stored(
+        &self,
+        stored: &[u8],
+        block: usize,
+        file: &str,
+        out: &mut Vec<u8>,
+        dctx: &mut Decompressor,
+    ) -> Result<()> {
         let (Some(b), Some(&at)) = (self.blocks.get(block), self.block_offsets.get(block)) else {
             return Err(Error::corrupt(file, 0, format!("no block {block}")));
         };
-        let stored = bytes
-            .get(at..at + b.stored_len as usize)
-            .ok_or_else(|| Error::corrupt(file, at as u64, "block past the end of the file"))?;
+        if stored.len() != b.stored_len as usize {
+            return Err(Error::corrupt(
+                file,
+                at as u64,
+                format!(
+                    "block {block}: {} stored bytes, expected {}",
+                    stored.len(),
+                    b.stored_len
+                ),
+            ));
+        }
         let want = b.uncompressed_len as usize;
         match self.compression {
             Compression::None => out.extend_from_slice(stored),

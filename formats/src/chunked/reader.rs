@@ -3,21 +3,22 @@
 //! stream that is still being written.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use milonga_sdk::outboard::GROUP_BYTES;
 use milonga_sdk::{ArtifactHandle, ArtifactStatus, Error, FileEntry, Result, SharedBytes};
 
 use super::chunk::{ChunkInfo, Decompressor, Items};
 use super::end::{EndRecord, IndexEntry, StreamLayout};
 use super::writer::check_chunk;
 
-/// Default budget of the cache of verified chunk files used by random access, in bytes of
-/// chunk files (on local backends these are memory maps, so the pages belong to the page cache).
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// Default budget of the cache of parsed chunk headers (block tables) used by random access, in
+/// bytes of memory: 4 MiB holds the headers of about 3,000 chunks of 50 blocks.
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 
 /// Target size of the decompressed segments that sequential reading hands over between threads.
 pub const SEGMENT_BYTES: usize = 256 << 10;
@@ -115,38 +116,50 @@ struct State {
     listed: usize,
 }
 
+/// What random access keeps: the parsed headers (block tables) of the chunks it touched, in a
+/// budget of bytes of header, and the last block it decompressed.
 struct Cache {
     budget: usize,
     used: usize,
-    order: VecDeque<u64>,
-    chunks: HashMap<u64, Arc<LoadedChunk>>,
+    tick: u64,
+    headers: HashMap<u64, (Arc<ChunkInfo>, u64)>,
     /// The last block decompressed for random access: `(seq, block, payload)`.
     block: Option<(u64, usize, Arc<Vec<u8>>)>,
 }
 
+/// The memory a parsed header takes, roughly: its block table.
+fn header_cost(info: &ChunkInfo) -> usize {
+    64 + info.blocks.len() * 24 + info.codec_id.len()
+}
+
 impl Cache {
-    fn get(&mut self, seq: u64) -> Option<Arc<LoadedChunk>> {
-        let c = self.chunks.get(&seq)?.clone();
-        if let Some(pos) = self.order.iter().position(|&s| s == seq) {
-            self.order.remove(pos);
-        }
-        self.order.push_back(seq);
-        Some(c)
+    fn get(&mut self, seq: u64) -> Option<Arc<ChunkInfo>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (info, used) = self.headers.get_mut(&seq)?;
+        *used = tick;
+        Some(Arc::clone(info))
     }
 
-    fn put(&mut self, chunk: Arc<LoadedChunk>) {
-        let seq = chunk.chunk.seq;
-        if self.chunks.contains_key(&seq) {
+    fn put(&mut self, seq: u64, info: Arc<ChunkInfo>) {
+        if self.headers.contains_key(&seq) {
             return;
         }
-        self.used += chunk.chunk.entry.len as usize;
-        self.chunks.insert(seq, chunk);
-        self.order.push_back(seq);
-        while self.used > self.budget && self.order.len() > 1 {
-            if let Some(old) = self.order.pop_front() {
-                if let Some(c) = self.chunks.remove(&old) {
-                    self.used -= c.chunk.entry.len as usize;
-                }
+        self.tick += 1;
+        self.used += header_cost(&info);
+        self.headers.insert(seq, (info, self.tick));
+        // Evict the least recently used headers (an O(n) scan, only when over budget).
+        while self.used > self.budget && self.headers.len() > 1 {
+            let Some(old) = self
+                .headers
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(s, _)| *s)
+            else {
+                break;
+            };
+            if let Some((c, _)) = self.headers.remove(&old) {
+                self.used -= header_cost(&c);
             }
         }
     }
@@ -203,8 +216,8 @@ impl ChunkedReader {
                 cache: Mutex::new(Cache {
                     budget: DEFAULT_CACHE_BYTES,
                     used: 0,
-                    order: VecDeque::new(),
-                    chunks: HashMap::new(),
+                    tick: 0,
+                    headers: HashMap::new(),
                     block: None,
                 }),
             }),
@@ -217,8 +230,8 @@ impl ChunkedReader {
         Ok(reader)
     }
 
-    /// Sets the budget of the chunk cache used by [`with_item`](Self::with_item), in bytes of
-    /// chunk files (default [`DEFAULT_CACHE_BYTES`]). At least one chunk is always kept.
+    /// Sets the budget of the cache of chunk headers used by [`with_item`](Self::with_item), in
+    /// bytes (default [`DEFAULT_CACHE_BYTES`]). At least one header is always kept.
     pub fn set_cache_bytes(&self, bytes: usize) {
         lock(&self.inner.cache).budget = bytes;
     }
@@ -340,8 +353,10 @@ impl ChunkedReader {
         })
     }
 
-    /// Calls `f` with the encoded bytes of item `item`, decompressing only the one block that
-    /// holds it (chunk files are kept in a bounded cache, and the last block decompressed too).
+    /// Calls `f` with the encoded bytes of item `item`, reading and decompressing only the one
+    /// block that holds it: the chunk's header and the block are verified range reads of the
+    /// chunk file (only the 16 KiB groups that cover them are read and hashed). Parsed headers
+    /// are kept in a bounded cache, and the last block decompressed too.
     ///
     /// # Errors
     /// [`Error::OutOfRange`], or as [`load`](Self::load) and [`chunk_of`](Self::chunk_of);
@@ -350,16 +365,16 @@ impl ChunkedReader {
         let known = self.chunk_of(item)?;
         let seq = known.seq;
         let cached = lock(&self.inner.cache).get(seq);
-        let loaded = match cached {
+        let info = match cached {
             Some(c) => c,
             None => {
-                let c = Arc::new(self.inner.load(&known)?);
-                lock(&self.inner.cache).put(Arc::clone(&c));
+                let c = Arc::new(self.inner.header(&known)?);
+                lock(&self.inner.cache).put(seq, Arc::clone(&c));
                 c
             }
         };
         let within = (item - known.entry.first_item) as u32;
-        let Some((block, block_first)) = loaded.info.block_of(within) else {
+        let Some((block, block_first)) = info.block_of(within) else {
             return Err(Error::corrupt(
                 &known.name,
                 0,
@@ -376,26 +391,21 @@ impl ChunkedReader {
         let payload = match cached_block {
             Some(p) => p,
             None => {
+                let range = info.block_range(block, &known.name)?;
+                let stored = self.inner.read_range(&known, range)?;
                 let mut out = Vec::new();
                 let mut dctx = Decompressor::new();
-                loaded.info.decompress_block(
-                    (*loaded.bytes).as_ref(),
-                    block,
-                    &known.name,
-                    &mut out,
-                    &mut dctx,
-                )?;
+                info.decompress_stored(&stored, block, &known.name, &mut out, &mut dctx)?;
                 let p = Arc::new(out);
                 lock(&self.inner.cache).block = Some((seq, block, Arc::clone(&p)));
                 p
             }
         };
-        let block_items = loaded
-            .info
+        let block_items = info
             .blocks
             .get(block)
             .map_or(0, |b| u64::from(b.item_count));
-        let at = loaded.info.block_offsets.get(block).copied().unwrap_or(0) as u64;
+        let at = info.block_offsets.get(block).copied().unwrap_or(0) as u64;
         let mut items = Items::new(&payload, block_items);
         // Names the item that does not parse (which may come before `item` in its block) and its
         // byte offset within the decompressed block.
@@ -664,8 +674,9 @@ impl Inner {
         Ok(())
     }
 
-    fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
-        let bytes = self.artifact.bytes(&chunk.name).map_err(|e| match e {
+    /// Names the chunk in a missing-file error.
+    fn name_missing(&self, chunk: &KnownChunk, e: Error) -> Error {
+        match e {
             Error::MissingFile { .. } => Error::MissingFile {
                 file: format!(
                     "{} (chunk {}, items {}..{}) of {}",
@@ -677,7 +688,48 @@ impl Inner {
                 ),
             },
             other => other,
-        })?;
+        }
+    }
+
+    /// Verified bytes `range` of a chunk file.
+    fn read_range(&self, chunk: &KnownChunk, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        self.artifact
+            .read_range(&chunk.name, range)
+            .map_err(|e| self.name_missing(chunk, e))
+    }
+
+    /// Reads and checks a chunk's header and block table through verified range reads: the
+    /// first 16 KiB group (which holds the whole header of chunks of up to ~1,300 blocks), and
+    /// the rest of the block table if it is longer.
+    fn header(&self, chunk: &KnownChunk) -> Result<ChunkInfo> {
+        let len = chunk.entry.len;
+        let mut head = self.read_range(chunk, 0..len.min(GROUP_BYTES))?;
+        if let Some(want) = ChunkInfo::header_len(&head) {
+            if want > head.len() as u64 && want <= len {
+                head = self.read_range(chunk, 0..want)?;
+            }
+        }
+        let info = ChunkInfo::parse_header(&head, len, &chunk.name)?;
+        self.check_in_place(&info, chunk)?;
+        Ok(info)
+    }
+
+    /// The chunk's header against the index: its items and codec.
+    fn check_in_place(&self, info: &ChunkInfo, chunk: &KnownChunk) -> Result<()> {
+        check_chunk(
+            info,
+            &chunk.name,
+            chunk.entry.first_item,
+            chunk.entry.item_count,
+            &self.codec_id,
+        )
+    }
+
+    fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
+        let bytes = self
+            .artifact
+            .bytes(&chunk.name)
+            .map_err(|e| self.name_missing(chunk, e))?;
         let raw: &[u8] = (*bytes).as_ref();
         if raw.len() as u64 != chunk.entry.len {
             return Err(Error::corrupt(
@@ -693,13 +745,7 @@ impl Inner {
             ));
         }
         let info = ChunkInfo::parse(raw, &chunk.name)?;
-        check_chunk(
-            &info,
-            &chunk.name,
-            chunk.entry.first_item,
-            chunk.entry.item_count,
-            &self.codec_id,
-        )?;
+        self.check_in_place(&info, chunk)?;
         Ok(LoadedChunk {
             chunk: chunk.clone(),
             bytes,

@@ -8,6 +8,7 @@ use super::alloc::metered;
 use super::decoder::describe_result;
 use super::mutate::{mutants, with_envelope_version, Expect, Rng};
 use super::options::{option_setters, Options};
+use super::reads::MeteredArtifact;
 use super::report::{fail, no_panic, run_cases, short_debug, CaseFailure, Check, Failure};
 use crate::artifact::{ArtifactReader, FileEntry};
 use crate::envelope::Envelope;
@@ -20,7 +21,9 @@ pub type Files = Vec<(String, Vec<u8>)>;
 
 type Make<'a, V, T> = Box<dyn Fn(&V) -> T + 'a>;
 type Collect<'a, O, V> = Box<dyn Fn(O) -> Result<V> + 'a>;
-type Access<'a, O> = Box<dyn Fn(&O, &mut Rng, bool) -> Result<(), String> + 'a>;
+type Access<'a, O> = Box<
+    dyn Fn(&O, &mut Rng, bool, Option<(&MeteredArtifact, u64)>) -> Result<(), (Check, String)> + 'a,
+>;
 type Bump<'a> = Box<dyn Fn(&mut Files, u32) -> bool + 'a>;
 
 /// Checks that a [`Format`] keeps its contract, with values from a proptest [`Strategy`]:
@@ -90,6 +93,7 @@ pub struct FormatCheck<'a, T, F: Format<T>, S: Strategy> {
     collect: Collect<'a, F::Output, S::Value>,
     access: Option<Access<'a, F::Output>>,
     bump: Option<Bump<'a>>,
+    read_budget: Option<u64>,
     options: Options,
 }
 
@@ -129,6 +133,7 @@ where
             collect: Box::new(collect),
             access: None,
             bump: None,
+            read_budget: None,
             options: Options::new(true),
         }
     }
@@ -144,9 +149,19 @@ where
         get: impl Fn(&F::Output, u64) -> Result<I> + 'a,
         sequential: impl Fn(&F::Output) -> Result<Vec<I>> + 'a,
     ) -> &mut Self {
-        self.access = Some(Box::new(move |out, rng, strict| {
-            random_access_case(out, rng, strict, &len, &get, &sequential)
+        self.access = Some(Box::new(move |out, rng, strict, meter| {
+            random_access_case(out, rng, strict, meter, &len, &get, &sequential)
         }));
+        self
+    }
+
+    /// Turns on the read-budget check ([`Check::ReadBudget`]) of the random-access check: each
+    /// `get(i)` on the valid artifact may read at most `bytes` bytes of stored files, as a
+    /// verifying backend counts them (see [`MeteredArtifact`]): the groups of a range read, the
+    /// whole file for `bytes()`. A lazy format whose lookups read whole files fails it once its
+    /// files are bigger than the budget.
+    pub fn reads_per_get_at_most(&mut self, bytes: u64) -> &mut Self {
+        self.read_budget = Some(bytes);
         self
     }
 
@@ -314,13 +329,17 @@ where
         for (name, bytes) in files {
             artifact.set_file(name, bytes.clone());
         }
+        let meter = MeteredArtifact::new(artifact.handle());
+        let budget = self
+            .read_budget
+            .filter(|_| strict && self.options.runs(Check::ReadBudget));
         let input_len: usize = files.iter().map(|(_, b)| b.len()).sum();
         let mut access_failure = None;
         let (r, largest) = metered(|| {
             no_panic(|| {
-                let out = self.format.read(artifact.handle())?;
+                let out = self.format.read(meter.handle())?;
                 if let Some(access) = &self.access {
-                    if let Err(m) = access(&out, rng, strict) {
+                    if let Err(m) = access(&out, rng, strict, budget.map(|b| (&meter, b))) {
                         access_failure = Some(m);
                     }
                 }
@@ -350,12 +369,7 @@ where
             }
             Err(p) => Err(Error::decode(format!("panicked: {p}"))),
         };
-        if let Some(m) = access_failure {
-            let check = if strict {
-                Check::RandomAccess
-            } else {
-                Check::NoPanic
-            };
+        if let Some((check, m)) = access_failure {
             if o.runs(check) {
                 return fail(check, format!("{what}: {m}"));
             }
@@ -368,13 +382,47 @@ fn random_access_case<O, I: PartialEq + Debug>(
     out: &O,
     rng: &mut Rng,
     strict: bool,
+    meter: Option<(&MeteredArtifact, u64)>,
     len: &dyn Fn(&O) -> Result<u64>,
     get: &dyn Fn(&O, u64) -> Result<I>,
     sequential: &dyn Fn(&O) -> Result<Vec<I>>,
-) -> Result<(), String> {
-    let guarded = |f: &dyn Fn() -> Result<(), String>| -> Result<(), String> {
-        no_panic(f).unwrap_or_else(|p| Err(format!("an accessor panicked: {p}")))
+) -> Result<(), (Check, String)> {
+    let check = if strict {
+        Check::RandomAccess
+    } else {
+        Check::NoPanic
     };
+    let guarded = |f: &dyn Fn() -> Result<(), String>| -> Result<(), (Check, String)> {
+        no_panic(f)
+            .unwrap_or_else(|p| Err(format!("an accessor panicked: {p}")))
+            .map_err(|m| (check, m))
+    };
+    if let Some((meter, budget)) = meter {
+        // Before anything is cached by sequential reads: each lookup on its own.
+        let n = len(out).unwrap_or(0);
+        let probes: Vec<u64> = if n == 0 {
+            Vec::new()
+        } else {
+            [n - 1, 0, n / 2, rng.next_u64() % n, rng.next_u64() % n].into()
+        };
+        for i in probes {
+            meter.reset();
+            let r = no_panic(|| get(out, i).map(|_| ()));
+            let used = meter.bytes_read();
+            if let Ok(Ok(())) = r {
+                if used > budget {
+                    return Err((
+                        Check::ReadBudget,
+                        format!(
+                            "get({i}) read {used} bytes of stored files (budget {budget}; the \
+                             files hold {} bytes)",
+                            meter.files().iter().map(|f| f.len).sum::<u64>()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     if !strict {
         // Corrupt files: the accessors may fail, but must not panic.
         return guarded(&|| {

@@ -15,6 +15,7 @@
 //! | [`Check::Allocation`] | no decode allocates memory driven by an unchecked length field |
 //! | [`Check::VersionSkew`] | a payload from version `version() + 1` gives [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion) |
 //! | [`Check::Resume`] | a resumable format, interrupted after any item and resumed, gives the uninterrupted result |
+//! | [`Check::ReadBudget`] | a lazy output's `get(i)` reads at most a set number of bytes of stored files ([`MeteredArtifact`]) |
 //!
 //! ```
 //! # use milonga_sdk::{ArtifactHandle, ArtifactWriter, Error, Format, Result};
@@ -93,6 +94,7 @@ mod decoder;
 mod format;
 mod mutate;
 mod options;
+mod reads;
 mod report;
 mod resume;
 
@@ -103,6 +105,7 @@ use proptest::strategy::Strategy;
 pub use alloc::{meter_installed, record_allocation, AllocationLimit};
 pub use decoder::DecoderCheck;
 pub use format::{Files, FormatCheck};
+pub use reads::MeteredArtifact;
 pub use report::{Check, Failure};
 pub use resume::{Crash, Interrupted, Interruptible, ResumeCheck};
 

@@ -43,6 +43,7 @@ impl Options {
             Check::Allocation,
             Check::VersionSkew,
             Check::Resume,
+            Check::ReadBudget,
         ]
         .into_iter()
         .filter(|c| *c != Check::Write && !checks.contains(c))

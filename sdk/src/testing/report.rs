@@ -30,10 +30,13 @@ pub enum Check {
     /// A write interrupted by a crash and resumed did not give the uninterrupted result (see
     /// [`ResumeCheck`](super::ResumeCheck)).
     Resume,
+    /// A random-access lookup read more bytes of stored files than its budget (see
+    /// [`FormatCheck::reads_per_get_at_most`](super::FormatCheck::reads_per_get_at_most)).
+    ReadBudget,
 }
 
 impl Check {
-    const ALL: [Check; 9] = [
+    const ALL: [Check; 10] = [
         Check::Write,
         Check::RoundTrip,
         Check::RandomAccess,
@@ -43,6 +46,7 @@ impl Check {
         Check::Allocation,
         Check::VersionSkew,
         Check::Resume,
+        Check::ReadBudget,
     ];
 
     /// A short name, as printed in reports.
@@ -57,6 +61,7 @@ impl Check {
             Check::Allocation => "allocation",
             Check::VersionSkew => "version-skew",
             Check::Resume => "resume",
+            Check::ReadBudget => "read-budget",
         }
     }
 }
