@@ -164,6 +164,9 @@ fn a_read_only_workspace_serves_steps_info_and_verify() {
     let (code, out) = cli(dir.path(), &["--read-only", "steps"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&id), "{out}");
+    let (code, out) = cli(dir.path(), &["--read-only", "cat", &id, "data"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello, readers"), "{out}");
     let (code, out) = cli(dir.path(), &["--read-only", "rm", &id]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("read-only"), "{out}");
@@ -179,6 +182,9 @@ fn a_read_only_workspace_serves_steps_info_and_verify() {
     }
     let (_, out) = cli_as(&runner, dir.path(), &["info", &id]);
     assert!(out.contains("COMPLETED"), "{out}");
+    let (code, out) = cli_as(&runner, dir.path(), &["cat", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello, readers"), "{out}");
 }
 
 #[test]

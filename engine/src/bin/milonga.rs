@@ -44,6 +44,13 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Write one file of a completed step's result to standard output (verified).
+    Cat {
+        /// The step's unique id.
+        unique_id: String,
+        /// The artifact file; may be left out when the result has exactly one file.
+        file: Option<String>,
+    },
     /// Forget steps' results so that they run again (objects stay until `gc`).
     Rm {
         /// Unique ids of the steps.
@@ -201,6 +208,26 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 return Ok(ExitCode::from(1));
             }
             println!("no problems");
+        }
+        Command::Cat { unique_id, file } => {
+            let artifact = ws.artifact(&unique_id)?;
+            let names: Vec<String> = artifact.files().into_iter().map(|f| f.name).collect();
+            let name = match (file, names.as_slice()) {
+                (Some(f), _) => f,
+                (None, [only]) => only.clone(),
+                (None, _) => {
+                    eprintln!(
+                        "{unique_id} has {} files; name one of: {}",
+                        names.len(),
+                        names.join(", ")
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let bytes = artifact.bytes(&name)?;
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, (*bytes).as_ref())?;
+            std::io::Write::flush(&mut out)?;
         }
         Command::Rm { unique_ids } => {
             for id in unique_ids {
