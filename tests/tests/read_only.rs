@@ -151,3 +151,77 @@ fn a_workspace_opened_read_only_serves_results_and_writes_nothing() {
     assert!(matches!(e, Error::NotAWorkspace { .. }), "{e:?}");
     assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
 }
+
+/// A read-only bind mount of a directory, unmounted on drop.
+struct ReadOnlyMount {
+    dir: tempfile::TempDir,
+}
+
+impl ReadOnlyMount {
+    fn of(source: &Path) -> Option<ReadOnlyMount> {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let target = dir.path().to_str().unwrap().to_owned();
+        if !run(&["--bind", source.to_str().unwrap(), &target]) {
+            eprintln!("SKIPPED: cannot bind-mount here (needs root)");
+            return None;
+        }
+        let mount = ReadOnlyMount { dir };
+        if !run(&["-o", "remount,ro,bind", &target]) {
+            eprintln!("SKIPPED: cannot remount the bind mount read-only");
+            return None;
+        }
+        Some(mount)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_workspace_on_a_read_only_mount_opens_read_only_by_itself() {
+    use milonga::{Error, Step, Workspace};
+    use milonga_tests::{Numbers, Scale, Square};
+
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Scale {
+        numbers: Numbers { n: 10 }.into(),
+        factor: 3,
+    };
+    let expected = chain.result(&Workspace::open(dir.path()).unwrap()).unwrap();
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: a read-only bind mount needs root");
+        return;
+    }
+    let Some(mount) = ReadOnlyMount::of(dir.path()) else {
+        return;
+    };
+    // Root may write anywhere, except on a read-only filesystem.
+    let ws = Workspace::open(mount.dir.path()).unwrap();
+    assert!(ws.is_read_only());
+    assert_eq!(chain.result(&ws).unwrap(), expected);
+    assert_eq!(ws.steps().unwrap().len(), 2);
+    assert!(ws.verify().unwrap().problems.is_empty());
+    let e = Square { x: 5, sleep_ms: 0 }.result(&ws).unwrap_err();
+    assert!(matches!(e, Error::ReadOnly { .. }), "{e:?}");
+    drop(ws);
+    drop(mount);
+}
