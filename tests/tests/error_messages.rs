@@ -9,6 +9,10 @@ fn opening_a_regular_file_says_it_is_not_a_workspace_directory() {
     let file = dir.path().join("afile");
     std::fs::write(&file, b"hello").unwrap();
     let e = Workspace::open(&file).unwrap_err();
+    assert!(
+        matches!(&e, Error::NotAWorkspace { path, .. } if *path == file),
+        "{e:?}"
+    );
     let text = e.to_string();
     assert!(
         text.contains("is a file") && text.contains("afile"),
@@ -24,7 +28,7 @@ fn engine_io_errors_are_engine_io_errors() {
     std::fs::write(&file, b"hello").unwrap();
     // A workspace below a regular file cannot be created: an I/O error naming the path.
     let e = Workspace::open(file.join("ws")).unwrap_err();
-    assert!(!matches!(e, Error::Format(_)), "{e:?}");
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("afile"), "{e}");
 }
 
@@ -34,6 +38,10 @@ fn a_schema_version_stored_as_text_is_a_typed_error_naming_the_database() {
     drop(Workspace::open(dir.path()).unwrap());
     let db = tamper_database(dir.path(), "UPDATE schema_version SET version = 'one';");
     let e = Workspace::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&e, Error::BadSchema { path, .. } if *path == db),
+        "{e:?}"
+    );
     let text = e.to_string();
     assert!(text.contains(&db.display().to_string()), "{text}");
     assert!(text.contains("schema version"), "{text}");
@@ -46,6 +54,10 @@ fn a_dropped_schema_version_table_is_an_error_not_version_1() {
     let db = tamper_database(dir.path(), "DROP TABLE schema_version;");
     let e = Workspace::open(dir.path())
         .expect_err("a database with steps but no schema version is not silently version 1");
+    assert!(
+        matches!(&e, Error::BadSchema { path, .. } if *path == db),
+        "{e:?}"
+    );
     let text = e.to_string();
     assert!(text.contains(&db.display().to_string()), "{text}");
     assert!(text.contains("schema version"), "{text}");
