@@ -32,6 +32,10 @@ const GC_LOCK: &str = "gc";
 /// The name of the metadata database file in a local workspace.
 pub const DATABASE_FILE: &str = "milonga.sqlite";
 
+/// How long [`Workspace::follow_artifact`] waits for a writer to start when none is alive yet.
+/// [`Workspace::follow`] does not wait unless given a timeout.
+pub const FOLLOW_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A place where step results are cached: content-addressed objects, a metadata database with
 /// one record per step, per-step locks and an in-memory cache of results.
 ///
@@ -352,14 +356,17 @@ impl Workspace {
     /// the handle lists the files committed so far and reports whether the writer is still
     /// writing, finished or failed (see [`milonga_sdk::ArtifactReader::wait_for_change`]).
     ///
-    /// With no writer alive (none has started, or it died) the handle reports the artifact
-    /// failed at once; [`follow_artifact_timeout`](Workspace::follow_artifact_timeout) waits a
-    /// while for a writer to start.
+    /// This low-level handle is for callers that know a writer is about to start (an executor
+    /// that has scheduled the producer): with no writer alive yet, it waits up to
+    /// [`FOLLOW_START_TIMEOUT`] for one to take the step's lock, then reports the artifact
+    /// failed. A writer seen alive and then gone is reported at once. Use
+    /// [`follow_artifact_timeout`](Workspace::follow_artifact_timeout) to choose the wait
+    /// (`None`: fail at once when no writer is alive).
     ///
     /// # Errors
     /// A database error.
     pub fn follow_artifact(&self, unique_id: &str) -> Result<ArtifactHandle> {
-        self.follow_artifact_timeout(unique_id, None)
+        self.follow_artifact_timeout(unique_id, Some(FOLLOW_START_TIMEOUT))
     }
 
     /// As [`follow_artifact`](Workspace::follow_artifact), waiting up to `start_timeout` for a
