@@ -103,20 +103,7 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
                 Error::StepFailed { message, .. } => message.clone(),
                 other => other.to_string(),
             };
-            if let Err(db_error) = ws.inner.db.mark_failed(&unique_id, &message) {
-                // Most likely a full disk, which is often why the step failed: free the step's
-                // work files and try again, so that the record says FAILED. If that fails too,
-                // report the step's own error, not the database's.
-                let _ = std::fs::remove_dir_all(ws.inner.work_dir(&unique_id));
-                if ws.inner.db.mark_failed(&unique_id, &message).is_err() {
-                    return Err(Error::StepFailed {
-                        unique_id,
-                        message: format!(
-                            "{message} (recording the failure failed too: {db_error})"
-                        ),
-                    });
-                }
-            }
+            record_failure(ws, &unique_id, &message)?;
             return Err(match e {
                 e @ Error::StepFailed { .. } => e,
                 other => Error::StepFailed {
@@ -131,6 +118,23 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
         reason: "the record vanished after completion".into(),
     })?;
     load::<S>(ws, &info, &format)
+}
+
+/// Records a failed attempt as FAILED. If the metadata database cannot record it (most likely a
+/// full disk, which is often why the step failed), frees the step's work files and tries again;
+/// if that fails too, the error is the step's own, with a note, not the database's.
+fn record_failure(ws: &Workspace, unique_id: &str, message: &str) -> Result<()> {
+    let Err(db_error) = ws.inner.db.mark_failed(unique_id, message) else {
+        return Ok(());
+    };
+    let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));
+    ws.inner
+        .db
+        .mark_failed(unique_id, message)
+        .map_err(|_| Error::StepFailed {
+            unique_id: unique_id.to_owned(),
+            message: format!("{message} (recording the failure failed too: {db_error})"),
+        })
 }
 
 fn run_and_store<S: Step>(
