@@ -19,6 +19,12 @@ fn opening_a_regular_file_says_it_is_not_a_workspace_directory() {
         "{text}"
     );
     assert!(!text.contains("os error 17"), "{text}");
+    // The same from the inspecting open (the CLI's), which must not create anything.
+    let e = Workspace::open_existing(&file).unwrap_err();
+    assert!(matches!(&e, Error::NotAWorkspace { .. }), "{e:?}");
+    assert!(e.to_string().contains("is a file"), "{e}");
+    let e = Workspace::open_read_only(&file).unwrap_err();
+    assert!(matches!(&e, Error::NotAWorkspace { .. }), "{e:?}");
 }
 
 #[test]

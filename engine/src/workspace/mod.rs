@@ -85,6 +85,12 @@ fn writable(root: &Path, db: &Path) -> bool {
 /// Checks that `root` is a directory with a metadata database, telling a missing database from
 /// one that cannot be looked at.
 fn check_database_file(root: &Path) -> Result<()> {
+    if fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::NotAWorkspace {
+            path: root.to_owned(),
+            reason: "it is a file, not a workspace directory".into(),
+        });
+    }
     let db = root.join(DATABASE_FILE);
     match fs::metadata(&db) {
         Ok(m) if m.is_file() => Ok(()),
@@ -94,11 +100,7 @@ fn check_database_file(root: &Path) -> Result<()> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotAWorkspace {
             path: root.to_owned(),
-            reason: if root.is_file() {
-                "it is a file, not a workspace directory".into()
-            } else {
-                format!("no {DATABASE_FILE}")
-            },
+            reason: format!("no {DATABASE_FILE}"),
         }),
         Err(e) => Err(Error::io(db.display(), e)),
     }
