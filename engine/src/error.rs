@@ -15,9 +15,55 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error from a format or from reading or writing stored bytes.
+    /// An error from a format or from reading or writing stored bytes (other than an I/O
+    /// error, which is [`Error::Io`]).
     #[error(transparent)]
-    Format(#[from] milonga_sdk::Error),
+    Format(milonga_sdk::Error),
+    /// An I/O error on `path`.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` is not a milonga workspace (a regular file, or a directory without a metadata
+    /// database where one must exist).
+    #[error("{path} is not a milonga workspace: {reason}")]
+    NotAWorkspace {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The workspace is read-only (opened so, or not writable by this process), and the
+    /// operation needs to write.
+    #[error("the workspace {path} is read-only: {operation} needs write access")]
+    ReadOnly {
+        /// The workspace's directory.
+        path: PathBuf,
+        /// What was refused (for example `running step Square-…`).
+        operation: String,
+    },
+    /// The metadata database's schema is not one milonga wrote: a schema version that is not
+    /// an integer, a missing version table beside other tables, no version row.
+    #[error("metadata database {path}: {reason}")]
+    BadSchema {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A follower found no live process writing the step (none started within the follow
+    /// timeout, or the one that did has died) and the step has no result.
+    #[error("step {unique_id}: no process is writing it: {reason}")]
+    NoWriter {
+        /// The step followed.
+        unique_id: String,
+        /// What the follower found (the step's last state).
+        reason: String,
+    },
     /// The metadata database at `path` failed.
     #[error("metadata database {path}: {source}")]
     Database {
@@ -91,6 +137,23 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
-        Error::Format(milonga_sdk::Error::io(path, source))
+        Error::Io {
+            path: PathBuf::from(path.to_string()),
+            source,
+        }
+    }
+}
+
+/// SDK errors become engine errors; an I/O error stays an I/O error ([`Error::Io`]), so that
+/// code can match one variant whichever layer failed.
+impl From<milonga_sdk::Error> for Error {
+    fn from(e: milonga_sdk::Error) -> Self {
+        match e {
+            milonga_sdk::Error::Io { path, source } => Error::Io {
+                path: PathBuf::from(path),
+                source,
+            },
+            e => Error::Format(e),
+        }
     }
 }

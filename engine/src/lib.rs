@@ -48,7 +48,7 @@ pub use step::canonical;
 pub use step::{Context, ResultOf, Step, StepRef, ID_SCHEME};
 pub use workspace::{
     GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
-    DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, SCHEMA_VERSION,
+    DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT, SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

@@ -107,8 +107,12 @@ pub trait ArtifactWriter: Send + Sync {
     /// An I/O error creating the directory.
     fn scratch_dir(&self) -> Result<PathBuf>;
 
-    /// Publishes the local file at `path` as the artifact file `name`. The file is moved, not
-    /// copied, where the backend allows; `path` must not be written to afterwards.
+    /// Publishes the local file at `path` as the artifact file `name`. A file the artifact owns
+    /// (in its [`scratch_dir`](ArtifactWriter::scratch_dir), or the engine's step work
+    /// directory) is moved, not copied, where the backend allows, and must not be written to
+    /// afterwards. The engine's writer copies any other path (a file elsewhere, a symbolic
+    /// link) and leaves it in place; [`MemoryArtifact`](crate::MemoryArtifact), a test double,
+    /// reads the file and removes it.
     ///
     /// # Errors
     /// An invalid or already finished name, or an I/O error.

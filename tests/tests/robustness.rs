@@ -141,12 +141,16 @@ fn followers_never_mistake_a_finished_writer_for_a_dead_one() {
         let follower = {
             let ws = ws.clone();
             std::thread::spawn(move || {
+                // The follower may start before the writer: it waits for one.
                 let reader = ws
-                    .follow(&Count {
-                        n,
-                        delay_us: 0,
-                        resumable: false,
-                    })
+                    .follow_timeout(
+                        &Count {
+                            n,
+                            delay_us: 0,
+                            resumable: false,
+                        },
+                        Some(std::time::Duration::from_secs(120)),
+                    )
                     .unwrap();
                 reader.iter().collect::<Result<Vec<_>, _>>()
             })

@@ -8,6 +8,10 @@ use milonga::{Step, Workspace};
 use milonga_tests::runs;
 use milonga_tests::streams::{last_start, Count, SumStream};
 
+/// How long a follower started before its writer waits for the writer to start: far more than
+/// a process needs to start, so never reached.
+const START: Duration = Duration::from_secs(120);
+
 fn spawn_writer(ws: &std::path::Path, n: u64, delay_us: u64, resumable: bool) -> Child {
     Command::new(env!("CARGO_BIN_EXE_milonga-test-stream"))
         .arg(ws)
@@ -140,8 +144,8 @@ fn follow_a_stream_written_by_another_thread() {
         delay_us: 2_000,
         resumable: false,
     };
-    // Open the follower before the writer has even started.
-    let reader = ws.follow(&step).unwrap();
+    // Open the follower before the writer has even started: it waits for one to start.
+    let reader = ws.follow_timeout(&step, Some(START)).unwrap();
     assert!(!reader.is_complete());
     let writer = {
         let ws = ws.clone();
@@ -178,7 +182,8 @@ fn follow_a_stream_written_by_another_process() {
     Workspace::open(dir.path()).unwrap();
     let mut child = spawn_writer(dir.path(), n, 2_000, false);
     let ws = Workspace::open(dir.path()).unwrap();
-    let reader = ws.follow(&step).unwrap();
+    // The writer may not have started yet: wait for it.
+    let reader = ws.follow_timeout(&step, Some(START)).unwrap();
     let mut iter = reader.iter();
     let first = iter.next().unwrap().unwrap();
     assert_eq!(first, 0);

@@ -1,7 +1,7 @@
 //! `milonga`: inspect and maintain a workspace from the command line.
 //!
 //! ```text
-//! cargo run --release -p milonga --features cli --bin milonga -- steps /tmp/milonga-demo
+//! cargo run --release -p milonga --features cli --bin milonga -- /tmp/milonga-demo steps
 //! ```
 
 use std::process::ExitCode;
@@ -19,6 +19,10 @@ use milonga::{StepInfo, Workspace};
 struct Cli {
     /// The workspace: a path, file://PATH.
     workspace: String,
+    /// Open the workspace read-only (automatic when it is not writable): read and verify, never
+    /// write.
+    #[arg(long)]
+    read_only: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +43,13 @@ enum Command {
         /// that their next run computes them again.
         #[arg(long)]
         repair: bool,
+    },
+    /// Write one file of a completed step's result to standard output (verified).
+    Cat {
+        /// The step's unique id.
+        unique_id: String,
+        /// The artifact file; may be left out when the result has exactly one file.
+        file: Option<String>,
     },
     /// Forget steps' results so that they run again (objects stay until `gc`).
     Rm {
@@ -76,11 +87,42 @@ fn stored_size(ws: &Workspace, info: &StepInfo) -> Option<u64> {
     Some(a.files().iter().map(|f| f.len).sum())
 }
 
+/// A step's own run time and its total time, in milliseconds. The recorded interval of a step
+/// includes computing the inputs it asked for while it ran; the union of those inputs'
+/// intervals (where they lie inside it) is not its own time.
+fn durations(ws: &Workspace, s: &StepInfo) -> Option<(i64, i64)> {
+    let (a, b) = (s.started_at?, s.ended_at?);
+    let total = (b - a).max(0);
+    let mut inputs: Vec<(i64, i64)> = s
+        .dependencies
+        .iter()
+        .filter_map(|d| ws.step_info(d).ok().flatten())
+        .filter_map(|d| Some((d.started_at?.max(a), d.ended_at?.min(b))))
+        .filter(|(x, y)| x < y)
+        .collect();
+    inputs.sort_unstable();
+    let mut covered = 0;
+    let mut end = a;
+    for (x, y) in inputs {
+        let x = x.max(end);
+        if y > x {
+            covered += y - x;
+            end = y;
+        }
+    }
+    Some((total - covered, total))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Inspecting a path that is not a workspace must not create one there.
-    let ws = match cli.workspace.strip_prefix("file://") {
+    let local = match cli.workspace.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None if !cli.workspace.contains("://") => Some(cli.workspace.as_str()),
+        None => None,
+    };
+    let ws = match local {
+        Some(path) if cli.read_only => Workspace::open_read_only(path)?,
         Some(path) => Workspace::open_existing(path)?,
-        None if !cli.workspace.contains("://") => Workspace::open_existing(&cli.workspace)?,
         None => Workspace::from_url(&cli.workspace)?,
     };
     match cli.command {
@@ -105,8 +147,16 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("format:       {} v{}", s.format_id, s.format_version);
             println!("attempts:     {}", s.attempts);
             println!("owner:        {}", s.owner.as_deref().unwrap_or("-"));
-            if let (Some(a), Some(b)) = (s.started_at, s.ended_at) {
-                println!("duration:     {:.3} s", (b - a) as f64 / 1000.0);
+            if let Some((own, total)) = durations(&ws, &s) {
+                if own == total {
+                    println!("duration:     {:.3} s", own as f64 / 1000.0);
+                } else {
+                    println!(
+                        "duration:     {:.3} s ({:.3} s with its inputs)",
+                        own as f64 / 1000.0,
+                        total as f64 / 1000.0
+                    );
+                }
             }
             if let Some(e) = &s.error {
                 println!("error:        {e}");
@@ -158,6 +208,26 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 return Ok(ExitCode::from(1));
             }
             println!("no problems");
+        }
+        Command::Cat { unique_id, file } => {
+            let artifact = ws.artifact(&unique_id)?;
+            let names: Vec<String> = artifact.files().into_iter().map(|f| f.name).collect();
+            let name = match (file, names.as_slice()) {
+                (Some(f), _) => f,
+                (None, [only]) => only.clone(),
+                (None, _) => {
+                    eprintln!(
+                        "{unique_id} has {} files; name one of: {}",
+                        names.len(),
+                        names.join(", ")
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let bytes = artifact.bytes(&name)?;
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, (*bytes).as_ref())?;
+            std::io::Write::flush(&mut out)?;
         }
         Command::Rm { unique_ids } => {
             for id in unique_ids {

@@ -65,6 +65,8 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
         }
     }
 
+    ws.inner
+        .check_writable(|| format!("running step {unique_id} (it has no result yet)"))?;
     // Single flight: one process runs the step, the others wait here and then read its result.
     let _lock = ws.inner.lock_step(&unique_id)?;
     if let Some(v) = cached::<S>(ws, &unique_id) {
@@ -101,7 +103,7 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
                 Error::StepFailed { message, .. } => message.clone(),
                 other => other.to_string(),
             };
-            ws.inner.db.mark_failed(&unique_id, &message)?;
+            record_failure(ws, &unique_id, &message)?;
             return Err(match e {
                 e @ Error::StepFailed { .. } => e,
                 other => Error::StepFailed {
@@ -116,6 +118,23 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
         reason: "the record vanished after completion".into(),
     })?;
     load::<S>(ws, &info, &format)
+}
+
+/// Records a failed attempt as FAILED. If the metadata database cannot record it (most likely a
+/// full disk, which is often why the step failed), frees the step's work files and tries again;
+/// if that fails too, the error is the step's own, with a note, not the database's.
+fn record_failure(ws: &Workspace, unique_id: &str, message: &str) -> Result<()> {
+    let Err(db_error) = ws.inner.db.mark_failed(unique_id, message) else {
+        return Ok(());
+    };
+    let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));
+    ws.inner
+        .db
+        .mark_failed(unique_id, message)
+        .map_err(|_| Error::StepFailed {
+            unique_id: unique_id.to_owned(),
+            message: format!("{message} (recording the failure failed too: {db_error})"),
+        })
 }
 
 fn run_and_store<S: Step>(
@@ -188,12 +207,36 @@ impl Workspace {
     /// fails or dies. For a completed step this is the same as reading its result. It never runs
     /// the step.
     ///
+    /// A follower never waits forever: it learns from the step's OS lock whether a writer is
+    /// alive. If none is when `follow` is called (nobody runs the step, or its writer died),
+    /// it fails with [`Error::NoWriter`]; to start following before the writer has started,
+    /// use [`follow_timeout`](Workspace::follow_timeout). A writer that dies while followed
+    /// ends the stream with an error, never a short stream.
+    ///
     /// # Errors
-    /// As [`Step::unique_id`]; errors from the format's `read`.
+    /// [`Error::NoWriter`]; as [`Step::unique_id`]; errors from the format's `read`.
     pub fn follow<S: Step>(&self, step: &S) -> Result<ResultOf<S>> {
+        self.follow_timeout(step, None)
+    }
+
+    /// As [`follow`](Workspace::follow), waiting up to `start_timeout` for a writer to start
+    /// if none is running yet (`None`: not at all). The wait happens lazily, in the reader:
+    /// this call returns at once, and the reader reports an error naming the step if no writer
+    /// has started by then.
+    ///
+    /// # Errors
+    /// As [`follow`](Workspace::follow).
+    pub fn follow_timeout<S: Step>(
+        &self,
+        step: &S,
+        start_timeout: Option<std::time::Duration>,
+    ) -> Result<ResultOf<S>> {
         let (unique_id, _) = id::unique_id(step)?;
-        let artifact = self.follow_artifact(&unique_id)?;
-        Ok(step.format().read(artifact)?)
+        let followed = self.followed(&unique_id, start_timeout)?;
+        if let Some(reason) = followed.no_writer() {
+            return Err(Error::NoWriter { unique_id, reason });
+        }
+        Ok(step.format().read(Arc::new(followed))?)
     }
 
     /// Whether the workspace has a completed result for `step`, without loading it.

@@ -22,6 +22,10 @@ use crate::store::{ObjectStore, ObjectWriter};
 pub(crate) fn to_sdk(e: crate::Error) -> Error {
     match e {
         crate::Error::Format(e) => e,
+        crate::Error::Io { path, source } => Error::Io {
+            path: path.display().to_string(),
+            source,
+        },
         crate::Error::Database { path, source } => Error::Io {
             path: path.display().to_string(),
             source: std::io::Error::other(source),
@@ -125,6 +129,27 @@ impl StepArtifactWriter {
         Ok(())
     }
 
+    /// Whether `path` is a regular file (not a link) inside the step's work directory, which
+    /// the artifact may move.
+    fn owns(&self, path: &Path) -> bool {
+        let is_file = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+        let work = self.ws.work_dir(&self.unique_id).canonicalize();
+        match (is_file, work, path.canonicalize()) {
+            (true, Ok(work), Ok(p)) => p.starts_with(work),
+            _ => false,
+        }
+    }
+
+    /// Copies a file the artifact does not own into its scratch directory.
+    fn copy_to_scratch(&self, path: &Path) -> Result<tempfile::NamedTempFile> {
+        let dir = self.scratch_dir()?;
+        let mut copy =
+            tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        let mut src = fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        io::copy(&mut src, copy.as_file_mut()).map_err(|e| Error::io(path.display(), e))?;
+        Ok(copy)
+    }
+
     fn release(state: &Mutex<WriterState>, name: &str) {
         if let Ok(mut st) = state.lock() {
             st.names.remove(name);
@@ -218,11 +243,20 @@ impl ArtifactWriter for StepArtifactWriter {
         Ok(self.scratch.clone())
     }
 
+    /// Files in the step's work directory (its scratch directory included) belong to the
+    /// artifact and are moved; any other file (or a symbolic link) is copied and left where it
+    /// is.
     fn ingest(&self, name: &str, path: &Path) -> Result<FileEntry> {
         self.reserve(name)?;
         let result = (|| {
+            let copy = if self.owns(path) {
+                None
+            } else {
+                Some(self.copy_to_scratch(path)?)
+            };
+            let source = copy.as_ref().map_or(path, |c| c.path());
             let _gc = self.ws.gc_shared().map_err(to_sdk)?;
-            let (id, len) = self.ws.store.ingest(path)?;
+            let (id, len) = self.ws.store.ingest(source)?;
             let entry = FileEntry {
                 name: name.to_owned(),
                 len,
@@ -333,58 +367,104 @@ impl ArtifactReader for StoredArtifact {
 
 /// An artifact that may still be being written by a running step (in this process or another):
 /// its files are the step's partial files until the step completes, then its manifest's.
+///
+/// The step's OS lock tells whether a writer is alive. A follower that has seen a live writer
+/// reports the artifact failed as soon as the lock is free and the step is not completed (the
+/// writer died). One that has not seen a writer yet waits for one until its start deadline,
+/// then reports that no process is writing the step: it never waits forever.
 pub(crate) struct FollowedArtifact {
     pub(crate) ws: Arc<Inner>,
     pub(crate) unique_id: String,
     pub(crate) poll: Duration,
     pub(crate) view: Mutex<(Vec<FileEntry>, ArtifactStatus)>,
+    /// Until when to wait for a writer that has not started yet.
+    start_deadline: Instant,
+    /// Whether a live writer was seen (its lock held), and why there is no writer, if none is.
+    liveness: Mutex<(bool, Option<String>)>,
 }
 
 impl FollowedArtifact {
-    pub(crate) fn new(ws: Arc<Inner>, unique_id: &str) -> Result<Self> {
+    /// Follows the step's artifact, waiting up to `start_timeout` (none: not at all) for a
+    /// writer to start.
+    pub(crate) fn new(
+        ws: Arc<Inner>,
+        unique_id: &str,
+        start_timeout: Option<Duration>,
+    ) -> Result<Self> {
         let this = FollowedArtifact {
             ws,
             unique_id: unique_id.to_owned(),
             poll: Duration::from_millis(20),
             view: Mutex::new((Vec::new(), ArtifactStatus::Writing)),
+            start_deadline: Instant::now() + start_timeout.unwrap_or(Duration::ZERO),
+            liveness: Mutex::new((false, None)),
         };
         this.refresh()?;
         Ok(this)
     }
 
+    /// Why no process is writing the step, once the follower has given up waiting for one.
+    pub(crate) fn no_writer(&self) -> Option<String> {
+        self.liveness.lock().expect("poisoned").1.clone()
+    }
+
     fn refresh(&self) -> Result<()> {
+        let completed = |i: &Option<super::StepInfo>| {
+            i.as_ref().is_some_and(|i| i.state == StepState::Completed)
+        };
         let mut info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
-        if info.as_ref().is_some_and(|i| i.state == StepState::Running)
-            && !self.ws.is_locked(&self.unique_id)
-        {
-            // The lock is free: either the writer died, or it finished between the two reads.
-            // Read the state again: a writer that finished has recorded it by now.
+        let mut alive = self.ws.is_locked(&self.unique_id);
+        if !alive && !completed(&info) {
+            // The lock is free: either the writer died, or it finished between the two reads,
+            // or none has started. Read the state again: a writer that finished has recorded it
+            // by now.
             info = self.ws.db.get(&self.unique_id).map_err(to_sdk)?;
-            if let Some(i) = info.as_mut() {
-                if i.state == StepState::Running && !self.ws.is_locked(&self.unique_id) {
-                    i.state = StepState::Incomplete;
-                    i.error = Some("the writing process died".into());
-                }
-            }
+            alive = self.ws.is_locked(&self.unique_id);
         }
+        let mut liveness = self.liveness.lock().expect("poisoned");
+        liveness.0 |= alive;
+        let seen_alive = liveness.0;
+        let partial = || self.ws.db.partial_files(&self.unique_id).map_err(to_sdk);
         let (files, status) = match info {
             Some(i) if i.state == StepState::Completed => {
                 let m = self.ws.load_manifest_of(&i).map_err(to_sdk)?;
                 (m.files, ArtifactStatus::Complete)
             }
-            Some(i) if i.state == StepState::Failed => (
-                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
+            // A live writer: it may not have recorded its attempt yet.
+            _ if alive => (partial()?, ArtifactStatus::Writing),
+            Some(i) if seen_alive && i.state == StepState::Failed => (
+                partial()?,
                 ArtifactStatus::Failed(i.error.unwrap_or_else(|| "the step failed".into())),
             ),
-            Some(i) if i.state == StepState::Incomplete && i.error.is_some() => (
-                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
-                ArtifactStatus::Failed(i.error.unwrap_or_default()),
+            _ if seen_alive => (
+                partial()?,
+                ArtifactStatus::Failed("the writing process died".into()),
             ),
-            _ => (
-                self.ws.db.partial_files(&self.unique_id).map_err(to_sdk)?,
-                ArtifactStatus::Writing,
-            ),
+            // No writer seen yet: wait for one until the deadline.
+            _ if Instant::now() < self.start_deadline => (partial()?, ArtifactStatus::Writing),
+            i => {
+                let why = match i {
+                    None => "the workspace has no record of it and its lock is free".to_owned(),
+                    Some(i) => match (i.state, i.error) {
+                        (StepState::Failed, Some(e)) => format!("its last attempt failed: {e}"),
+                        (StepState::Running, _) => format!(
+                            "it is recorded RUNNING, but the process running it ({}) died",
+                            i.owner.as_deref().unwrap_or("unknown")
+                        ),
+                        (state, _) => format!("it is {state} and its lock is free"),
+                    },
+                };
+                liveness.1 = Some(why.clone());
+                (
+                    partial()?,
+                    ArtifactStatus::Failed(format!(
+                        "no process is writing step {}: {why}",
+                        self.unique_id
+                    )),
+                )
+            }
         };
+        drop(liveness);
         *self.view.lock().expect("poisoned") = (files, status);
         Ok(())
     }

@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use milonga_sdk::{ContentId, FileEntry};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{Error, Result};
 
@@ -127,6 +127,100 @@ pub struct StepInfo {
 pub(crate) struct Db {
     conn: Mutex<Connection>,
     path: PathBuf,
+    read_only: bool,
+}
+
+/// How long a database operation waits for another process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn not_a_database(path: &Path, e: rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            Error::Format(milonga_sdk::Error::corrupt(
+                path.display(),
+                0,
+                "not a SQLite database",
+            ))
+        }
+        e => Error::db(path, e),
+    }
+}
+
+/// A `file:` URI opening `path` as an immutable database (no locks, no journal, no `-shm`).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Checks the schema version of the database behind `conn`; returns whether the database is
+/// blank (no tables: a new workspace).
+fn check_schema(conn: &Connection, path: &Path) -> Result<bool> {
+    let bad = |reason: String| Error::BadSchema {
+        path: path.to_owned(),
+        reason,
+    };
+    let tables: Vec<String> = (|| {
+        let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+        let v = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(v)
+    })()
+    .map_err(|e| not_a_database(path, e))?;
+    if tables.is_empty() {
+        return Ok(true);
+    }
+    if !tables.iter().any(|t| t == "schema_version") {
+        return Err(bad(format!(
+            "no schema version (table schema_version is missing beside {}): not a milonga \
+             database, or a damaged one",
+            tables.join(", ")
+        )));
+    }
+    let versions: Vec<rusqlite::types::Value> = (|| {
+        let mut st = conn.prepare("SELECT version FROM schema_version")?;
+        let v = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    })()
+    .map_err(|e| not_a_database(path, e))?;
+    let mut found = None;
+    for v in versions {
+        match v {
+            rusqlite::types::Value::Integer(n) => found = Some(found.map_or(n, |f: i64| f.max(n))),
+            other => {
+                return Err(bad(format!(
+                    "the schema version is {other:?}, not an integer: not written by milonga"
+                )))
+            }
+        }
+    }
+    match found {
+        None => Err(bad(
+            "no schema version (table schema_version is empty)".into()
+        )),
+        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(found) if found < 1 => Err(bad(format!("invalid schema version {found}"))),
+        Some(_) => Ok(false),
+    }
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -138,66 +232,127 @@ pub(crate) fn now_millis() -> i64 {
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, or an in-memory one for `None`.
-    pub(crate) fn open(path: Option<&Path>) -> Result<Db> {
+    ///
+    /// Any number of processes may open and create the same database at once: a step of the
+    /// set-up that finds the database busy (SQLite does not always wait for a lock, for
+    /// example when switching to WAL) starts the set-up over, until [`BUSY_TIMEOUT`].
+    ///
+    /// `read_only` opens an existing database without writing anything to it.
+    pub(crate) fn open(path: Option<&Path>, read_only: bool) -> Result<Db> {
         let shown = path
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(":memory:"));
-        let err = |e| Error::db(&shown, e);
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut attempt: u32 = 0;
+        loop {
+            let result = if read_only {
+                path.map_or_else(
+                    || {
+                        Err(Error::db(
+                            &shown,
+                            rusqlite::Error::InvalidPath(shown.clone()),
+                        ))
+                    },
+                    Self::set_up_read_only,
+                )
+            } else {
+                Self::set_up(path, &shown)
+            };
+            match result {
+                Err(Error::Database { source, .. })
+                    if is_busy(&source) && Instant::now() < deadline =>
+                {
+                    // Back off a little more each time, spread by the process id.
+                    attempt = attempt.saturating_add(1);
+                    let ms = 5 + u64::from(attempt.min(20)) * 5 + u64::from(std::process::id() % 7);
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                Err(e) => return Err(e),
+                Ok(conn) => {
+                    return Ok(Db {
+                        conn: Mutex::new(conn),
+                        path: shown,
+                        read_only,
+                    })
+                }
+            }
+        }
+    }
+
+    fn set_up(path: Option<&Path>, shown: &Path) -> Result<Connection> {
+        let err = |e| Error::db(shown, e);
         let conn = match path {
             Some(p) => Connection::open(p).map_err(err)?,
             None => Connection::open_in_memory().map_err(err)?,
         };
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        let not_a_database = |e: rusqlite::Error| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                Error::Format(milonga_sdk::Error::corrupt(
-                    shown.display(),
-                    0,
-                    "not a SQLite database",
-                ))
-            }
-            e => err(e),
-        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // Check what the file is, and its schema version, before writing anything to it.
-        let has_version: bool = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(not_a_database)?
-            > 0;
-        if has_version {
-            let found: Option<i64> = conn
-                .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
-                .map_err(not_a_database)?;
-            if let Some(found) = found {
-                if found > SCHEMA_VERSION {
-                    return Err(Error::SchemaTooNew {
-                        path: shown,
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-            }
-        }
+        let blank = check_schema(&conn, shown)?;
         if path.is_some() {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(not_a_database)?;
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(|e| not_a_database(shown, e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| not_a_database(shown, e))?;
+            }
             conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(not_a_database)?;
+                .map_err(|e| not_a_database(shown, e))?;
         }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA}
-             INSERT INTO schema_version (version)
-                SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
-             COMMIT;"
-        ))
-        .map_err(err)?;
-        Ok(Db {
-            conn: Mutex::new(conn),
-            path: shown,
-        })
+        if blank {
+            // Idempotent, in one transaction: concurrent creators all end with one schema and
+            // one version row.
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA}
+                 INSERT INTO schema_version (version)
+                    SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+                 COMMIT;"
+            ))
+            .map_err(err)?;
+            // Another creator may have won with a version of its own.
+            check_schema(&conn, shown)?;
+        }
+        Ok(conn)
+    }
+
+    fn set_up_read_only(path: &Path) -> Result<Connection> {
+        let err = |e| Error::db(path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let plain = Connection::open_with_flags(path, flags).and_then(|c| {
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(c)
+        });
+        let conn = match plain {
+            Ok(c) => c,
+            Err(e) if is_busy(&e) => return Err(err(e)),
+            // A WAL database needs its `-shm` file, which a reader without write access cannot
+            // create: read the file as immutable instead.
+            Err(_) => Connection::open_with_flags(immutable_uri(path), flags).map_err(err)?,
+        };
+        if check_schema(&conn, path)? {
+            return Err(Error::NotAWorkspace {
+                path: path.parent().unwrap_or(path).to_owned(),
+                reason: format!("{} is empty (and read-only)", path.display()),
+            });
+        }
+        Ok(conn)
+    }
+
+    /// Refuses writes to a database opened read-only (the workspace checks first; this is the
+    /// last line).
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+                operation: "writing the metadata database".into(),
+            });
+        }
+        Ok(())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
@@ -292,6 +447,7 @@ impl Db {
     /// Records that `info.unique_id` starts an attempt now (state RUNNING), with its
     /// dependencies.
     pub(crate) fn mark_running(&self, info: &StepInfo) -> Result<()> {
+        self.writable()?;
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -331,6 +487,7 @@ impl Db {
 
     /// Records a failed attempt.
     pub(crate) fn mark_failed(&self, unique_id: &str, error: &str) -> Result<()> {
+        self.writable()?;
         self.with(|c| {
             c.execute(
                 "UPDATE steps SET state = 'FAILED', ended_at = ?2, error = ?3 WHERE unique_id = ?1",
@@ -343,6 +500,7 @@ impl Db {
     /// Records the result: COMPLETED with its manifest, and drops the partial-file rows, in one
     /// transaction. Called only after the manifest object is durable.
     pub(crate) fn mark_completed(&self, unique_id: &str, manifest: &ContentId) -> Result<()> {
+        self.writable()?;
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx.execute(
@@ -363,6 +521,7 @@ impl Db {
 
     /// Removes the record of a step (its objects become garbage).
     pub(crate) fn remove(&self, unique_id: &str) -> Result<bool> {
+        self.writable()?;
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx.execute("DELETE FROM steps WHERE unique_id = ?1", [unique_id])?;
@@ -378,6 +537,7 @@ impl Db {
 
     /// Records a durable file of an artifact being written.
     pub(crate) fn add_partial(&self, unique_id: &str, entry: &FileEntry) -> Result<()> {
+        self.writable()?;
         self.with(|c| {
             c.execute(
                 "INSERT INTO partial_files (unique_id, seq, name, object_id, len)
@@ -427,6 +587,7 @@ impl Db {
     /// Forgets the durable files of an interrupted write (a step that does not resume starts
     /// over).
     pub(crate) fn clear_partial(&self, unique_id: &str) -> Result<()> {
+        self.writable()?;
         self.with(|c| {
             c.execute(
                 "DELETE FROM partial_files WHERE unique_id = ?1",

@@ -37,6 +37,7 @@ impl Workspace {
     /// Database and I/O errors, or a corrupt manifest.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let inner = &self.inner;
+        inner.check_writable(|| "garbage collection".into())?;
         // Writers hold this lock shared from publishing an object until the database refers to
         // it: with it held exclusively, every object is either referenced below or garbage.
         let _gc = inner.gc_exclusive()?;

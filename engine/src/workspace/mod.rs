@@ -8,6 +8,7 @@ mod gc;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use milonga_sdk::{ArtifactHandle, ContentId};
 
@@ -30,6 +31,10 @@ const GC_LOCK: &str = "gc";
 
 /// The name of the metadata database file in a local workspace.
 pub const DATABASE_FILE: &str = "milonga.sqlite";
+
+/// How long [`Workspace::follow_artifact`] waits for a writer to start when none is alive yet.
+/// [`Workspace::follow`] does not wait unless given a timeout.
+pub const FOLLOW_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A place where step results are cached: content-addressed objects, a metadata database with
 /// one record per step, per-step locks and an in-memory cache of results.
@@ -62,6 +67,43 @@ pub(crate) struct Inner {
     /// A memory workspace's temporary folder, shared with the lazy results that read from it
     /// (they must not hold `Inner` itself: the cache would then own a cycle).
     pub(crate) tmp: Option<Arc<tempfile::TempDir>>,
+    /// Opened read-only: nothing may be written.
+    pub(crate) read_only: bool,
+}
+
+/// Whether this process may write the workspace at `root`: its database (if any) opens for
+/// writing and a file can be created in the directory (an unnamed temporary file, gone at
+/// once). Root passes both except on a read-only mount.
+fn writable(root: &Path, db: &Path) -> bool {
+    let db_ok = match OpenOptions::new().write(true).open(db) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    db_ok && tempfile::tempfile_in(root).is_ok()
+}
+
+/// Checks that `root` is a directory with a metadata database, telling a missing database from
+/// one that cannot be looked at.
+fn check_database_file(root: &Path) -> Result<()> {
+    if fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::NotAWorkspace {
+            path: root.to_owned(),
+            reason: "it is a file, not a workspace directory".into(),
+        });
+    }
+    let db = root.join(DATABASE_FILE);
+    match fs::metadata(&db) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::NotAWorkspace {
+            path: root.to_owned(),
+            reason: format!("{DATABASE_FILE} is not a regular file"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotAWorkspace {
+            path: root.to_owned(),
+            reason: format!("no {DATABASE_FILE}"),
+        }),
+        Err(e) => Err(Error::io(db.display(), e)),
+    }
 }
 
 impl std::fmt::Debug for Workspace {
@@ -75,16 +117,61 @@ impl std::fmt::Debug for Workspace {
 impl Workspace {
     /// Opens the local workspace in directory `path`, creating it if needed.
     ///
+    /// A workspace this process may not write (a read-only mount, a directory or database
+    /// without write permission for this user) is opened read-only, as by
+    /// [`open_read_only`](Workspace::open_read_only).
+    ///
+    /// Any number of processes may open (and create) the same workspace at once.
+    ///
     /// # Errors
-    /// I/O errors, a database that is not SQLite ([`milonga_sdk::Error::Corrupt`]) or was
-    /// written by a newer milonga ([`Error::SchemaTooNew`]).
+    /// [`Error::NotAWorkspace`] if `path` is a regular file; [`Error::Io`]; a database that is
+    /// not SQLite ([`milonga_sdk::Error::Corrupt`]), was written by a newer milonga
+    /// ([`Error::SchemaTooNew`]) or has a schema milonga did not write ([`Error::BadSchema`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Workspace> {
-        let root = path.as_ref();
-        fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
+        Self::open_local(path.as_ref(), false)
+    }
+
+    /// Opens the existing local workspace in directory `path` read-only: every cached result,
+    /// record and object can be read and verified, nothing is changed (no lock files, no
+    /// database changes; SQLite may create its empty `-wal` and `-shm` files beside the
+    /// database where the directory is writable), and anything that would write (running a missing step, `remove_step`,
+    /// `gc`) fails with [`Error::ReadOnly`]. For caches shared on read-only mounts or in
+    /// directories other users may not write.
+    ///
+    /// The metadata database is read through SQLite's read-only mode; where that cannot work
+    /// (no write access to its `-shm` file) it is read as an immutable file, which is exact
+    /// when no writer has the workspace open.
+    ///
+    /// # Errors
+    /// [`Error::NotAWorkspace`] if `path` is not a directory with a metadata database;
+    /// otherwise as [`Workspace::open`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Workspace> {
+        Self::open_local(path.as_ref(), true)
+    }
+
+    fn open_local(root: &Path, read_only: bool) -> Result<Workspace> {
+        match fs::metadata(root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::NotAWorkspace {
+                    path: root.to_owned(),
+                    reason: "it is a file, not a workspace directory".into(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !read_only => {
+                fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
+            }
+            Err(e) => return Err(Error::io(root.display(), e)),
+        }
         let root = root
             .canonicalize()
             .map_err(|e| Error::io(root.display(), e))?;
-        let db = Db::open(Some(&root.join(DATABASE_FILE)))?;
+        let db_path = root.join(DATABASE_FILE);
+        let read_only = read_only || !writable(&root, &db_path);
+        if read_only {
+            check_database_file(&root)?;
+        }
+        let db = Db::open(Some(&db_path), read_only)?;
         let store = LocalStore::open(&root)?;
         Ok(Workspace {
             inner: Arc::new(Inner {
@@ -95,6 +182,7 @@ impl Workspace {
                 db,
                 cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
                 tmp: None,
+                read_only,
             }),
         })
     }
@@ -103,18 +191,11 @@ impl Workspace {
     /// database (for tools that inspect a workspace and must not create one on a typo).
     ///
     /// # Errors
-    /// [`Error::State`] if `path` is not a workspace; otherwise as [`Workspace::open`].
+    /// [`Error::NotAWorkspace`] if `path` is not a workspace; [`Error::Io`] if it cannot be
+    /// looked at (permission denied); otherwise as [`Workspace::open`].
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Workspace> {
         let root = path.as_ref();
-        if !root.join(DATABASE_FILE).is_file() {
-            return Err(Error::State {
-                unique_id: String::new(),
-                reason: format!(
-                    "{} is not a milonga workspace (no {DATABASE_FILE})",
-                    root.display()
-                ),
-            });
-        }
+        check_database_file(root)?;
         Self::open(root)
     }
 
@@ -134,9 +215,10 @@ impl Workspace {
                 root: None,
                 dir: tmp.path().to_owned(),
                 store: Arc::new(MemoryStore::new()),
-                db: Db::open(None)?,
+                db: Db::open(None, false)?,
                 cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
                 tmp: Some(Arc::new(tmp)),
+                read_only: false,
             }),
         })
     }
@@ -199,6 +281,12 @@ impl Workspace {
         self.inner.root.as_deref()
     }
 
+    /// Whether the workspace was opened read-only (explicitly, or because this process may
+    /// not write it): cached results can be read, nothing can be computed or removed.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
     /// The record of the step with this unique id, if the workspace knows it.
     ///
     /// A record left `RUNNING` by a process that died (its step lock is free) is reported as
@@ -234,6 +322,8 @@ impl Workspace {
     /// # Errors
     /// A database error.
     pub fn remove_step(&self, unique_id: &str) -> Result<bool> {
+        self.inner
+            .check_writable(|| format!("removing step {unique_id}"))?;
         let Some(_lock) = self.inner.try_lock_step(unique_id)? else {
             return Err(Error::State {
                 unique_id: unique_id.into(),
@@ -268,11 +358,43 @@ impl Workspace {
     /// the handle lists the files committed so far and reports whether the writer is still
     /// writing, finished or failed (see [`milonga_sdk::ArtifactReader::wait_for_change`]).
     ///
+    /// This low-level handle is for callers that know a writer is about to start (an executor
+    /// that has scheduled the producer): with no writer alive yet, it waits up to
+    /// [`FOLLOW_START_TIMEOUT`] for one to take the step's lock, then reports the artifact
+    /// failed. A writer seen alive and then gone is reported at once. Use
+    /// [`follow_artifact_timeout`](Workspace::follow_artifact_timeout) to choose the wait
+    /// (`None`: fail at once when no writer is alive).
+    ///
     /// # Errors
     /// A database error.
     pub fn follow_artifact(&self, unique_id: &str) -> Result<ArtifactHandle> {
-        let f = FollowedArtifact::new(Arc::clone(&self.inner), unique_id)?;
-        Ok(Arc::new(f))
+        self.follow_artifact_timeout(unique_id, Some(FOLLOW_START_TIMEOUT))
+    }
+
+    /// As [`follow_artifact`](Workspace::follow_artifact), waiting up to `start_timeout` for a
+    /// writer to start if none is running yet (none: not at all). Once a writer was seen, the
+    /// handle reports failure as soon as it dies.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn follow_artifact_timeout(
+        &self,
+        unique_id: &str,
+        start_timeout: Option<Duration>,
+    ) -> Result<ArtifactHandle> {
+        Ok(Arc::new(self.followed(unique_id, start_timeout)?))
+    }
+
+    pub(crate) fn followed(
+        &self,
+        unique_id: &str,
+        start_timeout: Option<Duration>,
+    ) -> Result<FollowedArtifact> {
+        Ok(FollowedArtifact::new(
+            Arc::clone(&self.inner),
+            unique_id,
+            start_timeout,
+        )?)
     }
 
     /// Reads every object the workspace refers to and checks its content against its id;
@@ -306,6 +428,9 @@ impl Workspace {
     }
 
     fn check(&self, progress: &mut dyn FnMut(u64, u64), repair: bool) -> Result<VerifyReport> {
+        if repair {
+            self.inner.check_writable(|| "repair".into())?;
+        }
         let mut report = VerifyReport::default();
         for info in self.steps()? {
             let Some(mid) = info.manifest_id else {
@@ -419,6 +544,17 @@ impl Inner {
         self.dir.join("tmp").join("materialized")
     }
 
+    /// Fails with [`Error::ReadOnly`] on a read-only workspace.
+    pub(crate) fn check_writable(&self, operation: impl FnOnce() -> String) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.dir.clone(),
+                operation: operation(),
+            });
+        }
+        Ok(())
+    }
+
     fn lock_path(&self, unique_id: &str) -> Result<PathBuf> {
         if unique_id.is_empty()
             || unique_id.starts_with('.')
@@ -431,13 +567,14 @@ impl Inner {
                 reason: "not a valid step id".into(),
             });
         }
-        let dir = self.dir.join("locks");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        Ok(dir.join(format!("{unique_id}.lock")))
+        Ok(self.dir.join("locks").join(format!("{unique_id}.lock")))
     }
 
     fn lock_file(&self, unique_id: &str) -> Result<(File, PathBuf)> {
+        self.check_writable(|| format!("locking {unique_id}"))?;
         let path = self.lock_path(unique_id)?;
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -482,9 +619,7 @@ impl Inner {
 
     /// The state to report for a record: `RUNNING` with a free lock means the runner died.
     fn effective(&self, mut info: StepInfo) -> StepInfo {
-        if info.state == StepState::Running
-            && matches!(self.try_lock_step(&info.unique_id), Ok(Some(_)))
-        {
+        if info.state == StepState::Running && !self.is_locked(&info.unique_id) {
             info.state = StepState::Incomplete;
             info.error = Some(format!(
                 "the process running it ({}) died",
@@ -494,9 +629,18 @@ impl Inner {
         info
     }
 
-    /// Whether some process (or thread) holds the step's lock now.
+    /// Whether some process (or thread) holds the step's lock now. Probes with a shared lock on
+    /// a read-only handle, so that probes never create files (a read-only workspace can be
+    /// probed) and never make each other look like a writer.
     pub(crate) fn is_locked(&self, unique_id: &str) -> bool {
-        matches!(self.try_lock_step(unique_id), Ok(None))
+        let Ok(path) = self.lock_path(unique_id) else {
+            return false;
+        };
+        // No lock file: no step ever took the lock, so nobody holds it.
+        let Ok(f) = File::open(&path) else {
+            return false;
+        };
+        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
     }
 
     pub(crate) fn load_manifest(&self, id: &ContentId) -> Result<Manifest> {

@@ -26,9 +26,16 @@ const DEFAULT_COMMIT_EVERY: u64 = 10_000;
 /// finds every committed item and [`len`](Self::len) says where to resume (Tango's
 /// `SqliteSparseSequence` pattern). Items are committed every 10,000 appends (see
 /// [`set_commit_every`](Self::set_commit_every)), by [`commit`](Self::commit), and on drop; a
-/// process kill loses at most the uncommitted ones. The file is in WAL mode with
-/// `synchronous = FULL` while it is built, and locked: a second builder on the same file gets an
-/// [`Error::Io`] of kind `ResourceBusy`.
+/// process kill loses at most the uncommitted ones. The file uses a rollback journal
+/// (`journal_mode = TRUNCATE`) with `synchronous = FULL` while it is built, and is locked: a
+/// second builder on the same file gets an [`Error::Io`] of kind `ResourceBusy`.
+///
+/// Space: items are appended, and appended pages are never journaled, so the builder needs the
+/// file's own size plus a journal of the pages a commit changes (the pages of the block being
+/// filled and a few index pages: about one block, not the data again). `finish` publishes the
+/// file by a rename where the backend allows, so finishing needs no second copy. On a full disk
+/// every call fails with the error naming the file; the committed items stay, and opening the
+/// file again resumes after them.
 ///
 /// In the block layout (the default), the items of the block being filled wait uncompressed in
 /// a `pending` table until the block is full; a commit makes them durable like any other, so
@@ -131,7 +138,7 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
         let id = format_id(SEQUENCE_ID, codec.id());
         let (w, sealed) = if is_blank(&conn, &file)? {
             conn.execute_batch(
-                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = FULL;",
             )
             .in_db(&file)?;
             let w = SeqWriter::create(
@@ -155,7 +162,8 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
                 });
             }
             if !meta.finished {
-                conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                // A file from an older milonga may be in WAL mode: this folds its WAL back in.
+                conn.execute_batch("PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = FULL;")
                     .in_db(&file)?;
                 // Take the write lock now, so that a second builder fails at open.
                 conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")

@@ -460,6 +460,40 @@ fn materialize(artifact: &ArtifactHandle, name: &str, file: &str) -> Result<Path
     Ok(path)
 }
 
+/// Checks, before SQLite reads it, that the local file behind artifact file `name` is a regular
+/// file (not a FIFO, device or link) of exactly the length its record says: SQLite would
+/// otherwise read what it finds (a longer file's tail, a FIFO that blocks).
+fn check_recorded_size(
+    artifact: &ArtifactHandle,
+    name: &str,
+    path: &Path,
+    file: &str,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(file, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::corrupt(
+            file,
+            0,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if let Some(entry) = artifact.entry(name) {
+        if meta.len() != entry.len {
+            return Err(Error::corrupt(
+                file,
+                0,
+                format!(
+                    "{} is {} bytes, but its record says {}",
+                    path.display(),
+                    meta.len(),
+                    entry.len
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ReadDb {
     /// Opens artifact file `name` and checks its meta table against `format_id`, `supported`
     /// and `codec`, and its data table against the recorded length.
@@ -479,6 +513,7 @@ impl ReadDb {
                 (p.clone(), Some(p))
             }
         };
+        check_recorded_size(&artifact, name, &path, &file)?;
         let db = ReadDb {
             meta: Meta {
                 version: 0,
