@@ -225,3 +225,57 @@ fn a_workspace_on_a_read_only_mount_opens_read_only_by_itself() {
     drop(ws);
     drop(mount);
 }
+
+#[test]
+fn a_read_only_workspace_written_before_outboards_serves_range_reads_and_verifies() {
+    use milonga::{BoxError, Context, Step, Stream, StreamFormat, Workspace};
+
+    /// Default-sized chunks (more than one 16 KiB group each).
+    #[derive(serde::Serialize)]
+    struct Words {
+        n: u64,
+    }
+    impl Step for Words {
+        const NAME: &'static str = "read_only::Words";
+        type Output = Stream<String>;
+        type Format = StreamFormat<String>;
+        fn run(&self, _ctx: &mut Context<'_>) -> Result<Stream<String>, BoxError> {
+            Ok(Stream::new((0..self.n).map(word)))
+        }
+    }
+    fn word(i: u64) -> String {
+        format!("word {i} {}", "xyz ".repeat((i % 9) as usize))
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let step = Words { n: 100_000 };
+    {
+        let ws = Workspace::open(dir.path()).unwrap();
+        assert_eq!(step.result(&ws).unwrap().len().unwrap(), 100_000);
+    }
+    // As a workspace of a release before outboards existed.
+    std::fs::remove_dir_all(dir.path().join(milonga::store::OUTBOARDS_DIR)).unwrap();
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: a read-only bind mount needs root");
+        return;
+    }
+    let Some(mount) = ReadOnlyMount::of(dir.path()) else {
+        return;
+    };
+    let ws = Workspace::open(mount.dir.path()).unwrap();
+    assert!(ws.is_read_only());
+    let stream = step.result(&ws).unwrap();
+    for i in [99_999u64, 0, 51_234] {
+        assert_eq!(stream.get(i).unwrap(), word(i));
+    }
+    assert!(ws.verify().unwrap().problems.is_empty());
+    assert!(!mount
+        .dir
+        .path()
+        .join(milonga::store::OUTBOARDS_DIR)
+        .exists());
+    drop(stream);
+    drop(ws);
+    drop(mount);
+}
