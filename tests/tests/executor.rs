@@ -662,3 +662,46 @@ fn producer_killed_mid_stream_fails_its_consumer() {
         assert_ne!(state, Some(StepState::Completed), "{id}");
     }
 }
+
+// ---- parallelism ----------------------------------------------------------------------------
+
+/// Two steps that each wait (up to a long timeout) for the other to have started: they finish
+/// having met only if they ran at the same time.
+#[derive(Serialize)]
+struct Meet {
+    side: u8,
+    #[serde(skip)]
+    met: &'static [AtomicBool; 2],
+}
+
+impl Step for Meet {
+    const NAME: &'static str = "exec::Meet";
+    type Output = bool;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<bool, BoxError> {
+        let (me, other) = (usize::from(self.side), usize::from(1 - self.side));
+        self.met[me].store(true, Ordering::SeqCst);
+        for _ in 0..2000 {
+            if self.met[other].load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(false)
+    }
+}
+
+#[test]
+fn independent_steps_run_at_the_same_time() {
+    static MET: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    let ws = Workspace::memory().unwrap();
+    let steps = [0u8, 1].map(|side| StepRef::new(Meet { side, met: &MET }));
+    let outcome = Executor::new(&ws)
+        .jobs(2)
+        .run(steps.iter().map(StepRef::erased))
+        .unwrap();
+    assert!(outcome.is_success(), "{outcome}");
+    for s in &steps {
+        assert!(*s.result(&ws).unwrap(), "both steps ran concurrently");
+    }
+}

@@ -22,6 +22,9 @@ use crate::workspace::Workspace;
 /// stream started as soon as its producer has started writing (pipelining), a failure marking
 /// only the steps that depend on it as not run.
 ///
+/// A pipelined consumer runs on a thread of its own rather than on a worker: it advances at its
+/// producer's pace, and a chain of `k` streaming steps then overlaps fully whatever `jobs` is.
+///
 /// Every cacheable step is *ensured*: computed and stored if it is missing, never read back by
 /// the executor. An uncacheable step runs only inside the steps that need it (once per run), or
 /// directly when it is a target.
@@ -169,39 +172,62 @@ impl Executor {
         }
         let mut finished = 0usize;
         let mut running = 0usize;
+        // Steps already stored are loaded without a trip to a worker (the same check `ensure`
+        // makes, for the whole graph in one statement). A failed check only means the workers
+        // check each step themselves.
+        let stored = self
+            .workspace
+            .inner
+            .db
+            .completed_among(
+                nodes
+                    .iter()
+                    .filter(|x| x.step.cacheable())
+                    .map(|x| x.unique_id.as_str()),
+            )
+            .unwrap_or_default();
 
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<usize>();
         let (event_tx, event_rx) = crossbeam_channel::unbounded::<Event>();
         let jobs = self.jobs.min(n.max(1));
 
+        let ws = &self.workspace;
+        // Computes node `i` (on a worker, or on a thread of its own for a pipelined consumer).
+        let work = move |i: usize| -> Option<Event> {
+            let node = nodes.get(i)?;
+            let t = Instant::now();
+            tracing::debug!(target: "milonga::executor", step = %node.unique_id, "dispatched");
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                node.step.ensure_in(ws, scope, &node.unique_id)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::StepFailed {
+                    unique_id: node.unique_id.clone(),
+                    message: "the executor's worker panicked".into(),
+                })
+            });
+            Some(Event::Finished(i, r, t.elapsed()))
+        };
+        // Consumers started on a stream still being written, each on a thread of its own: they
+        // advance at their producer's pace and do not take a worker.
+        let mut own_thread = vec![false; n];
+
         std::thread::scope(|threads| {
             for _ in 0..jobs {
                 let job_rx = job_rx.clone();
                 let event_tx = event_tx.clone();
-                let ws = &self.workspace;
                 threads.spawn(move || {
                     let _entered = scope.enter();
                     for i in job_rx {
-                        let Some(node) = nodes.get(i) else { continue };
-                        let t = Instant::now();
-                        tracing::debug!(target: "milonga::executor", step = %node.unique_id, "dispatched");
-                        let r = catch_unwind(AssertUnwindSafe(|| {
-                            node.step.ensure_in(ws, scope, &node.unique_id)
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(Error::StepFailed {
-                                unique_id: node.unique_id.clone(),
-                                message: "the executor's worker panicked".into(),
-                            })
-                        });
-                        if event_tx.send(Event::Finished(i, r, t.elapsed())).is_err() {
-                            break;
+                        if let Some(event) = work(i) {
+                            if event_tx.send(event).is_err() {
+                                break;
+                            }
                         }
                     }
                 });
             }
             drop(job_rx);
-            drop(event_tx);
 
             // Whether node `c` may start: every input is done, or (pipelining) a followable
             // input has started writing.
@@ -220,9 +246,10 @@ impl Executor {
             };
 
             while finished < n {
-                // Dispatch what is ready, up to the number of workers.
-                while running < jobs {
-                    let Some(i) = ready.pop_front() else { break };
+                // Dispatch what is ready: stored and unneeded steps at once, the others up to
+                // the number of workers.
+                let mut deferred = VecDeque::new();
+                while let Some(i) = ready.pop_front() {
                     let Some(node) = nodes.get(i) else { continue };
                     if state[i] != State::Waiting {
                         continue;
@@ -240,22 +267,58 @@ impl Executor {
                         }
                         continue;
                     }
+                    if stored.contains(&node.unique_id) && !scope.wants_refresh(&node.unique_id) {
+                        tracing::debug!(target: "milonga::step", step = %node.unique_id, "cache hit");
+                        state[i] = State::Done { ok: true };
+                        status[i] = Some((Status::Loaded, Some(Duration::ZERO)));
+                        finished += 1;
+                        for &c in dependents.get(i).map_or(&[][..], Vec::as_slice) {
+                            if !queued[c] && can_start(c, &state) {
+                                queued[c] = true;
+                                ready.push_back(c);
+                            }
+                        }
+                        continue;
+                    }
+                    let follows = node
+                        .dependencies
+                        .iter()
+                        .any(|&d| matches!(state.get(d), Some(State::Running { .. })));
+                    if running >= jobs && !follows {
+                        deferred.push_back(i);
+                        continue;
+                    }
                     if self.pipeline && node.step.followable() {
                         flights[i] = Some(scope.start_flight(&node.unique_id));
                     }
                     state[i] = State::Running { started: false };
+                    if follows {
+                        own_thread[i] = true;
+                        let event_tx = event_tx.clone();
+                        threads.spawn(move || {
+                            let _entered = scope.enter();
+                            if let Some(event) = work(i) {
+                                let _ = event_tx.send(event);
+                            }
+                        });
+                        continue;
+                    }
                     running += 1;
                     if job_tx.send(i).is_err() {
                         break;
                     }
                 }
+                deferred.append(&mut ready);
+                ready = deferred;
                 if finished >= n {
                     break;
                 }
                 crossbeam_channel::select! {
                     recv(event_rx) -> event => {
                         let Ok(Event::Finished(i, result, took)) = event else { break };
-                        running -= 1;
+                        if !own_thread[i] {
+                            running -= 1;
+                        }
                         finished += 1;
                         let Some(node) = nodes.get(i) else { continue };
                         match result {

@@ -135,19 +135,12 @@ fn secs(d: Option<Duration>) -> String {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self
-            .steps
-            .iter()
-            .map(|s| s.unique_id.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        writeln!(f, "{:<10} {:>8}  {:<width$}", "status", "time", "step")?;
+        writeln!(f, "{:<10} {:>8}  step", "status", "time")?;
         for s in &self.steps {
-            let mark = if s.target { " *" } else { "" };
+            let mark = if s.target { "  *" } else { "" };
             writeln!(
                 f,
-                "{:<10} {:>8}  {:<width$}{mark}",
+                "{:<10} {:>8}  {}{mark}",
                 s.status.label(),
                 secs(s.duration),
                 s.unique_id

@@ -155,6 +155,7 @@ fn resolve<S: Step>(
     let format = step.format();
     if !scope.wants_refresh(&unique_id) {
         if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {
+            tracing::debug!(target: "milonga::step", step = %unique_id, "cache hit");
             return Ok((v, Fresh::Loaded));
         }
     }
@@ -164,6 +165,7 @@ fn resolve<S: Step>(
     if scope.take_refresh(&unique_id) {
         ws.inner.cache_lock().remove(&unique_id);
     } else if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {
+        tracing::debug!(target: "milonga::step", step = %unique_id, "cache hit after waiting");
         return Ok((v, Fresh::Loaded));
     }
 
@@ -193,12 +195,15 @@ fn resolve<S: Step>(
     };
     ws.inner.db.mark_running(&info)?;
     scope.started(&unique_id);
+    tracing::info!(target: "milonga::step", step = %unique_id, "step started");
+    let started = std::time::Instant::now();
 
     if let Err(e) = run_and_store(step, ws, scope, &unique_id, &format, seed) {
         let message = match &e {
             Error::StepFailed { message, .. } => message.clone(),
             other => other.to_string(),
         };
+        tracing::warn!(target: "milonga::step", step = %unique_id, error = %message, "step failed");
         ws.inner.db.mark_failed(&unique_id, &message)?;
         return Err(match e {
             e @ Error::StepFailed { .. } => e,
@@ -208,6 +213,12 @@ fn resolve<S: Step>(
             },
         });
     }
+    tracing::info!(
+        target: "milonga::step",
+        step = %unique_id,
+        seconds = started.elapsed().as_secs_f64(),
+        "step finished"
+    );
     if !read {
         return Ok((None, Fresh::Computed));
     }
@@ -230,12 +241,25 @@ fn uncacheable<S: Step>(
     let memo = slot.get_or_init(|| {
         ran = true;
         let started = std::time::Instant::now();
-        compute_in_memory(step, ws, scope, unique_id)
+        tracing::info!(target: "milonga::step", step = %unique_id, "step started (in memory)");
+        let memo = compute_in_memory(step, ws, scope, unique_id)
             .map(|v| (v as Arc<dyn Any + Send + Sync>, started.elapsed()))
             .map_err(|e| match e {
                 Error::StepFailed { message, .. } => message,
                 other => other.to_string(),
-            })
+            });
+        match &memo {
+            Ok((_, took)) => tracing::info!(
+                target: "milonga::step",
+                step = %unique_id,
+                seconds = took.as_secs_f64(),
+                "step finished (in memory)"
+            ),
+            Err(error) => {
+                tracing::warn!(target: "milonga::step", step = %unique_id, %error, "step failed")
+            }
+        }
+        memo
     });
     let fresh = if ran { Fresh::Computed } else { Fresh::Loaded };
     match memo {
