@@ -395,6 +395,57 @@ fn uncacheable_steps_never_reach_the_workspace() {
     assert!(ws.step_info(&model_id).unwrap().is_none());
 }
 
+static VOCAB_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Uncacheable, but with a real format: its output goes through the format in memory.
+#[derive(Serialize)]
+struct Vocabulary {
+    words: u64,
+}
+
+impl Step for Vocabulary {
+    const NAME: &'static str = "exec::Vocabulary";
+    const CACHEABLE: bool = false;
+    type Output = Stream<u64>;
+    type Format = StreamFormat<u64>;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<Stream<u64>, BoxError> {
+        VOCAB_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok(Stream::new(0..self.words))
+    }
+}
+
+#[derive(Serialize)]
+struct VocabularySize {
+    vocabulary: StepRef<Vocabulary>,
+}
+
+impl Step for VocabularySize {
+    const NAME: &'static str = "exec::VocabularySize";
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        Ok(ctx.input(&self.vocabulary)?.iter().count() as u64)
+    }
+}
+
+#[test]
+fn uncacheable_stream_passes_through_its_format_in_memory() {
+    let ws = Workspace::memory().unwrap();
+    let vocabulary = StepRef::new(Vocabulary { words: 10_000 });
+    let size = StepRef::new(VocabularySize {
+        vocabulary: vocabulary.clone(),
+    });
+    let outcome = Executor::new(&ws).run([size.erased()]).unwrap();
+    assert!(outcome.is_success(), "{outcome}");
+    assert_eq!(*size.result(&ws).unwrap(), 10_000);
+    assert_eq!(VOCAB_RUNS.load(Ordering::SeqCst), 1);
+    assert!(ws
+        .step_info(&vocabulary.unique_id().unwrap())
+        .unwrap()
+        .is_none());
+    assert_eq!(ws.steps().unwrap().len(), 1);
+}
+
 static SAMPLE_RUNS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Serialize)]
@@ -497,6 +548,9 @@ struct Produce {
     gate: Option<&'static Gate>,
     #[serde(skip)]
     fail_at: Option<u64>,
+    /// Panic (instead of returning an error) at `fail_at`.
+    #[serde(skip)]
+    panic: bool,
 }
 
 impl Step for Produce {
@@ -508,7 +562,7 @@ impl Step for Produce {
     }
     fn run(&self, ctx: &mut Context<'_>) -> Result<Stream<u64>, BoxError> {
         count_run(&format!("{}/produce", self.tag));
-        let (n, gate, fail_at) = (self.n, self.gate, self.fail_at);
+        let (n, gate, fail_at, panic) = (self.n, self.gate, self.fail_at, self.panic);
         let progress = ctx.progress().clone();
         progress.set_length(n);
         Ok(Stream::try_new((0..n).map(move |i| {
@@ -519,6 +573,9 @@ impl Step for Produce {
             }
             progress.inc(1);
             if fail_at == Some(i) {
+                if panic {
+                    panic!("producer killed at item {i}");
+                }
                 return Err(format!("producer killed at item {i}"));
             }
             Ok(i * 7 % 1000)
@@ -582,11 +639,22 @@ fn chain(
     gate: Option<&'static Gate>,
     fail_at: Option<u64>,
 ) -> (StepRef<Produce>, StepRef<Transform>, StepRef<Evaluate>) {
+    chain_with(tag, n, gate, fail_at, false)
+}
+
+fn chain_with(
+    tag: &'static str,
+    n: u64,
+    gate: Option<&'static Gate>,
+    fail_at: Option<u64>,
+    panic: bool,
+) -> (StepRef<Produce>, StepRef<Transform>, StepRef<Evaluate>) {
     let p = StepRef::new(Produce {
         tag,
         n,
         gate,
         fail_at,
+        panic,
     });
     let t = StepRef::new(Transform {
         input: p.clone(),
@@ -636,15 +704,15 @@ fn pipelined_chain_equals_unpipelined() {
     assert!(count > 0 && count < n);
 }
 
-#[test]
-fn producer_killed_mid_stream_fails_its_consumer() {
-    static GATE: Gate = Gate::new();
+/// Runs the chain with a producer that dies halfway, while its consumer follows it: the consumer
+/// must fail with the producer's error, never complete on a short stream.
+fn producer_dies_mid_stream(tag: &'static str, gate: &'static Gate, panic: bool) {
     let n = 60_000;
     let ws = Workspace::memory().unwrap();
-    let (p, t, e) = chain("killed", n, Some(&GATE), Some(n / 2 + 10));
+    let (p, t, e) = chain_with(tag, n, Some(gate), Some(n / 2 + 10), panic);
     let outcome = Executor::new(&ws).jobs(3).run([e.erased()]).unwrap();
     assert!(
-        GATE.opened_in_time.load(Ordering::SeqCst),
+        gate.opened_in_time.load(Ordering::SeqCst),
         "the consumer was following"
     );
     let status = |s: &str| &outcome.get(s).unwrap().status;
@@ -661,6 +729,18 @@ fn producer_killed_mid_stream_fails_its_consumer() {
         let state = ws.step_info(&id).unwrap().map(|i| i.state);
         assert_ne!(state, Some(StepState::Completed), "{id}");
     }
+}
+
+#[test]
+fn producer_killed_mid_stream_fails_its_consumer() {
+    static GATE: Gate = Gate::new();
+    producer_dies_mid_stream("killed", &GATE, false);
+}
+
+#[test]
+fn producer_panicking_mid_stream_fails_its_consumer() {
+    static GATE: Gate = Gate::new();
+    producer_dies_mid_stream("panicked", &GATE, true);
 }
 
 // ---- parallelism ----------------------------------------------------------------------------
