@@ -46,12 +46,23 @@ impl Drop for View {
     }
 }
 
+/// Items per second, short: `812/s`, `45.2k/s`, `1.96M/s`.
+fn rate(per_sec: f64) -> String {
+    if per_sec >= 1e6 {
+        format!("{:.2}M/s", per_sec / 1e6)
+    } else if per_sec >= 1e3 {
+        format!("{:.1}k/s", per_sec / 1e3)
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
+
 fn draw(scope: &Scope, stop: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let counted =
-        ProgressStyle::with_template("{prefix:.bold} {bar:30} {pos}/{len} ({per_sec}, {eta})")
+        ProgressStyle::with_template("{prefix:.bold} {bar:30} {pos}/{len} ({msg}, {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let open = ProgressStyle::with_template("{prefix:.bold} {spinner} {pos} items ({per_sec})")
+    let open = ProgressStyle::with_template("{prefix:.bold} {spinner} {pos} items ({msg})")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
@@ -76,6 +87,7 @@ fn draw(scope: &Scope, stop: &AtomicBool) {
                 bar.set_length(len);
             }
             bar.set_position(progress.position());
+            bar.set_message(rate(progress.rate()));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

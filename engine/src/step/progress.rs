@@ -73,6 +73,11 @@ impl Progress {
         }
     }
 
+    /// When the handle was created (the step started).
+    pub(crate) fn started(&self) -> Instant {
+        self.inner.started
+    }
+
     /// Items per second since the handle was created.
     pub fn rate(&self) -> f64 {
         let secs = self.inner.started.elapsed().as_secs_f64();

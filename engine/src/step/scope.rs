@@ -227,7 +227,7 @@ impl Scope {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by_key(|(id, p)| (p.started(), id.clone()));
         all
     }
 }
