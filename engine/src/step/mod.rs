@@ -189,9 +189,10 @@ pub trait Step: Serialize + Send + Sync + 'static {
     where
         Self: Sized,
     {
-        let unique_id = self.unique_id()?;
-        let scope = Scope::new(std::iter::once(unique_id.clone()).collect(), None);
+        let scope = Scope::new(Default::default(), None);
         let _entered = scope.enter();
+        let unique_id = self.unique_id()?;
+        scope.add_refresh(unique_id.clone());
         run::value(self, workspace, &scope, Some(unique_id))
     }
 }
@@ -235,13 +236,13 @@ impl<'a> Context<'a> {
 
     /// The result of an input step (computed first if it is missing).
     ///
-    /// # Errors
-    /// As [`Step::result`].
-    ///
     /// When the executor is computing the input right now and its result is a stream
     /// ([`Step::followable`]), this returns a reader that follows the stream as it is written
     /// (pipelining): it yields the items committed so far, waits for more, and fails if the
     /// producer fails; this step's own result is recorded only after the input completed.
+    ///
+    /// # Errors
+    /// As [`Step::result`].
     pub fn input<S: Step>(&self, input: &StepRef<S>) -> Result<Arc<ResultOf<S>>> {
         run::input(input, self.workspace, &self.scope, &self.followed)
     }
