@@ -785,3 +785,55 @@ fn independent_steps_run_at_the_same_time() {
         assert!(*s.result(&ws).unwrap(), "both steps ran concurrently");
     }
 }
+
+#[test]
+fn two_processes_running_one_graph_run_each_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let ws = dir.path().join("ws");
+    Workspace::open(&ws).unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_milonga-test-step"))
+            .arg(&ws)
+            .arg("exec")
+            .arg("4")
+            .env("MILONGA_TEST_LOG", &log)
+            .output()
+            .unwrap()
+    };
+    let outputs = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    let mut computed = 0;
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(words.len(), 4, "{text}");
+        let (c, l): (usize, usize) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+        assert_eq!(c + l, 17, "{text}");
+        computed += c;
+    }
+    assert_eq!(
+        computed, 17,
+        "every step computed by exactly one of the processes"
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("Square({i})")).collect();
+    expected.push("Numbers".into());
+    expected.extend(std::iter::repeat_n("Scale".to_owned(), 4));
+    expected.extend(std::iter::repeat_n("Total".to_owned(), 4));
+    expected.sort();
+    assert_eq!(lines, expected);
+}
