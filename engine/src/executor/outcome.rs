@@ -164,3 +164,74 @@ impl fmt::Display for Outcome {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: Status, target: bool) -> StepOutcome {
+        StepOutcome {
+            unique_id: id.into(),
+            name: "T",
+            status,
+            duration: Some(Duration::from_millis(1500)),
+            target,
+            dependencies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn table_names_every_status_and_the_failed_upstream() {
+        let outcome = Outcome {
+            steps: vec![
+                row("A-1", Status::Computed, false),
+                row("B-1", Status::Loaded, false),
+                row(
+                    "C-1",
+                    Status::Failed(Arc::new(Error::StepFailed {
+                        unique_id: "C-1".into(),
+                        message: "boom".into(),
+                    })),
+                    false,
+                ),
+                row(
+                    "D-1",
+                    Status::NotRun {
+                        upstream: "C-1".into(),
+                    },
+                    true,
+                ),
+                row("E-1", Status::NotNeeded, false),
+            ],
+            elapsed: Duration::from_millis(20),
+        };
+        let table = outcome.to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "status         time  step");
+        assert_eq!(lines[1], "computed      1.5 s  A-1");
+        assert_eq!(lines[2], "loaded        1.5 s  B-1");
+        assert!(
+            lines[3].starts_with("failed") && lines[4].contains("boom"),
+            "{table}"
+        );
+        assert!(
+            lines[5].starts_with("not run") && lines[5].ends_with("D-1  *"),
+            "{table}"
+        );
+        assert!(
+            lines[6].trim_start().starts_with("input C-1 failed"),
+            "{table}"
+        );
+        assert!(lines[7].starts_with("not needed"), "{table}");
+        assert_eq!(
+            lines[8],
+            "5 steps: 1 computed, 1 loaded, 1 failed, 1 not run; 20 ms (* = target)"
+        );
+        assert!(!outcome.is_success());
+        assert!(matches!(outcome.check(), Err(Error::StepFailed { .. })));
+        assert_eq!(
+            outcome.get("E-1").map(|s| s.status.label()),
+            Some("not needed")
+        );
+    }
+}
