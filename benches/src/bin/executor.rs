@@ -140,7 +140,12 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let secs = t.elapsed().as_secs_f64();
             outcome.check()?;
             let report = target.result(&ws)?;
-            println!("{secs} {} {}", peak_rss_kib(), report.kept);
+            println!(
+                "{secs} {} {} {}",
+                peak_rss_kib(),
+                report.kept,
+                cpu_seconds()
+            );
         }
         "spin" => {
             let ws = Workspace::memory()?;
@@ -264,12 +269,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (seq_s, piped_s) = (f(&seq, 0), f(&piped, 0));
         println!("pipelining: {records} records, produce -> transform -> evaluate");
         println!(
-            "  step after step  {seq_s:>7.3} s   peak RSS {:>6.1} MiB",
-            f(&seq, 1) / 1024.0
+            "  step after step  {seq_s:>7.3} s   peak RSS {:>6.1} MiB   CPU {:.2} s ({:.2} cores busy)",
+            f(&seq, 1) / 1024.0,
+            f(&seq, 3),
+            f(&seq, 3) / seq_s
         );
         println!(
-            "  pipelined        {piped_s:>7.3} s   peak RSS {:>6.1} MiB",
-            f(&piped, 1) / 1024.0
+            "  pipelined        {piped_s:>7.3} s   peak RSS {:>6.1} MiB   CPU {:.2} s ({:.2} cores busy)",
+            f(&piped, 1) / 1024.0,
+            f(&piped, 3),
+            f(&piped, 3) / piped_s
         );
         println!("  speed-up         {:>7.2}x", seq_s / piped_s);
         json.push(format!(
