@@ -4,16 +4,16 @@
 //! cargo run --release -p milonga --example quickstart -- <workspace-dir>
 //! ```
 //!
-//! The first run computes all three steps and stores their results in the workspace; a second
-//! run (a new process) prints the same final result with every step loaded from the cache.
+//! The executor runs the pipeline as a graph and prints what happened to each step. The first
+//! run computes all three steps and stores their results in the workspace; a second run (a new
+//! process) prints the same final result with every step loaded from the cache.
 //!
 //! The records are a stream: the first step yields them one by one, they are written in
-//! compressed chunks as they come, and the second step reads them lazily, so no step ever holds
-//! the whole data set in memory.
+//! compressed chunks as they come, and the second step reads them lazily while they are still
+//! being written (the executor pipelines the three steps), so no step ever holds the whole data
+//! set in memory.
 
-use std::time::Instant;
-
-use milonga::{Context, PostcardFormat, Step, StepRef, Stream, StreamFormat, Workspace};
+use milonga::{Context, Executor, PostcardFormat, Step, StepRef, Stream, StreamFormat, Workspace};
 use serde::{Deserialize, Serialize};
 
 /// One record of the demo data set.
@@ -42,7 +42,9 @@ impl Step for Produce {
     type Output = Stream<Record>;
     type Format = StreamFormat<Record>;
 
-    fn run(&self, _ctx: &mut Context<'_>) -> Result<Stream<Record>, milonga::BoxError> {
+    fn run(&self, ctx: &mut Context<'_>) -> Result<Stream<Record>, milonga::BoxError> {
+        let progress = ctx.progress().clone();
+        progress.set_length(self.n);
         let mut state = self.seed;
         let mut next = move || {
             // A small LCG: deterministic and dependency-free.
@@ -55,6 +57,7 @@ impl Step for Produce {
             let words: Vec<&str> = (0..12)
                 .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
                 .collect();
+            progress.inc(1);
             Record {
                 id,
                 text: words.join(" "),
@@ -136,50 +139,33 @@ impl Step for Evaluate {
     }
 }
 
-fn status<S: Step>(ws: &Workspace, step: &S) -> milonga::Result<&'static str> {
-    Ok(if ws.contains(step)? {
-        "loaded from the cache"
-    } else {
-        "computed"
-    })
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .ok_or("usage: cargo run --release -p milonga --example quickstart -- <workspace-dir>")?;
     let ws = Workspace::open(&dir)?;
-    let started = Instant::now();
 
     let produce = StepRef::new(Produce {
         n: 1_000_000,
         seed: 42,
     });
     let transform = StepRef::new(Transform {
-        records: produce.clone(),
+        records: produce,
         threshold: 0.5,
     });
-    let evaluate = Evaluate {
-        records: transform.clone(),
-    };
+    let evaluate = StepRef::new(Evaluate { records: transform });
 
-    // What each step will be, decided before anything runs (a step computed as an input of a
-    // later one is reported as computed).
-    let plan = [
-        (produce.unique_id()?, status(&ws, produce.step())?),
-        (transform.unique_id()?, status(&ws, transform.step())?),
-        (evaluate.unique_id()?, status(&ws, &evaluate)?),
-    ];
-    let report = evaluate.result(&ws)?;
-
+    // The executor finds the graph from the `StepRef` arguments, runs what is missing (in
+    // parallel, streams pipelined), and reports every step.
+    let outcome = Executor::new(&ws).run([evaluate.erased()])?;
     println!("workspace: {}", ws.url());
-    for (id, how) in &plan {
-        println!("  {id:<58} {how}");
-    }
+    println!("{outcome}");
+    outcome.check()?;
+
+    let report = evaluate.result(&ws)?;
     println!(
         "result: kept {} records, mean score {:.4}, most common word {:?}",
         report.kept, report.mean_score, report.most_common_word
     );
-    println!("took {:.3} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -37,15 +37,19 @@
 //! formats) are re-exported here, so users depend on `milonga` only.
 
 mod error;
+mod executor;
 mod manifest;
 mod step;
 pub mod store;
 mod workspace;
 
 pub use error::{BoxError, Error, Result};
+pub use executor::{Executor, Graph, Node, Outcome, Status, StepOutcome};
 pub use manifest::Manifest;
 pub use step::canonical;
-pub use step::{Context, ResultOf, Step, StepRef, ID_SCHEME};
+pub use step::{
+    Context, DynStep, Fresh, Progress, ResultOf, Step, StepRef, StepRng, Unstored, ID_SCHEME,
+};
 pub use workspace::{
     GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
     DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT, SCHEMA_VERSION,

@@ -4,6 +4,7 @@ use milonga_sdk::Format;
 use serde::Serialize;
 
 use super::canonical::{self, canonical};
+use super::scope::{fresh_nonce, Scope};
 use super::Step;
 use crate::error::{Error, Result};
 
@@ -22,6 +23,14 @@ struct Header<'a> {
     version: Option<&'a str>,
     format_id: &'a str,
     format_version: u32,
+}
+
+thread_local! {
+    /// Set when an id computed on this thread involved a non-deterministic step (its own or an
+    /// input's): such ids change with every run and must not be cached by a [`StepRef`].
+    ///
+    /// [`StepRef`]: super::StepRef
+    pub(crate) static NONDETERMINISTIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -70,6 +79,13 @@ pub(crate) fn unique_id<S: Step>(step: &S) -> Result<(String, Vec<String>)> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&head.bytes);
     hasher.update(&args.bytes);
+    if !S::DETERMINISTIC {
+        // A fresh id per run: the run's nonce (or a fresh one outside any run).
+        NONDETERMINISTIC.with(|n| n.set(true));
+        let nonce = Scope::current().map_or_else(fresh_nonce, |s| s.nonce);
+        hasher.update(b"nondeterministic");
+        hasher.update(&nonce);
+    }
     let digest = hasher.finalize();
     let hash = bs58::encode(&digest.as_bytes()[..ID_DIGEST_BYTES]).into_string();
     let id = match S::VERSION {

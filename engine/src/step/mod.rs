@@ -2,12 +2,17 @@
 //! name, version, format and arguments.
 
 pub mod canonical;
+mod erased;
 mod id;
+mod progress;
+mod rng;
 mod run;
+pub(crate) mod scope;
+mod unstored;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use milonga_sdk::Format;
 use serde::{Serialize, Serializer};
@@ -15,7 +20,13 @@ use serde::{Serialize, Serializer};
 use crate::error::{BoxError, Result};
 use crate::workspace::Workspace;
 
+pub use erased::{DynStep, Fresh};
 pub use id::ID_SCHEME;
+pub use progress::Progress;
+pub use rng::StepRng;
+pub use unstored::Unstored;
+
+use scope::{Flight, Scope};
 
 /// What `result()` of step `S` returns (inside an `Arc`): the value its format reads back, which
 /// is the step's output itself or a lazy handle over it.
@@ -77,6 +88,22 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// version is then missed and computed again. ASCII letters and digits only.
     const VERSION: Option<&'static str> = None;
 
+    /// Whether the result is stored in the workspace (the default). An uncacheable step
+    /// (`false`, for a value that cannot or should not be stored, such as a model handle) runs
+    /// in the process that needs it, at most once per run, and its output is passed to its
+    /// consumers in memory: nothing of it reaches the workspace. Give it the [`Unstored`] format
+    /// to pass the output as it is; with another format the output goes through the format in
+    /// memory.
+    const CACHEABLE: bool = true;
+
+    /// Whether the step computes the same result from the same arguments (the default). A
+    /// non-deterministic step (`false`) gets a fresh unique id in every run (one
+    /// [`Executor::run`](crate::Executor::run), or one top-level [`result`](Step::result)
+    /// call), so it is never a cache hit for another run, and neither are the steps that take
+    /// it as input. Its [`Context::rng`] is seeded from that id, and the seed is recorded in
+    /// the step's metadata (`"rng_seed"`).
+    const DETERMINISTIC: bool = true;
+
     /// What `run` returns.
     type Output: Send + 'static;
 
@@ -96,6 +123,14 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// Any error: the step is recorded FAILED with its text, and the next `result()` runs it
     /// again.
     fn run(&self, ctx: &mut Context<'_>) -> Result<Self::Output, BoxError>;
+
+    /// Whether a consumer may read this step's result while it is still being written (the
+    /// executor then starts the consumer as soon as this step has started, and the consumer
+    /// reads through [`Workspace::follow`]). The default is true for cacheable steps whose
+    /// format is a stream ([`StreamFormat`](crate::StreamFormat), id `milonga.stream…`).
+    fn followable(&self) -> bool {
+        Self::CACHEABLE && self.format().id().starts_with("milonga.stream")
+    }
 
     /// Free-form metadata recorded with the step (not part of its id).
     fn metadata(&self) -> serde_json::Value {
@@ -128,6 +163,38 @@ pub trait Step: Serialize + Send + Sync + 'static {
     {
         run::result(self, workspace)
     }
+
+    /// Makes sure the workspace has the step's result, computing and storing it if it is
+    /// missing, without reading it back (Tango's `ensure_result`). For an uncacheable step this
+    /// computes it (and keeps it for the rest of the run).
+    ///
+    /// # Errors
+    /// As [`result`](Step::result).
+    fn ensure(&self, workspace: &Workspace) -> Result<Fresh>
+    where
+        Self: Sized,
+    {
+        let scope = Scope::current_or_new();
+        let _entered = scope.enter();
+        run::ensure(self, workspace, &scope, None)
+    }
+
+    /// As [`result`](Step::result), but computes the step again even if its result is stored,
+    /// and replaces the stored result. Only this step runs again: its inputs are read from the
+    /// workspace (or computed if they are missing), and steps that use it keep their results.
+    ///
+    /// # Errors
+    /// As [`result`](Step::result).
+    fn refresh(&self, workspace: &Workspace) -> Result<Arc<ResultOf<Self>>>
+    where
+        Self: Sized,
+    {
+        let scope = Scope::new(Default::default(), None);
+        let _entered = scope.enter();
+        let unique_id = self.unique_id()?;
+        scope.add_refresh(unique_id.clone());
+        run::value(self, workspace, &scope, Some(unique_id))
+    }
 }
 
 /// What a running step can ask of the engine.
@@ -137,6 +204,12 @@ pub struct Context<'a> {
     work_dir: PathBuf,
     durable_items: u64,
     resumed: bool,
+    scope: Arc<Scope>,
+    /// Inputs read while their producer was still writing them: the step's result is recorded
+    /// only once they completed.
+    followed: Mutex<Vec<(String, Arc<Flight>)>>,
+    progress: Progress,
+    seed: u64,
 }
 
 impl<'a> Context<'a> {
@@ -163,10 +236,33 @@ impl<'a> Context<'a> {
 
     /// The result of an input step (computed first if it is missing).
     ///
+    /// When the executor is computing the input right now and its result is a stream
+    /// ([`Step::followable`]), this returns a reader that follows the stream as it is written
+    /// (pipelining): it yields the items committed so far, waits for more, and fails if the
+    /// producer fails; this step's own result is recorded only after the input completed.
+    ///
     /// # Errors
     /// As [`Step::result`].
     pub fn input<S: Step>(&self, input: &StepRef<S>) -> Result<Arc<ResultOf<S>>> {
-        input.step().result(self.workspace)
+        run::input(input, self.workspace, &self.scope, &self.followed)
+    }
+
+    /// The progress handle of this step: set the number of items when known and count the
+    /// items processed; the executor shows it.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// A seed for this step's randomness, derived from its unique id: the same for every run of
+    /// a deterministic step, fresh in every run of a non-deterministic one (where it is recorded
+    /// in the step's metadata as `"rng_seed"`).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A random number generator seeded with [`seed`](Context::seed).
+    pub fn rng(&self) -> StepRng {
+        StepRng::new(self.seed)
     }
 
     /// For a step whose output is a stream of items: how many items an earlier, interrupted run
@@ -212,9 +308,17 @@ impl<S: Step> StepRef<S> {
     }
 
     fn cached_id(&self) -> std::result::Result<String, String> {
-        self.id
-            .get_or_init(|| self.step.unique_id().map_err(|e| e.to_string()))
-            .clone()
+        if let Some(id) = self.id.get() {
+            return id.clone();
+        }
+        // An id that involves a non-deterministic step changes with every run: not cached.
+        let outer = id::NONDETERMINISTIC.with(|n| n.replace(false));
+        let id = self.step.unique_id().map_err(|e| e.to_string());
+        let nondeterministic = id::NONDETERMINISTIC.with(|n| n.replace(outer || n.get()));
+        if !nondeterministic {
+            let _ = self.id.set(id.clone());
+        }
+        id
     }
 
     /// The referenced step's result, as [`Step::result`].
@@ -257,7 +361,9 @@ impl<S: Step> Serialize for StepRef<S> {
         &self,
         serializer: Ser,
     ) -> std::result::Result<Ser::Ok, Ser::Error> {
-        let id = self.cached_id().map_err(serde::ser::Error::custom)?;
+        let id =
+            erased::without_collector(|| self.cached_id()).map_err(serde::ser::Error::custom)?;
+        erased::collect(&id, &self.step);
         serializer.serialize_newtype_struct(canonical::STEP_REF_NAME, &id)
     }
 }

@@ -2,11 +2,12 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use milonga_sdk::{ArtifactWriter, Format};
+use milonga_sdk::{ArtifactWriter, Format, MemoryArtifact};
 
-use super::{id, Context, ResultOf, Step};
+use super::scope::{self, Flight, Scope};
+use super::{id, Context, Fresh, ResultOf, Step, StepRef};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::workspace::{now_millis, StepArtifactWriter, StepInfo, StepState, Workspace};
@@ -54,14 +55,108 @@ fn cached<S: Step>(ws: &Workspace, unique_id: &str) -> Option<Arc<ResultOf<S>>> 
 }
 
 pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S>>> {
-    let (unique_id, deps) = id::unique_id(step)?;
-    if let Some(v) = cached::<S>(ws, &unique_id) {
-        return Ok(v);
+    let scope = Scope::current_or_new();
+    let _entered = scope.enter();
+    value(step, ws, &scope, None)
+}
+
+/// The result of `step` in the run of `scope`; `unique_id` when the caller knows it.
+pub(crate) fn value<S: Step>(
+    step: &S,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    unique_id: Option<String>,
+) -> Result<Arc<ResultOf<S>>> {
+    let (value, _) = resolve(step, ws, scope, unique_id, true)?;
+    value.ok_or_else(|| Error::State {
+        unique_id: String::new(),
+        reason: "no value was read".into(),
+    })
+}
+
+/// Computes and stores `step` if it is missing, without reading its result back.
+pub(crate) fn ensure<S: Step>(
+    step: &S,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    unique_id: Option<String>,
+) -> Result<Fresh> {
+    Ok(resolve(step, ws, scope, unique_id, false)?.1)
+}
+
+/// [`Context::input`]: the input's result, or a reader following it if the executor is
+/// computing it right now and it can be followed.
+pub(crate) fn input<S: Step>(
+    input: &StepRef<S>,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    followed: &Mutex<Vec<(String, Arc<Flight>)>>,
+) -> Result<Arc<ResultOf<S>>> {
+    let _entered = scope.enter();
+    let unique_id = input.unique_id()?;
+    if input.step().followable() {
+        if let Some(flight) = scope.flight(&unique_id) {
+            let artifact = ws.follow_artifact(&unique_id)?;
+            let reader = input.step().format().read(artifact)?;
+            followed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((unique_id, flight));
+            return Ok(Arc::new(reader));
+        }
+    }
+    value(input.step(), ws, scope, Some(unique_id))
+}
+
+/// The step's result if it is in memory or stored (and `read`), or just whether it is.
+fn stored<S: Step>(
+    ws: &Workspace,
+    unique_id: &str,
+    format: &S::Format,
+    read: bool,
+) -> Result<Option<Option<Arc<ResultOf<S>>>>> {
+    if let Some(v) = cached::<S>(ws, unique_id) {
+        return Ok(Some(read.then_some(v)));
+    }
+    if let Some(info) = ws.inner.db.get(unique_id)? {
+        if info.state == StepState::Completed {
+            if !read {
+                return Ok(Some(None));
+            }
+            return load::<S>(ws, &info, format).map(|v| Some(Some(v)));
+        }
+    }
+    Ok(None)
+}
+
+/// The seed of a step's randomness: derived from its unique id.
+fn seed_of(unique_id: &str) -> u64 {
+    let h = blake3::hash(unique_id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn resolve<S: Step>(
+    step: &S,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    unique_id: Option<String>,
+    read: bool,
+) -> Result<(Option<Arc<ResultOf<S>>>, Fresh)> {
+    let unique_id = match unique_id {
+        Some(id) => id,
+        None => id::unique_id(step)?.0,
+    };
+    if !S::CACHEABLE {
+        let (v, fresh) = uncacheable(step, ws, scope, &unique_id)?;
+        return Ok((Some(v), fresh));
     }
     let format = step.format();
-    if let Some(info) = ws.inner.db.get(&unique_id)? {
-        if info.state == StepState::Completed {
-            return load::<S>(ws, &info, &format);
+    if !scope.wants_refresh(&unique_id) {
+        if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {
+            tracing::debug!(target: "milonga::step", step = %unique_id, "cache hit");
+            return Ok((v, Fresh::Loaded));
         }
     }
 
@@ -69,15 +164,21 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
         .check_writable(|| format!("running step {unique_id} (it has no result yet)"))?;
     // Single flight: one process runs the step, the others wait here and then read its result.
     let _lock = ws.inner.lock_step(&unique_id)?;
-    if let Some(v) = cached::<S>(ws, &unique_id) {
-        return Ok(v);
-    }
-    if let Some(info) = ws.inner.db.get(&unique_id)? {
-        if info.state == StepState::Completed {
-            return load::<S>(ws, &info, &format);
-        }
+    if scope.take_refresh(&unique_id) {
+        ws.inner.cache_lock().remove(&unique_id);
+    } else if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {
+        tracing::debug!(target: "milonga::step", step = %unique_id, "cache hit after waiting");
+        return Ok((v, Fresh::Loaded));
     }
 
+    let (_, deps) = id::unique_id(step)?;
+    let seed = seed_of(&unique_id);
+    let mut metadata = step.metadata();
+    if !S::DETERMINISTIC {
+        if let Some(m) = metadata.as_object_mut() {
+            m.insert("rng_seed".into(), seed.into());
+        }
+    }
     let info = StepInfo {
         unique_id: unique_id.clone(),
         step_type: S::NAME.into(),
@@ -89,35 +190,163 @@ pub(crate) fn result<S: Step>(step: &S, ws: &Workspace) -> Result<Arc<ResultOf<S
         started_at: Some(now_millis()),
         ended_at: None,
         error: None,
-        metadata: step.metadata(),
+        metadata,
         attempts: 1,
         owner: Some(owner()),
         dependencies: deps,
     };
     ws.inner.db.mark_running(&info)?;
+    scope.started(&unique_id);
+    tracing::info!(target: "milonga::step", step = %unique_id, "step started");
+    let started = std::time::Instant::now();
 
-    match run_and_store(step, ws, &unique_id, &format) {
-        Ok(()) => {}
-        Err(e) => {
-            let message = match &e {
-                Error::StepFailed { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
-            record_failure(ws, &unique_id, &message)?;
-            return Err(match e {
-                e @ Error::StepFailed { .. } => e,
-                other => Error::StepFailed {
-                    unique_id,
-                    message: other.to_string(),
-                },
-            });
-        }
+    if let Err(e) = run_and_store(step, ws, scope, &unique_id, &format, seed) {
+        let message = match &e {
+            Error::StepFailed { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        tracing::warn!(target: "milonga::step", step = %unique_id, error = %message, "step failed");
+        record_failure(ws, &unique_id, &message)?;
+        return Err(match e {
+            e @ Error::StepFailed { .. } => e,
+            other => Error::StepFailed {
+                unique_id,
+                message: other.to_string(),
+            },
+        });
+    }
+    tracing::info!(
+        target: "milonga::step",
+        step = %unique_id,
+        seconds = started.elapsed().as_secs_f64(),
+        "step finished"
+    );
+    if !read {
+        return Ok((None, Fresh::Computed));
     }
     let info = ws.inner.db.get(&unique_id)?.ok_or_else(|| Error::State {
         unique_id: unique_id.clone(),
         reason: "the record vanished after completion".into(),
     })?;
-    load::<S>(ws, &info, &format)
+    Ok((Some(load::<S>(ws, &info, &format)?), Fresh::Computed))
+}
+
+/// An uncacheable step: computed at most once per run, in memory, never stored.
+fn uncacheable<S: Step>(
+    step: &S,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    unique_id: &str,
+) -> Result<(Arc<ResultOf<S>>, Fresh)> {
+    let slot = scope.memo(unique_id);
+    let mut ran = false;
+    let memo = slot.get_or_init(|| {
+        ran = true;
+        let started = std::time::Instant::now();
+        tracing::info!(target: "milonga::step", step = %unique_id, "step started (in memory)");
+        let memo = compute_in_memory(step, ws, scope, unique_id)
+            .map(|v| (v as Arc<dyn Any + Send + Sync>, started.elapsed()))
+            .map_err(|e| match e {
+                Error::StepFailed { message, .. } => message,
+                other => other.to_string(),
+            });
+        match &memo {
+            Ok((_, took)) => tracing::info!(
+                target: "milonga::step",
+                step = %unique_id,
+                seconds = took.as_secs_f64(),
+                "step finished (in memory)"
+            ),
+            Err(error) => {
+                tracing::warn!(target: "milonga::step", step = %unique_id, %error, "step failed")
+            }
+        }
+        memo
+    });
+    let fresh = if ran { Fresh::Computed } else { Fresh::Loaded };
+    match memo {
+        Ok((v, _)) => {
+            let v = Arc::clone(v)
+                .downcast::<ResultOf<S>>()
+                .map_err(|_| Error::State {
+                    unique_id: unique_id.to_owned(),
+                    reason: "two different steps have this id".into(),
+                })?;
+            Ok((v, fresh))
+        }
+        Err(message) => Err(Error::StepFailed {
+            unique_id: unique_id.to_owned(),
+            message: message.clone(),
+        }),
+    }
+}
+
+fn compute_in_memory<S: Step>(
+    step: &S,
+    ws: &Workspace,
+    scope: &Arc<Scope>,
+    unique_id: &str,
+) -> Result<Arc<ResultOf<S>>> {
+    let failed = |message: String| Error::StepFailed {
+        unique_id: unique_id.to_owned(),
+        message,
+    };
+    let work_dir = std::env::temp_dir().join(format!(
+        "milonga-uncacheable-{}-{}",
+        std::process::id(),
+        bs58::encode(&scope::fresh_nonce()[..12]).into_string()
+    ));
+    let mut ctx = Context::new(
+        ws,
+        unique_id,
+        work_dir.clone(),
+        0,
+        scope,
+        seed_of(unique_id),
+    );
+    scope.add_progress(unique_id, ctx.progress.clone());
+    let output = catch_unwind(AssertUnwindSafe(|| step.run(&mut ctx)));
+    scope.remove_progress(unique_id);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let output = match output {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(p) => return Err(failed(panic_text(p.as_ref()))),
+    };
+    wait_for_followed(&ctx, unique_id)?;
+    let boxed: Box<dyn Any> = Box::new(output);
+    match boxed.downcast::<ResultOf<S>>() {
+        Ok(v) => Ok(Arc::new(*v)),
+        Err(boxed) => {
+            // Another format than `Unstored`: through the format, in memory.
+            let output = *boxed
+                .downcast::<S::Output>()
+                .map_err(|_| failed("the output has an unexpected type".into()))?;
+            let format = step.format();
+            let artifact = MemoryArtifact::new();
+            match catch_unwind(AssertUnwindSafe(|| format.write(output, &artifact))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Err(p) => return Err(failed(panic_text(p.as_ref()))),
+            }
+            Ok(Arc::new(format.read(artifact.handle())?))
+        }
+    }
+}
+
+/// Waits until every input the step followed while it was written has completed; an error if
+/// one failed.
+fn wait_for_followed(ctx: &Context<'_>, unique_id: &str) -> Result<()> {
+    let followed = std::mem::take(&mut *ctx.followed.lock().unwrap_or_else(|p| p.into_inner()));
+    for (input, flight) in followed {
+        if let Err(e) = flight.wait() {
+            return Err(Error::StepFailed {
+                unique_id: unique_id.to_owned(),
+                message: format!("input {input} failed: {e}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Records a failed attempt as FAILED. If the metadata database cannot record it (most likely a
@@ -140,8 +369,10 @@ fn record_failure(ws: &Workspace, unique_id: &str, message: &str) -> Result<()> 
 fn run_and_store<S: Step>(
     step: &S,
     ws: &Workspace,
+    scope: &Arc<Scope>,
     unique_id: &str,
     format: &S::Format,
+    seed: u64,
 ) -> Result<()> {
     let failed = |message: String| Error::StepFailed {
         unique_id: unique_id.to_owned(),
@@ -161,13 +392,16 @@ fn run_and_store<S: Step>(
             }
         }
     };
-    let mut ctx = Context {
-        workspace: ws,
+    let mut ctx = Context::new(
+        ws,
         unique_id,
-        work_dir: ws.inner.work_dir(unique_id).join("run"),
+        ws.inner.work_dir(unique_id).join("run"),
         durable_items,
-        resumed: false,
-    };
+        scope,
+        seed,
+    );
+    scope.add_progress(unique_id, ctx.progress.clone());
+    let _progress = RemoveProgress(scope, unique_id);
     let output = match catch_unwind(AssertUnwindSafe(|| step.run(&mut ctx))) {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => return Err(failed(e.to_string())),
@@ -183,6 +417,9 @@ fn run_and_store<S: Step>(
         Ok(Err(e)) => return Err(failed(e.to_string())),
         Err(p) => return Err(failed(panic_text(p.as_ref()))),
     }
+    // A result made from an input that was still being written counts only if that input
+    // completed.
+    wait_for_followed(&ctx, unique_id)?;
     // Data first, then what points to it: every file is a durable object by now; the manifest
     // object next; only then the record says COMPLETED.
     let manifest = Manifest {
@@ -198,6 +435,38 @@ fn run_and_store<S: Step>(
     // The work directory (scratch files, checkpoints) is not needed once the result is stored.
     let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));
     Ok(())
+}
+
+/// Forgets a running step's progress handle when dropped.
+struct RemoveProgress<'a>(&'a Scope, &'a str);
+
+impl Drop for RemoveProgress<'_> {
+    fn drop(&mut self) {
+        self.0.remove_progress(self.1);
+    }
+}
+
+impl<'a> Context<'a> {
+    fn new(
+        workspace: &'a Workspace,
+        unique_id: &'a str,
+        work_dir: std::path::PathBuf,
+        durable_items: u64,
+        scope: &Arc<Scope>,
+        seed: u64,
+    ) -> Self {
+        Context {
+            workspace,
+            unique_id,
+            work_dir,
+            durable_items,
+            resumed: false,
+            scope: Arc::clone(scope),
+            followed: Mutex::new(Vec::new()),
+            progress: super::Progress::new(),
+            seed,
+        }
+    }
 }
 
 impl Workspace {

@@ -381,6 +381,26 @@ impl Db {
         }
     }
 
+    /// Which of `unique_ids` are recorded COMPLETED (one statement, one lock: for the executor,
+    /// which checks a whole graph at once).
+    pub(crate) fn completed_among<'a>(
+        &self,
+        unique_ids: impl Iterator<Item = &'a str>,
+    ) -> Result<std::collections::HashSet<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT 1 FROM steps WHERE unique_id = ?1 AND state = 'COMPLETED'",
+            )?;
+            let mut done = std::collections::HashSet::new();
+            for id in unique_ids {
+                if st.exists([id])? {
+                    done.insert(id.to_owned());
+                }
+            }
+            Ok(done)
+        })
+    }
+
     /// Every step record.
     pub(crate) fn all(&self) -> Result<Vec<StepInfo>> {
         let rows = self.with(|c| {

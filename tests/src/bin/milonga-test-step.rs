@@ -1,15 +1,16 @@
 //! Runs one test step in its own process: `milonga-test-step <workspace> <step> <arg>`.
 //!
-//! Prints `<value> computed` or `<value> loaded`.
+//! Prints `<value> computed` or `<value> loaded`; `exec <jobs>` runs a shared graph with the
+//! executor and prints `<n> computed <m> loaded`.
 
-use milonga::{Step, Workspace};
-use milonga_tests::{Square, SquareV2};
+use milonga::{DynStep, Executor, Step, StepRef, Workspace};
+use milonga_tests::{Numbers, Scale, Square, SquareV2, Total};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, ws, step, arg, ..] = args.as_slice() else {
         return Err(
-            "usage: milonga-test-step <workspace> <square|square2|sleepy-square> <x>".into(),
+            "usage: milonga-test-step <workspace> <square|square2|sleepy-square|exec> <x>".into(),
         );
     };
     let ws = Workspace::open(ws)?;
@@ -29,6 +30,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let s = SquareV2 { x };
             let cached = ws.contains(&s)?;
             (*s.result(&ws)?, cached)
+        }
+        "exec" => {
+            // The shared graph of the executor tests, run with `x` workers: eight slow squares
+            // and four chains over one `Numbers`.
+            let numbers = StepRef::new(Numbers { n: 100 });
+            let mut targets: Vec<DynStep> = (1..=8)
+                .map(|i| {
+                    StepRef::new(Square {
+                        x: i,
+                        sleep_ms: 100,
+                    })
+                    .erased()
+                })
+                .collect();
+            for factor in 1..=4 {
+                let scaled = StepRef::new(Scale {
+                    numbers: numbers.clone(),
+                    factor,
+                });
+                targets.push(StepRef::new(Total { scaled, offset: 0 }).erased());
+            }
+            let outcome = Executor::new(&ws)
+                .jobs(x as usize)
+                .progress(false)
+                .run(targets)?;
+            outcome.check()?;
+            println!(
+                "{} computed {} loaded",
+                outcome.with_status("computed").count(),
+                outcome.with_status("loaded").count()
+            );
+            return Ok(());
         }
         other => return Err(format!("unknown step {other}").into()),
     };
