@@ -247,7 +247,7 @@ fn left_len(n: u64) -> u64 {
 fn read_pair(
     outboard: &dyn ReadAt,
     index: u64,
-    what: &str,
+    what: &(impl std::fmt::Display + ?Sized),
 ) -> Result<(ChainingValue, ChainingValue)> {
     let mut pair = [0u8; PAIR_LEN as usize];
     outboard
@@ -268,7 +268,7 @@ fn expected_leaf(
     group: u64,
     outboard: &dyn ReadAt,
     id: &ContentId,
-    what: &str,
+    what: &(impl std::fmt::Display + ?Sized),
 ) -> Result<(ChainingValue, bool)> {
     let (mut start, mut count, mut base) = (0u64, groups, 0u64);
     let mut expected: ChainingValue = id.0;
@@ -325,7 +325,7 @@ fn group_cv(group: u64, bytes: &[u8], is_root: bool) -> ChainingValue {
 /// The bytes of `range` of a file of `len` bytes with content id `id`, read from `data` and
 /// checked against `id` through `outboard` before they are returned: only the groups that cover
 /// the range are read and hashed, plus one 64-byte pair per level of the tree. `what` names the
-/// file in errors.
+/// file in errors (it is formatted only when there is one).
 ///
 /// # Errors
 /// [`Error::OutOfRange`] for a range past `len`; [`Error::ChecksumMismatch`] naming the group
@@ -337,7 +337,7 @@ pub fn verify_range(
     outboard: impl ReadAt,
     id: &ContentId,
     range: Range<u64>,
-    what: &str,
+    what: &(impl std::fmt::Display + ?Sized),
 ) -> Result<Vec<u8>> {
     if range.start > range.end || range.end > len {
         return Err(Error::OutOfRange {
@@ -359,7 +359,7 @@ pub fn verify_range(
         let end = (start + GROUP_BYTES).min(len);
         buf.resize((end - start) as usize, 0);
         data.read_exact_at(start, &mut buf)
-            .map_err(|e| Error::io(what, e))?;
+            .map_err(|e| Error::io(what.to_string(), e))?;
         let (expected, is_root) = expected_leaf(groups, g, &outboard, id, what)?;
         let actual = group_cv(g, &buf, is_root);
         if actual != expected {

@@ -222,6 +222,29 @@ fn main() -> Result<(), BoxError> {
     let a = whole.report(&format!("random get over all {n} records"));
     let b = in_cache.report("random get within the first chunk (in cache)");
     println!("ratio whole / in cache: {:.2}", a / b);
+    // The floor of any get: decompressing one block of a chunk already in memory.
+    let loaded = stream.chunks().load(&chunks[0])?;
+    let blocks = loaded.info.blocks.len() as u64;
+    let mut dctx = milonga::chunked::Decompressor::new();
+    let mut floor = Lat(Vec::with_capacity(gets));
+    let mut out = Vec::new();
+    for _ in 0..gets {
+        let block = rng.below(blocks) as usize;
+        out.clear();
+        let t = Instant::now();
+        loaded.info.decompress_block(
+            (*loaded.bytes).as_ref(),
+            block,
+            &chunks[0].name,
+            &mut out,
+            &mut dctx,
+        )?;
+        floor.0.push(t.elapsed());
+    }
+    floor.report("baseline: decompress one block of a chunk in memory (no I/O, no hashing)");
+    if args.iter().any(|a| a == "--gets-only") {
+        return Ok(());
+    }
     let t = Instant::now();
     let mut count = 0u64;
     for r in stream.iter() {

@@ -41,8 +41,20 @@ pub struct LocalStore {
 }
 
 /// How many objects range reads keep open (with their outboards in memory, up to
-/// [`MAX_CACHED_OUTBOARD`] each).
-const RANGE_HANDLES: usize = 256;
+/// [`MAX_CACHED_OUTBOARD`] each): an eighth of the process's limit of open files, between 64
+/// and 2,048 (2,048 chunk files are a stream of about 2 GiB).
+fn range_handles() -> usize {
+    // The soft limit, from /proc (no unsafe call needed); 256 where it cannot be read.
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<u64>().ok())
+        })
+        .map_or(256, |soft| (soft / 8).clamp(64, 2048) as usize)
+}
 /// Outboards up to this size (objects up to 256 MiB) are kept in memory by an open range
 /// handle; larger ones are read pair by pair from their file.
 const MAX_CACHED_OUTBOARD: u64 = 1 << 20;
@@ -157,7 +169,7 @@ impl LocalStore {
             tmp,
             sync: true,
             handles: Arc::new(Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(RANGE_HANDLES).expect("non-zero"),
+                std::num::NonZeroUsize::new(range_handles()).expect("at least 64"),
             ))),
         })
     }
@@ -515,7 +527,8 @@ impl ObjectStore for LocalStore {
     }
 
     fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>> {
-        let what = self.describe(id);
+        // Formatted only if there is an error to name the object in.
+        let what = Described(self, id);
         if let Some(h) = self.cached_handle(id, len) {
             match verify_range(&h.file, len, &h.outboard, id, range.clone(), &what) {
                 Err(Error::ChecksumMismatch { .. }) => {
@@ -694,6 +707,15 @@ impl LocalStore {
             sync: self.sync,
             handles: Arc::clone(&self.handles),
         })
+    }
+}
+
+/// An object's description ([`ObjectStore::describe`]), formatted only when displayed.
+struct Described<'a>(&'a LocalStore, &'a ContentId);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.describe(self.1))
     }
 }
 
