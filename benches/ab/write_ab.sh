@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Write throughput of two builds of `milonga-compare`, interleaved in one run so that both see
-# the same machine: stream and SQLite-sequence writes of N records into a fresh local workspace.
+# Write and read throughput of two builds of `milonga-compare`, interleaved in one run so that
+# both see the same machine: stream and SQLite-sequence writes of N records into a fresh local
+# workspace, then the stream's full iteration in a fresh process.
 #
 #   benches/ab/write_ab.sh OLD_BINARY NEW_BINARY [N] [ROUNDS]
 #
@@ -19,12 +20,18 @@ for r in $(seq "$rounds"); do
       rm -rf "$tmp/d"; mkdir -p "$tmp/d"
       ips=$("$bin" "$w" write --n "$n" --dir "$tmp/d" 2>/dev/null | tail -n 1 |
         python3 -c 'import json,sys; print(round(json.load(sys.stdin)["items_per_s"]))')
-      echo "round $r $w $b: $ips items/s"
+      echo "round $r $w write $b: $ips items/s"
       runs[$w.$b]="${runs[$w.$b]:-} $ips"
+      if [ "$w" = stream ]; then
+        ips=$("$bin" stream read --n "$n" --dir "$tmp/d" 2>/dev/null | tail -n 1 |
+          python3 -c 'import json,sys; print(round(json.load(sys.stdin)["iter_items_per_s"]))')
+        echo "round $r stream read $b: $ips items/s"
+        runs[read.$b]="${runs[read.$b]:-} $ips"
+      fi
     done
   done
 done
-for k in stream.old stream.new seq.old seq.new; do
+for k in stream.old stream.new seq.old seq.new read.old read.new; do
   med=$(printf '%s\n' ${runs[$k]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   echo "median $k: $med items/s"
 done

@@ -107,8 +107,9 @@ fn unsafe_fadvise(fd: i32) {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
+/// Bytes of all files below `dir`, and of the outboards among them.
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    let (mut total, mut outboards) = (0, 0);
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
@@ -120,10 +121,16 @@ fn dir_bytes(dir: &Path) -> u64 {
                 stack.push(e.path());
             } else {
                 total += m.len();
+                if e.file_name()
+                    .to_string_lossy()
+                    .ends_with(milonga::store::OUTBOARD_SUFFIX)
+                {
+                    outboards += m.len();
+                }
             }
         }
     }
-    total
+    (total, outboards)
 }
 
 fn main() -> Result<(), BoxError> {
@@ -182,8 +189,8 @@ fn main() -> Result<(), BoxError> {
         "stream of {n} records written in {took:.2?} ({:.2}M items/s)",
         n as f64 / took.as_secs_f64() / 1e6
     );
-    let objects = dir_bytes(&ws_dir.join(milonga::store::OBJECTS_DIR));
-    let outboards = dir_bytes(&ws_dir.join(milonga::store::OUTBOARDS_DIR));
+    let (all, outboards) = dir_bytes(&ws_dir.join(milonga::store::OBJECTS_DIR));
+    let objects = all - outboards;
     println!(
         "objects {objects} bytes, outboards {outboards} bytes ({:.3}%)",
         outboards as f64 * 100.0 / objects as f64

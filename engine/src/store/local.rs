@@ -1,8 +1,8 @@
 //! Objects in a local directory.
 //!
 //! Layout under the store root (see `docs/FORMAT.md`):
-//! `objects/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`, their BLAKE3 outboards at the same
-//! relative path under `outboards/v1/bao-g16k/` (objects of more than 16 KiB only), staged in
+//! `objects/v1/blake3/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`, the BLAKE3 outboard of each object
+//! of more than 16 KiB beside it as `<hex[4..]>.obao` (see [`OUTBOARD_SUFFIX`]), staged in
 //! `tmp/`; damaged objects are moved to `quarantine/`.
 
 use std::collections::HashMap;
@@ -20,9 +20,10 @@ use super::{map::map_file, ObjectStore, ObjectWriter, VerifyingReader};
 
 /// The path of the objects folder relative to the store root; the layout version is in the path.
 pub const OBJECTS_DIR: &str = "objects/v1/blake3";
-/// The path of the outboards folder relative to the store root: BLAKE3 outboards with 16 KiB
-/// chunk groups, post order (see [`milonga_sdk::outboard`]).
-pub const OUTBOARDS_DIR: &str = "outboards/v1/bao-g16k";
+/// The suffix of an outboard's file name, beside its object (`<60 hex>.obao`): BLAKE3
+/// outboards with 16 KiB chunk groups, post order (see [`milonga_sdk::outboard`]). In the
+/// object's own folder, so that writing it creates no folder.
+pub const OUTBOARD_SUFFIX: &str = ".obao";
 /// The staging folder for objects being written.
 pub const TMP_DIR: &str = "tmp";
 /// Where objects found damaged are moved, as `<hex>.<nanos>`.
@@ -33,7 +34,6 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 pub struct LocalStore {
     root: PathBuf,
     objects: PathBuf,
-    outboards: PathBuf,
     tmp: PathBuf,
     sync: bool,
     /// Open objects of recent range reads, shared by clones of the store.
@@ -157,7 +157,6 @@ impl LocalStore {
     /// An I/O error creating the folders.
     pub fn open(root: &Path) -> Result<Self> {
         let objects = root.join(OBJECTS_DIR);
-        let outboards = root.join(OUTBOARDS_DIR);
         let tmp = root.join(TMP_DIR);
         for d in [&objects, &tmp] {
             fs::create_dir_all(d).map_err(|e| Error::io(d.display(), e))?;
@@ -165,7 +164,6 @@ impl LocalStore {
         Ok(LocalStore {
             root: root.to_owned(),
             objects,
-            outboards,
             tmp,
             sync: true,
             handles: Arc::new(Mutex::new(lru::LruCache::new(
@@ -198,7 +196,9 @@ impl LocalStore {
 
     /// The path of the outboard of object `id` (objects of more than 16 KiB have one).
     pub fn outboard_path(&self, id: &ContentId) -> PathBuf {
-        Self::fan_out(&self.outboards, id)
+        let mut p = Self::fan_out(&self.objects, id).into_os_string();
+        p.push(OUTBOARD_SUFFIX);
+        PathBuf::from(p)
     }
 
     fn new_tmp_path(&self) -> PathBuf {
@@ -214,16 +214,9 @@ impl LocalStore {
             return Ok(());
         }
         let dest = self.outboard_path(id);
-        let parent = dest.parent().expect("outboard paths have parents");
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
-        let tmp = self.new_tmp_path();
-        let result = fs::write(&tmp, outboard)
-            .and_then(|()| fs::rename(&tmp, &dest))
-            .map_err(|e| Error::io(dest.display(), e));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        // Written in place: a torn or half-written outboard has the wrong length or fails
+        // verification, and is then rebuilt from the object.
+        fs::write(&dest, outboard).map_err(|e| Error::io(dest.display(), e))
     }
 
     /// Moves a complete, synced staging file into place under `id` (data first, then the
@@ -272,9 +265,6 @@ impl LocalStore {
                 }
             }
         }
-        // The outboard first: an object never appears without one (unless this process dies
-        // in between, and then the first range read rebuilds it).
-        self.write_outboard(id, outboard)?;
         let mut perms = fs::metadata(staged)
             .map_err(|e| Error::io(staged.display(), e))?
             .permissions();
@@ -284,6 +274,10 @@ impl LocalStore {
         if self.sync {
             sync_dir(parent)?;
         }
+        // The outboard after the object is durable, outside the commit's fsyncs: it is derived
+        // data (a process that dies before writing it leaves an object whose first range read
+        // or `verify` rebuilds it).
+        let _ = self.write_outboard(id, outboard);
         Ok(())
     }
 
@@ -702,7 +696,6 @@ impl LocalStore {
         Arc::new(LocalStore {
             root: self.root.clone(),
             objects: self.objects.clone(),
-            outboards: self.outboards.clone(),
             tmp: self.tmp.clone(),
             sync: self.sync,
             handles: Arc::clone(&self.handles),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use milonga_sdk::{ContentId, ReadSeek, Result, SharedBytes};
 
-pub use local::{LocalStore, OBJECTS_DIR, OUTBOARDS_DIR, QUARANTINE_DIR, TMP_DIR};
+pub use local::{LocalStore, OBJECTS_DIR, OUTBOARD_SUFFIX, QUARANTINE_DIR, TMP_DIR};
 pub use memory::MemoryStore;
 pub(crate) use verify::VerifyingReader;
 

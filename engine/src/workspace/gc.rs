@@ -106,17 +106,16 @@ impl Workspace {
     }
 }
 
-/// Removes outboards whose object is gone (its writer died between the two, or the object was
-/// quarantined or collected by an older release) and that are older than the grace period.
+/// Removes outboards whose object is gone (its object was quarantined or removed by hand, or
+/// collected by a process that died in between) and that are older than the grace period.
 /// Returns the bytes freed.
 fn remove_orphan_outboards(
     root: &std::path::Path,
     old_enough: &dyn Fn(&std::path::Path) -> bool,
 ) -> Result<u64> {
-    let base = root.join(crate::store::OUTBOARDS_DIR);
     let objects = root.join(crate::store::OBJECTS_DIR);
     let mut freed = 0;
-    let Ok(level1) = fs::read_dir(&base) else {
+    let Ok(level1) = fs::read_dir(&objects) else {
         return Ok(0);
     };
     for a in level1.flatten() {
@@ -128,12 +127,15 @@ fn remove_orphan_outboards(
                 continue;
             };
             for c in files.flatten() {
-                let object = objects
-                    .join(a.file_name())
-                    .join(b.file_name())
-                    .join(c.file_name());
                 let p = c.path();
-                if fs::symlink_metadata(&object).is_err() && old_enough(&p) {
+                let name = c.file_name();
+                let Some(object) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(crate::store::OUTBOARD_SUFFIX))
+                else {
+                    continue;
+                };
+                if fs::symlink_metadata(b.path().join(object)).is_err() && old_enough(&p) {
                     let len = c.metadata().map(|m| m.len()).unwrap_or(0);
                     fs::remove_file(&p).map_err(|e| Error::io(p.display(), e))?;
                     freed += len;
