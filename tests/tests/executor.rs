@@ -837,3 +837,172 @@ fn two_processes_running_one_graph_run_each_step_once() {
     expected.sort();
     assert_eq!(lines, expected);
 }
+
+// ---- following a producer that another process is writing --------------------------------
+
+/// Sums a `Count` stream, noting how many items it has read and whether the first one arrived
+/// while the producer's record still said RUNNING (it was being followed, not waited for).
+#[derive(Serialize)]
+struct SumFollowed {
+    input: StepRef<milonga_tests::streams::Count>,
+    #[serde(skip)]
+    seen: &'static AtomicU64,
+    #[serde(skip)]
+    first_while_running: &'static AtomicBool,
+    #[serde(skip)]
+    ws: Workspace,
+}
+
+impl Step for SumFollowed {
+    const NAME: &'static str = "exec::SumFollowed";
+    type Output = u64;
+    type Format = PostcardFormat;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<u64, BoxError> {
+        let reader = ctx.input(&self.input)?;
+        let input_id = self.input.unique_id()?;
+        let mut sum = 0;
+        for item in reader.iter() {
+            if self.seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                let state = self.ws.step_info(&input_id)?.map(|i| i.state);
+                self.first_while_running
+                    .store(state == Some(StepState::Running), Ordering::SeqCst);
+            }
+            sum += item?;
+        }
+        Ok(sum)
+    }
+}
+
+/// Starts `milonga-test-stream` writing `Count { n }` slowly into `ws`, and waits until its
+/// record says RUNNING.
+fn spawn_slow_producer(ws: &std::path::Path, n: u64, delay_us: u64) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_milonga-test-stream"))
+        .arg(ws)
+        .arg(n.to_string())
+        .arg(delay_us.to_string())
+        .arg("0")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = StepRef::new(milonga_tests::streams::Count {
+        n,
+        delay_us: 0,
+        resumable: false,
+    })
+    .unique_id()
+    .unwrap();
+    let reader = Workspace::open(ws).unwrap();
+    for _ in 0..6000 {
+        if reader.step_info(&id).unwrap().map(|i| i.state) == Some(StepState::Running) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the producer process never started");
+}
+
+#[test]
+fn a_consumer_follows_a_producer_running_in_another_process() {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    static WHILE_RUNNING: AtomicBool = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000;
+    let mut producer = spawn_slow_producer(dir.path(), n, 10_000);
+    let ws = Workspace::open(dir.path()).unwrap();
+    let count = StepRef::new(milonga_tests::streams::Count {
+        n,
+        delay_us: 0,
+        resumable: false,
+    });
+    let sum = StepRef::new(SumFollowed {
+        input: count.clone(),
+        seen: &SEEN,
+        first_while_running: &WHILE_RUNNING,
+        ws: ws.clone(),
+    });
+    let outcome = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    assert!(outcome.is_success(), "{outcome}");
+    assert!(producer.wait().unwrap().success());
+    assert!(
+        WHILE_RUNNING.load(Ordering::SeqCst),
+        "the consumer read its first item while the other process was still writing"
+    );
+    assert!(
+        matches!(
+            outcome.get(&count.unique_id().unwrap()).unwrap().status,
+            Status::Loaded
+        ),
+        "the producer was computed by the other process, not here: {outcome}"
+    );
+    assert_eq!(*sum.result(&ws).unwrap(), n * (n - 1) / 2);
+}
+
+#[test]
+fn a_producer_process_killed_mid_stream_fails_its_consumer() {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    static WHILE_RUNNING: AtomicBool = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000;
+    let mut producer = spawn_slow_producer(dir.path(), n, 50_000);
+    let ws = Workspace::open(dir.path()).unwrap();
+    let count = StepRef::new(milonga_tests::streams::Count {
+        n,
+        delay_us: 0,
+        resumable: false,
+    });
+    let sum = StepRef::new(SumFollowed {
+        input: count.clone(),
+        seen: &SEEN,
+        first_while_running: &WHILE_RUNNING,
+        ws: ws.clone(),
+    });
+    let outcome = std::thread::scope(|s| {
+        let run = s.spawn(|| Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap());
+        while SEEN.load(Ordering::SeqCst) == 0 && !run.is_finished() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        producer.kill().unwrap();
+        let at_kill = SEEN.load(Ordering::SeqCst);
+        producer.wait().unwrap();
+        (run.join().unwrap(), at_kill)
+    });
+    let (outcome, at_kill) = outcome;
+    assert!(
+        WHILE_RUNNING.load(Ordering::SeqCst),
+        "the consumer was following the other process"
+    );
+    assert!(
+        at_kill > 0 && at_kill < n,
+        "killed mid-stream: {at_kill} items read"
+    );
+    let sum_id = sum.unique_id().unwrap();
+    match &outcome.get(&sum_id).unwrap().status {
+        Status::Failed(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("died") || text.contains("stopped before completing"),
+                "{text}"
+            );
+        }
+        other => {
+            panic!("the consumer must fail, not finish on a short stream: {other:?}\n{outcome}")
+        }
+    }
+    assert_ne!(
+        ws.step_info(&sum_id).unwrap().map(|i| i.state),
+        Some(StepState::Completed)
+    );
+    // The producer itself was taken over by this process and completed; a new run completes the
+    // consumer from it.
+    assert!(
+        outcome
+            .get(&count.unique_id().unwrap())
+            .unwrap()
+            .status
+            .is_ok(),
+        "{outcome}"
+    );
+    let again = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    assert!(again.is_success(), "{again}");
+    assert_eq!(*sum.result(&ws).unwrap(), n * (n - 1) / 2);
+}

@@ -163,7 +163,31 @@ fn resolve<S: Step>(
     ws.inner
         .check_writable(|| format!("running step {unique_id} (it has no result yet)"))?;
     // Single flight: one process runs the step, the others wait here and then read its result.
-    let _lock = ws.inner.lock_step(&unique_id)?;
+    // While another process (or thread) holds the lock, it is writing the step: an executor
+    // is told, so that consumers of a stream may follow that writer instead of waiting for it.
+    let _lock = match ws.inner.try_lock_step(&unique_id)? {
+        Some(lock) => lock,
+        None => {
+            scope.started(&unique_id);
+            let lock = ws.inner.lock_step(&unique_id)?;
+            if stored::<S>(ws, &unique_id, &format, false)?.is_none() {
+                // The writer we may have been followed died (or failed) before completing: what
+                // followers read came from it, so their results must not count, even though
+                // the step is now computed again below.
+                let why = ws
+                    .inner
+                    .db
+                    .get(&unique_id)?
+                    .and_then(|i| i.owner)
+                    .map_or_else(
+                        || "the process writing it stopped before completing".to_owned(),
+                        |o| format!("the process writing it ({o}) stopped before completing"),
+                    );
+                scope.fail_flight(&unique_id, why);
+            }
+            lock
+        }
+    };
     if scope.take_refresh(&unique_id) {
         ws.inner.cache_lock().remove(&unique_id);
     } else if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {

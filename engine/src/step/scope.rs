@@ -36,9 +36,15 @@ impl Flight {
             .is_some()
     }
 
-    /// Records the end of the step and wakes those waiting for it.
+    /// Records the end of the step and wakes those waiting for it. The first outcome recorded
+    /// stands: a flight that failed (its writer died while followed) stays failed even if the
+    /// step is then computed again.
     pub(crate) fn finish(&self, outcome: std::result::Result<(), String>) {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        if done.is_none() {
+            *done = Some(outcome);
+        }
+        drop(done);
         self.cv.notify_all();
     }
 
@@ -197,7 +203,16 @@ impl Scope {
         flights.get(unique_id).filter(|f| !f.is_done()).cloned()
     }
 
-    /// Tells the executor (if any) that a step started running.
+    /// Ends the flight of `unique_id` (if the executor started one) with an error: what its
+    /// followers read came from a writer that is gone.
+    pub(crate) fn fail_flight(&self, unique_id: &str, message: String) {
+        if let Some(f) = self.flight(unique_id) {
+            f.finish(Err(message));
+        }
+    }
+
+    /// Tells the executor (if any) that a step started running (here, or in another process
+    /// that holds its lock).
     pub(crate) fn started(&self, unique_id: &str) {
         if let Some(tx) = &self.on_start {
             let _ = tx.send(unique_id.to_owned());
