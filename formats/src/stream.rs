@@ -377,6 +377,7 @@ impl<T, C: Codec<T> + Clone> StreamReader<T, C> {
             current: None,
             pos: 0,
             done: start >= end,
+            from_memory: 0,
         }
     }
 
@@ -409,6 +410,8 @@ pub struct StreamIter<T, C = PostcardCodec> {
     /// Byte offset of the next item in `current`'s payload.
     pos: usize,
     done: bool,
+    /// Chunks taken from the memory of a writer in this process.
+    from_memory: u64,
 }
 
 impl<T, C> fmt::Debug for StreamIter<T, C> {
@@ -421,6 +424,15 @@ impl<T, C> fmt::Debug for StreamIter<T, C> {
 }
 
 impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
+    /// How many chunks this iterator has taken from the memory of a writer in this process
+    /// instead of reading them back from their files: a stream followed while it is written
+    /// in the same process (a pipelined consumer) gets its items as the writer seals them,
+    /// without reading, verifying or decompressing them; one that falls more than a few chunks
+    /// behind the writer reads the rest from the files.
+    pub fn chunks_from_memory(&self) -> u64 {
+        self.from_memory
+    }
+
     /// The encoded bytes of the next item (borrowed from the decompressed chunk, no copy), or
     /// `Ok(None)` at the end.
     ///
@@ -540,7 +552,9 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
             let Some(chunks) = self.chunks.as_mut() else {
                 return Ok(None);
             };
-            match chunks.next() {
+            let next = chunks.next();
+            self.from_memory = chunks.from_memory();
+            match next {
                 Some(Ok(c)) => {
                     if let Some(old) = self.current.take() {
                         chunks.recycle(old);

@@ -129,6 +129,14 @@ pub trait ArtifactWriter: Send + Sync {
     /// [`Error::MissingFile`](crate::Error::MissingFile),
     /// [`Error::ChecksumMismatch`](crate::Error::ChecksumMismatch) or an I/O error.
     fn durable_bytes(&self, name: &str) -> Result<SharedBytes>;
+
+    /// A name for this artifact that a reader following it *in the same process* also
+    /// reports ([`ArtifactReader::live_key`]), so that a format may hand what it writes to
+    /// such readers in memory as well as writing it (they then skip reading back, checking and
+    /// decompressing it). `None` (the default): readers always read the files.
+    fn live_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A seekable reader over one file of an artifact whose every byte is verified before it is
@@ -328,6 +336,13 @@ pub trait ArtifactReader: Send + Sync {
     fn wait_for_change(&self, known: usize, timeout: Duration) -> Result<()> {
         let _ = (known, timeout);
         Ok(())
+    }
+
+    /// For an artifact followed while it is written: the writer's
+    /// [`ArtifactWriter::live_key`], so that a format can receive what a writer in this process
+    /// hands over in memory. `None` (the default) for complete artifacts.
+    fn live_key(&self) -> Option<String> {
+        None
     }
 }
 

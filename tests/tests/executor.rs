@@ -1006,3 +1006,125 @@ fn a_producer_process_killed_mid_stream_fails_its_consumer() {
     assert!(again.is_success(), "{again}");
     assert_eq!(*sum.result(&ws).unwrap(), n * (n - 1) / 2);
 }
+
+// ---- pipelined consumers take chunks from the writer's memory ------------------------------
+
+/// Streams `i % 1000` for `i` in `0..n`, in default-sized (1 MiB) chunks.
+#[derive(Serialize)]
+struct Numbers {
+    tag: &'static str,
+    n: u64,
+}
+
+impl Step for Numbers {
+    const NAME: &'static str = "exec::Numbers";
+    type Output = Stream<u64>;
+    type Format = StreamFormat<u64>;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<Stream<u64>, BoxError> {
+        Ok(Stream::new((0..self.n).map(|i| i % 1000)))
+    }
+}
+
+/// Sums a stream, recording how many of its chunks came from the writer's memory; optionally
+/// stops after its first item until the producer has completed (so that it falls behind).
+#[derive(Serialize)]
+struct SumLive {
+    input: StepRef<Numbers>,
+    #[serde(skip)]
+    from_memory: &'static AtomicU64,
+    #[serde(skip)]
+    lag_behind: Option<Workspace>,
+}
+
+impl Step for SumLive {
+    const NAME: &'static str = "exec::SumLive";
+    type Output = (u64, u64);
+    type Format = PostcardFormat;
+    fn run(&self, ctx: &mut Context<'_>) -> Result<(u64, u64), BoxError> {
+        let reader = ctx.input(&self.input)?;
+        let mut items = reader.iter();
+        let (mut count, mut sum) = (0u64, 0u64);
+        while let Some(x) = items.next() {
+            sum += x?;
+            count += 1;
+            if count == 1 {
+                if let Some(ws) = &self.lag_behind {
+                    let id = self.input.unique_id()?;
+                    for _ in 0..12_000 {
+                        let state = ws.step_info(&id)?.map(|i| i.state);
+                        if state == Some(StepState::Completed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        self.from_memory
+            .store(items.chunks_from_memory(), Ordering::SeqCst);
+        Ok((count, sum))
+    }
+}
+
+fn numbers_sum(n: u64) -> u64 {
+    (0..n).map(|i| i % 1000).sum()
+}
+
+#[test]
+fn a_pipelined_consumer_takes_chunks_from_the_writers_memory() {
+    static PIPED: AtomicU64 = AtomicU64::new(0);
+    static PLAIN: AtomicU64 = AtomicU64::new(u64::MAX);
+    let n = 1_500_000;
+    let run = |pipelined: bool, from_memory: &'static AtomicU64| {
+        let ws = Workspace::memory().unwrap();
+        let sum = StepRef::new(SumLive {
+            input: Numbers { tag: "memory", n }.into(),
+            from_memory,
+            lag_behind: None,
+        });
+        let outcome = Executor::new(&ws)
+            .jobs(2)
+            .pipeline(pipelined)
+            .run([sum.erased()])
+            .unwrap();
+        assert!(outcome.is_success(), "{outcome}");
+        *sum.result(&ws).unwrap()
+    };
+    assert_eq!(run(true, &PIPED), (n, numbers_sum(n)));
+    assert_eq!(run(false, &PLAIN), (n, numbers_sum(n)));
+    assert!(
+        PIPED.load(Ordering::SeqCst) > 0,
+        "a consumer running beside its producer reads from memory"
+    );
+    assert_eq!(
+        PLAIN.load(Ordering::SeqCst),
+        0,
+        "a consumer of a stored stream reads its files"
+    );
+}
+
+#[test]
+fn a_consumer_behind_its_writer_reads_the_rest_from_the_files() {
+    static FROM_MEMORY: AtomicU64 = AtomicU64::new(0);
+    // About 9 MB of items: twice as many chunks (1 MiB each) as the writer keeps for followers.
+    let n = 3_000_000;
+    let ws = Workspace::memory().unwrap();
+    let numbers = StepRef::new(Numbers { tag: "behind", n });
+    let sum = StepRef::new(SumLive {
+        input: numbers.clone(),
+        from_memory: &FROM_MEMORY,
+        lag_behind: Some(ws.clone()),
+    });
+    let outcome = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    assert!(outcome.is_success(), "{outcome}");
+    assert_eq!(*sum.result(&ws).unwrap(), (n, numbers_sum(n)));
+    let stored = numbers.result(&ws).unwrap();
+    assert_eq!(stored.len().unwrap(), n);
+    let chunks = stored.chunks().known_chunks().len() as u64;
+    let from_memory = FROM_MEMORY.load(Ordering::SeqCst);
+    assert!(
+        from_memory >= 1 && from_memory < chunks,
+        "{from_memory} of {chunks} chunks from memory: the first while the writer ran, the \
+         rest (dropped from its window) from the files"
+    );
+}

@@ -225,7 +225,17 @@ impl Drop for StepFileWriter {
     }
 }
 
+/// The name under which a step's artifact is handed in memory from its writer to followers in
+/// the same process (see [`ArtifactWriter::live_key`]).
+fn live_key(ws: &Inner, unique_id: &str) -> String {
+    format!("{}#{unique_id}", ws.dir.display())
+}
+
 impl ArtifactWriter for StepArtifactWriter {
+    fn live_key(&self) -> Option<String> {
+        Some(live_key(&self.ws, &self.unique_id))
+    }
+
     fn create(&self, name: &str) -> Result<Box<dyn FileWriter>> {
         self.reserve(name)?;
         let object = self.ws.store.writer()?;
@@ -475,6 +485,10 @@ impl FollowedArtifact {
 }
 
 impl ArtifactReader for FollowedArtifact {
+    fn live_key(&self) -> Option<String> {
+        Some(live_key(&self.ws, &self.unique_id))
+    }
+
     fn describe(&self) -> String {
         format!("artifact of step {} (followed)", self.unique_id)
     }

@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     url: String,
     root: Option<PathBuf>,
     /// Holds `work/`, `locks/` and materialized files: the root, or a temporary folder.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) db: Db,
     pub(crate) cache: Mutex<MemoryCache>,

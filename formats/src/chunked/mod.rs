@@ -22,6 +22,7 @@
 
 mod chunk;
 mod end;
+mod live;
 mod reader;
 mod writer;
 

@@ -14,6 +14,7 @@ use milonga_sdk::{ArtifactHandle, ArtifactStatus, Error, FileEntry, Result, Shar
 
 use super::chunk::{ChunkInfo, Decompressor, Items};
 use super::end::{EndRecord, IndexEntry, StreamLayout};
+use super::live::{self, Live, Next};
 use super::writer::check_chunk;
 
 /// Default budget of the cache of parsed chunk headers (block tables) used by random access, in
@@ -780,6 +781,19 @@ pub struct DecodedChunks {
     recycle: Sender<Vec<u8>>,
     done: bool,
     stop: Arc<AtomicBool>,
+    /// Chunks taken from a writer in this process (see the `live` module) until it is behind.
+    live: Option<LiveCursor>,
+    /// How many chunks came from the writer's memory.
+    from_memory: u64,
+}
+
+/// Where a follower taking chunks from memory is, and what it needs to go on from the files.
+struct LiveCursor {
+    live: Arc<Live>,
+    reader: ChunkedReader,
+    next_seq: u64,
+    next_item: u64,
+    ahead: usize,
 }
 
 impl Drop for DecodedChunks {
@@ -798,6 +812,86 @@ impl std::fmt::Debug for DecodedChunks {
 
 impl DecodedChunks {
     fn start(reader: ChunkedReader, first_seq: u64, from_item: u64, ahead: usize) -> Self {
+        // A stream that a writer in this process is writing now: its chunks come from memory.
+        let key = reader
+            .inner
+            .artifact
+            .live_key()
+            .map(|k| format!("{k}\0{}", reader.inner.layout.prefix()));
+        if let Some(live) = key.as_deref().and_then(live::find) {
+            let (recycle, _) = bounded::<Vec<u8>>(1);
+            return DecodedChunks {
+                rx: None,
+                recycle,
+                done: false,
+                stop: Arc::new(AtomicBool::new(false)),
+                live: Some(LiveCursor {
+                    live,
+                    reader,
+                    next_seq: first_seq,
+                    next_item: from_item,
+                    ahead,
+                }),
+                from_memory: 0,
+            };
+        }
+        Self::from_files(reader, first_seq, from_item, ahead)
+    }
+
+    /// The next chunk from the writer's memory; `None` once it is behind (read the files).
+    fn next_live(&mut self) -> Option<Option<Result<DecodedChunk>>> {
+        let cur = self.live.as_mut()?;
+        match cur.live.at(cur.next_item) {
+            Next::Segment(s) => {
+                let first = s.first_item;
+                let end = first + u64::from(s.item_count);
+                cur.next_item = end;
+                cur.next_seq = s.seq + 1;
+                self.from_memory += 1;
+                let name = cur
+                    .reader
+                    .inner
+                    .layout
+                    .chunk_name(s.seq, first, s.item_count);
+                Some(Some(Ok(DecodedChunk {
+                    chunk: KnownChunk {
+                        seq: s.seq,
+                        name,
+                        entry: IndexEntry {
+                            first_item: first,
+                            item_count: s.item_count,
+                            len: 0,
+                            id: milonga_sdk::ContentId([0; 32]),
+                        },
+                    },
+                    first_item: first,
+                    item_count: s.item_count,
+                    payload: s.payload.clone(),
+                })))
+            }
+            Next::End => {
+                self.done = true;
+                Some(None)
+            }
+            Next::Failed(why) => {
+                self.done = true;
+                Some(Some(Err(Error::Source(format!(
+                    "the writer of {} failed after {} items, so the stream is incomplete: {why}",
+                    cur.reader.inner.artifact.describe(),
+                    cur.next_item
+                )))))
+            }
+            Next::Behind => {
+                let cur = self.live.take()?;
+                let from_memory = self.from_memory;
+                *self = Self::from_files(cur.reader, cur.next_seq, cur.next_item, cur.ahead);
+                self.from_memory = from_memory;
+                None
+            }
+        }
+    }
+
+    fn from_files(reader: ChunkedReader, first_seq: u64, from_item: u64, ahead: usize) -> Self {
         let (tx, rx) = bounded::<Msg>(ahead.max(1));
         let (recycle, recycled) = bounded::<Vec<u8>>(ahead.max(1) + 2);
         let stop = Arc::new(AtomicBool::new(false));
@@ -878,6 +972,8 @@ impl DecodedChunks {
                 recycle,
                 done: false,
                 stop,
+                live: None,
+                from_memory: 0,
             },
             Err(e) => {
                 let (tx, rx) = bounded(1);
@@ -887,9 +983,17 @@ impl DecodedChunks {
                     recycle,
                     done: false,
                     stop,
+                    live: None,
+                    from_memory: 0,
                 }
             }
         }
+    }
+
+    /// How many of the chunks returned so far came from the memory of a writer in this process
+    /// (a stream followed while it is written) instead of being read back from their files.
+    pub fn from_memory(&self) -> u64 {
+        self.from_memory
     }
 
     /// Gives a finished chunk's buffer back for reuse.
@@ -904,6 +1008,9 @@ impl Iterator for DecodedChunks {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if let Some(next) = self.next_live() {
+            return next;
         }
         let msg = self.rx.as_ref().map(Receiver::recv);
         match msg {

@@ -10,6 +10,7 @@ use milonga_sdk::{ArtifactWriter, Error, FileEntry, Result};
 
 use super::chunk::{varint_len, ChunkEncoder, ChunkInfo, Compression, RawBlock, MAX_CHUNK_PAYLOAD};
 use super::end::{EndRecord, IndexEntry, StreamLayout};
+use super::live::{self, LiveWriter, Segment};
 
 /// How a stream is cut into chunks and blocks, and how it is compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +223,8 @@ pub struct ChunkSink<'a> {
     first_item: u64,
     scratch: Vec<u8>,
     closed: bool,
+    /// Followers in this process that take sealed chunks from memory.
+    live: LiveWriter,
 }
 
 impl std::fmt::Debug for ChunkSink<'_> {
@@ -308,6 +311,19 @@ impl ChunkSink<'_> {
             item_count: self.chunk_items as u32,
             blocks: std::mem::take(&mut self.blocks),
         };
+        self.live.push(|| {
+            let len = job.blocks.iter().map(|b| b.data.len()).sum();
+            let mut payload = Vec::with_capacity(len);
+            for b in &job.blocks {
+                payload.extend_from_slice(&b.data);
+            }
+            Segment {
+                seq: job.seq,
+                first_item: job.first_item,
+                item_count: job.item_count,
+                payload,
+            }
+        });
         self.seq += 1;
         self.first_item += self.chunk_items;
         self.chunk_items = 0;
@@ -364,10 +380,14 @@ where
         first_item: resume.items(),
         scratch: Vec::new(),
         closed: resume.end.is_some(),
+        live: LiveWriter(None),
     };
     if let Some(end) = resume.end {
         produce(&mut sink)?;
         return Ok(end);
+    }
+    if let Some(key) = artifact.live_key() {
+        sink.live = LiveWriter(Some(live::publish(format!("{key}\0{}", layout.prefix()))));
     }
     let queue = options.queue.max(1);
     let workers = options.workers.max(1);
@@ -443,7 +463,18 @@ where
             .join()
             .unwrap_or_else(|_| Err(Error::Unsupported("the chunk writer panicked".into())));
         // The chunks sealed before the panic are durable now; the panic goes on.
-        let produced = produced.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let produced = produced.unwrap_or_else(|p| {
+            let text = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the producer panicked".into());
+            sink.live.fail(format!("panicked: {text}"));
+            std::panic::resume_unwind(p)
+        });
+        if let Err(e) = written.as_ref().and(produced.as_ref()) {
+            sink.live.fail(e.to_string());
+        }
         Ok::<_, Error>((produced, written))
     })?;
     // A background failure is the cause of a producer's "stopped" error: report it first.
@@ -457,5 +488,6 @@ where
     file.write_all(&end.encode())
         .map_err(|e| Error::io(&name, e))?;
     file.finish()?;
+    std::mem::replace(&mut sink.live, LiveWriter(None)).finish(end.item_count);
     Ok(end)
 }
