@@ -15,9 +15,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 /// How many bytes of recent chunks a live stream keeps for its followers.
 pub(crate) const WINDOW_BYTES: usize = 4 << 20;
+
+/// How long a writer whose window is full waits for a follower to take its oldest chunk before
+/// dropping it (the follower then reads from the files, and is not waited for again).
+pub(crate) const FOLLOWER_WAIT: Duration = Duration::from_millis(250);
 
 /// One sealed chunk: its items, uncompressed, length-prefixed, back to back.
 #[derive(Debug)]
@@ -40,6 +45,9 @@ struct State {
     bytes: usize,
     /// `Ok(item count)` once the end record is written; the writer's error if it failed.
     end: Option<Result<u64, String>>,
+    /// The next item of each follower taking chunks from memory, by follower number.
+    followers: HashMap<u64, u64>,
+    next_follower: u64,
 }
 
 /// A stream being written in this process, as its followers see it.
@@ -57,8 +65,9 @@ pub(crate) enum Next {
     End,
     /// The writer failed.
     Failed(String),
-    /// The item's chunk is no longer (or never was) kept: read it from the files.
-    Behind,
+    /// The item's chunk is no longer (or never was) kept: read it from the files, up to the
+    /// first item of the oldest chunk kept (given).
+    Behind(u64),
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Live>>> {
@@ -88,7 +97,9 @@ impl Live {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes a sealed chunk, dropping the oldest ones beyond the window.
+    /// Publishes a sealed chunk. Beyond the window, the oldest chunk is dropped once every
+    /// follower has taken it; a follower that takes none for [`FOLLOWER_WAIT`] is left behind
+    /// (it reads from the files) so that a stalled follower never stalls the writer for long.
     pub(crate) fn push(&self, segment: Segment) {
         let mut st = self.lock();
         if st.end.is_some() {
@@ -96,12 +107,51 @@ impl Live {
         }
         st.bytes += segment.payload.len();
         st.segments.push_back(Arc::new(segment));
+        self.changed.notify_all();
+        let mut deadline: Option<Instant> = None;
         while st.bytes > WINDOW_BYTES && st.segments.len() > 1 {
+            let Some(front_end) = st.segments.front().map(|s| s.end_item()) else {
+                break;
+            };
+            let waiting_for = st.followers.values().any(|&next| next < front_end);
+            if waiting_for {
+                let now = Instant::now();
+                let until = *deadline.get_or_insert(now + FOLLOWER_WAIT);
+                if now < until {
+                    st = self
+                        .changed
+                        .wait_timeout(st, until - now)
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                    continue;
+                }
+                // Stalled: stop waiting for the followers that still need the oldest chunk.
+                st.followers.retain(|_, next| *next >= front_end);
+            }
             if let Some(old) = st.segments.pop_front() {
                 st.bytes -= old.payload.len();
             }
+            deadline = None;
         }
-        drop(st);
+    }
+
+    /// Registers a follower about to read from item `item`; its number.
+    pub(crate) fn join(&self, item: u64) -> u64 {
+        let mut st = self.lock();
+        let id = st.next_follower;
+        st.next_follower += 1;
+        st.followers.insert(id, item);
+        id
+    }
+
+    /// A follower that reads the chunks before `item` from the files asks the writer to keep
+    /// the chunks from `item` on for it (for a while: see [`Live::push`]).
+    pub(crate) fn reserve(&self, follower: u64, item: u64) {
+        self.lock().followers.insert(follower, item);
+    }
+
+    /// A follower that stops taking chunks from memory.
+    pub(crate) fn leave(&self, follower: u64) {
+        self.lock().followers.remove(&follower);
         self.changed.notify_all();
     }
 
@@ -115,9 +165,12 @@ impl Live {
         self.changed.notify_all();
     }
 
-    /// The chunk holding item `item`, waiting for it while the writer goes on.
-    pub(crate) fn at(&self, item: u64) -> Next {
+    /// The chunk holding item `item`, waiting for it while the writer goes on; `follower`
+    /// has taken everything before `item`.
+    pub(crate) fn at(&self, follower: u64, item: u64) -> Next {
         let mut st = self.lock();
+        st.followers.insert(follower, item);
+        self.changed.notify_all();
         loop {
             let found = st
                 .segments
@@ -127,13 +180,15 @@ impl Live {
             if let Some(s) = found {
                 return Next::Segment(s);
             }
-            if st.segments.front().is_some_and(|s| item < s.first_item) {
-                return Next::Behind;
+            if let Some(oldest) = st.segments.front().map(|s| s.first_item) {
+                if item < oldest {
+                    return Next::Behind(oldest);
+                }
             }
             match &st.end {
                 Some(Ok(total)) if item >= *total => return Next::End,
                 // Ended, yet the item is neither kept nor past the end: it was dropped.
-                Some(Ok(_)) => return Next::Behind,
+                Some(Ok(total)) => return Next::Behind(*total),
                 Some(Err(e)) => return Next::Failed(e.clone()),
                 None => {}
             }

@@ -790,15 +790,26 @@ pub struct DecodedChunks {
 /// Where a follower taking chunks from memory is, and what it needs to go on from the files.
 struct LiveCursor {
     live: Arc<Live>,
+    /// Its number among the live stream's followers.
+    follower: u64,
     reader: ChunkedReader,
     next_seq: u64,
     next_item: u64,
     ahead: usize,
+    /// While it reads from the files the chunks the writer no longer keeps: the item (a chunk
+    /// boundary) where it takes chunks from memory again.
+    rejoin_at: Option<u64>,
 }
 
 impl Drop for DecodedChunks {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LiveCursor {
+    fn drop(&mut self) {
+        self.live.leave(self.follower);
     }
 }
 
@@ -826,11 +837,13 @@ impl DecodedChunks {
                 done: false,
                 stop: Arc::new(AtomicBool::new(false)),
                 live: Some(LiveCursor {
+                    follower: live.join(from_item),
                     live,
                     reader,
                     next_seq: first_seq,
                     next_item: from_item,
                     ahead,
+                    rejoin_at: None,
                 }),
                 from_memory: 0,
             };
@@ -838,10 +851,14 @@ impl DecodedChunks {
         Self::from_files(reader, first_seq, from_item, ahead)
     }
 
-    /// The next chunk from the writer's memory; `None` once it is behind (read the files).
+    /// The next chunk from the writer's memory; `None` to read the next one from the files
+    /// (which this starts when the writer no longer keeps the chunk the follower needs).
     fn next_live(&mut self) -> Option<Option<Result<DecodedChunk>>> {
         let cur = self.live.as_mut()?;
-        match cur.live.at(cur.next_item) {
+        if cur.rejoin_at.is_some() {
+            return None;
+        }
+        match cur.live.at(cur.follower, cur.next_item) {
             Next::Segment(s) => {
                 let first = s.first_item;
                 let end = first + u64::from(s.item_count);
@@ -881,13 +898,39 @@ impl DecodedChunks {
                     cur.next_item
                 )))))
             }
-            Next::Behind => {
-                let cur = self.live.take()?;
-                let from_memory = self.from_memory;
-                *self = Self::from_files(cur.reader, cur.next_seq, cur.next_item, cur.ahead);
-                self.from_memory = from_memory;
+            Next::Behind(oldest) => {
+                // Read the gap from the files, asking the writer to keep what follows it.
+                cur.live.reserve(cur.follower, oldest);
+                cur.rejoin_at = Some(oldest);
+                let (seq, item, ahead) = (cur.next_seq, cur.next_item, cur.ahead);
+                let files = Self::from_files(cur.reader.clone(), seq, item, ahead);
+                self.use_files(files);
                 None
             }
+        }
+    }
+
+    /// Reads from `files` from now on (stopping any earlier read-ahead thread).
+    fn use_files(&mut self, mut files: DecodedChunks) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.rx = files.rx.take();
+        self.recycle = files.recycle.clone();
+        self.stop = Arc::clone(&files.stop);
+        // `files` is dropped without stopping the thread it started: that thread is ours now.
+        files.stop = Arc::new(AtomicBool::new(false));
+    }
+
+    /// After a chunk read from the files: back to memory once the gap is read.
+    fn after_file_chunk(&mut self, chunk: &DecodedChunk) {
+        let Some(cur) = self.live.as_mut() else {
+            return;
+        };
+        if cur.rejoin_at.is_some_and(|at| chunk.end_item() >= at) {
+            cur.rejoin_at = None;
+            cur.next_item = chunk.end_item();
+            cur.next_seq = chunk.chunk.seq + 1;
+            self.stop.store(true, Ordering::Relaxed);
+            self.rx = None;
         }
     }
 
@@ -1014,7 +1057,10 @@ impl Iterator for DecodedChunks {
         }
         let msg = self.rx.as_ref().map(Receiver::recv);
         match msg {
-            Some(Ok(Msg::Chunk(Ok(c)))) => Some(Ok(c)),
+            Some(Ok(Msg::Chunk(Ok(c)))) => {
+                self.after_file_chunk(&c);
+                Some(Ok(c))
+            }
             Some(Ok(Msg::Chunk(Err(e)))) => {
                 self.done = true;
                 Some(Err(e))
