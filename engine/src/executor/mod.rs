@@ -24,6 +24,11 @@ use crate::workspace::Workspace;
 ///
 /// A pipelined consumer runs on a thread of its own rather than on a worker: it advances at its
 /// producer's pace, and a chain of `k` streaming steps then overlaps fully whatever `jobs` is.
+/// It takes the producer's chunks from memory as they are sealed (the writer keeps its last
+/// few MiB of chunks for its followers), so it does not read back, verify or decompress what
+/// the producer has just written; a consumer that falls behind reads the gap from the files.
+/// A producer that another process is writing is followed too (from its files), and a
+/// producer that fails or dies fails its consumers, never hands them a short stream.
 ///
 /// Every cacheable step is *ensured*: computed and stored if it is missing, never read back by
 /// the executor. An uncacheable step runs only inside the steps that need it (once per run), or
