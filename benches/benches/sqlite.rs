@@ -4,6 +4,8 @@
 //! `(i INTEGER PRIMARY KEY, v BLOB)` table with rusqlite (same pragmas, same batches).
 //!
 //! `cargo bench -p milonga-benches --bench sqlite` (about a minute).
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! Micro-measurement of the SQLite sequence on 1,000,000 benchmark records (not a test):
 //! `cargo test -p milonga-formats --release --test sqlite_bench -- --ignored --nocapture`
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::Instant;
 

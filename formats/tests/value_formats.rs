@@ -1,4 +1,8 @@
 //! The single-value formats: golden bytes, round-trips, and every kind of bad input.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+// The allocation meter at the end of this file is a `GlobalAlloc`, which needs `unsafe`.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
