@@ -46,6 +46,8 @@ mod codec;
 mod sqlite;
 mod stream;
 mod value;
+mod varint;
+mod zstd_frame;
 
 pub use codec::{JsonCodec, PostcardCodec};
 pub use sqlite::{

@@ -46,7 +46,8 @@ use milonga_sdk::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use zstd::zstd_safe::{self, DParameter, InBuffer, OutBuffer};
+
+use crate::zstd_frame::{Expect, FrameDecoder, Magic};
 
 /// The name of the one file every single-value format writes.
 const FILE: &str = "data";
@@ -676,8 +677,12 @@ fn body(bytes: &SharedBytes, at: usize, version: u32, prefix: Prefix) -> Result<
         ZSTD => {
             let (len, frame) = length(rest, at + 1)?;
             let frame_at = at + 1 + LENGTH_BYTES;
+            let mut out = Vec::new();
+            FrameDecoder::new()
+                .decode(frame, Magic::Stored, Expect::Exactly(len), &mut out)
+                .map_err(|e| e.corrupt(FILE, frame_at as u64, (at + 1) as u64))?;
             Ok(Body {
-                bytes: Cow::Owned(decompress(frame, len, at + 1, frame_at)?),
+                bytes: Cow::Owned(out),
                 origin: Origin::Zstd(frame_at),
             })
         }
@@ -745,114 +750,4 @@ fn length_prefixed(payload: &[u8], at: usize) -> Result<&[u8]> {
         ));
     }
     Ok(rest)
-}
-
-/// The first bytes of every zstd frame (magic number `0xFD2FB528`, little-endian). Legacy and
-/// skippable frames, which zstd would also accept, are refused.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The most a zstd frame can expand: every block (at most 128 KiB of output) takes at least 4
-/// bytes (a 3-byte header and one byte of an RLE block).
-const ZSTD_MAX_RATIO: u64 = (128 << 10) / 4;
-
-/// How much the output buffer grows at least when it is full.
-const GROW_MIN: usize = 64 << 10;
-
-/// Decompresses `frame`, which starts at offset `frame_at` of the file and must be exactly one
-/// zstd frame of `declared` bytes (the length field at offset `len_at`).
-///
-/// The declared length is not trusted for allocation: the output starts at most 8 times the
-/// size of the frame and grows (doubling) only while zstd actually produces bytes, never past
-/// `declared + 1` (one byte more shows that the frame holds more than declared). zstd's own
-/// window is limited to the declared length, which is itself limited to what the frame can
-/// possibly expand to.
-fn decompress(frame: &[u8], declared: u64, len_at: usize, frame_at: usize) -> Result<Vec<u8>> {
-    let corrupt = |at: usize, reason: String| Error::corrupt(FILE, at as u64, reason);
-    if frame.len() < ZSTD_MAGIC.len() {
-        return Err(corrupt(
-            frame_at + frame.len(),
-            format!("truncated: the zstd frame has {} bytes", frame.len()),
-        ));
-    }
-    if !frame.starts_with(&ZSTD_MAGIC) {
-        return Err(corrupt(
-            frame_at,
-            "not a zstd frame (bad magic number)".into(),
-        ));
-    }
-    let possible = (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO);
-    let declared = match usize::try_from(declared) {
-        Ok(n) if declared <= possible => n,
-        _ => {
-            return Err(corrupt(
-                len_at,
-                format!(
-                    "the length field says {declared} bytes, more than a zstd frame of {} bytes \
-                     can hold",
-                    frame.len()
-                ),
-            ))
-        }
-    };
-    let zstd_error =
-        |at: usize, code| corrupt(at, format!("zstd: {}", zstd_safe::get_error_name(code)));
-    let mut dctx = zstd_safe::DCtx::try_create()
-        .ok_or_else(|| Error::io(FILE, io::Error::other("cannot create a zstd context")))?;
-    // A frame we wrote for `declared` bytes needs a window of at most max(1 KiB, declared), and
-    // never more than 2^27 (zstd's default limit, enough for level 22).
-    let window_log = usize::BITS - declared.saturating_sub(1).leading_zeros();
-    dctx.set_parameter(DParameter::WindowLogMax(window_log.clamp(10, 27)))
-        .map_err(|code| zstd_error(frame_at, code))?;
-
-    let limit = declared + 1;
-    let mut out: Vec<u8> = Vec::with_capacity(limit.min(frame.len().saturating_mul(8)));
-    let mut input = InBuffer::around(frame);
-    loop {
-        if out.len() == out.capacity() {
-            let grow = out.len().max(GROW_MIN).min(limit - out.len());
-            out.reserve_exact(grow);
-        }
-        let before = out.len();
-        let hint = dctx
-            .decompress_stream(&mut OutBuffer::around_pos(&mut out, before), &mut input)
-            .map_err(|code| zstd_error(frame_at + input.pos(), code))?;
-        if out.len() > declared {
-            return Err(corrupt(
-                len_at,
-                format!("the zstd frame holds more than the {declared} bytes of the length field"),
-            ));
-        }
-        if hint == 0 {
-            break; // The end of the frame.
-        }
-        if input.pos() == frame.len() && out.len() < out.capacity() {
-            // All the input is in and zstd had room but wants more: the frame is cut short.
-            return Err(corrupt(
-                frame_at + frame.len(),
-                format!(
-                    "truncated: the zstd frame ends early ({} of {declared} bytes decompressed)",
-                    out.len()
-                ),
-            ));
-        }
-    }
-    if input.pos() < frame.len() {
-        return Err(corrupt(
-            frame_at + input.pos(),
-            format!(
-                "{} trailing bytes after the zstd frame",
-                frame.len() - input.pos()
-            ),
-        ));
-    }
-    if out.len() != declared {
-        return Err(corrupt(
-            len_at,
-            format!(
-                "the length field says {declared} bytes, the zstd frame holds {}",
-                out.len()
-            ),
-        ));
-    }
-    Ok(out)
 }

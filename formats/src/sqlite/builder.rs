@@ -11,9 +11,9 @@ use milonga_sdk::{ArtifactWriter, Codec, Envelope, Error, FileEntry, Result};
 use rusqlite::{Connection, OpenFlags};
 
 use super::compress::SqliteCompression;
-use super::sequence::{SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
+use super::errors::SqlResultExt;
+use super::schema::{format_id, read_meta, SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
 use super::writer::{remove_sidecars, SeqWriter};
-use super::{format_id, read_meta, SqlResultExt};
 use crate::codec::PostcardCodec;
 
 /// Rows per transaction unless [`set_commit_every`](SqliteSequenceBuilder::set_commit_every)

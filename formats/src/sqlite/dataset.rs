@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::builder::SqliteSequenceBuilder;
 use super::compress::SqliteCompression;
-use super::format_id;
+use super::schema::format_id;
 use super::sequence::{SqliteSequence, SqliteSequenceFormat};
 use crate::codec::PostcardCodec;
 
