@@ -293,6 +293,8 @@ mod tests {
         let dict = sample.train(4096, |(_, v)| v);
         assert!(!dict.is_empty() && dict.len() <= 4096, "{}", dict.len());
         assert!(sample.train(0, |(_, v)| v).is_empty());
-        assert!(Sample::<Vec<u8>>::new().train(4096, Vec::as_slice).is_empty());
+        assert!(Sample::<Vec<u8>>::new()
+            .train(4096, Vec::as_slice)
+            .is_empty());
     }
 }
