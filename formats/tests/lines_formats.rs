@@ -68,6 +68,22 @@ fn jsonl_parts_are_plain_json_lines_with_sorted_keys() {
     assert!(matches!(reader.get(4), Err(Error::OutOfRange { index: 4, len: 4, .. })));
 }
 
+/// The example of `docs/FORMAT.md` §8.4.
+#[test]
+fn text_lines_bytes_match_the_format_doc_example() {
+    let artifact = MemoryArtifact::new();
+    let format = TextLinesFormat::new().with_part_size(8);
+    format
+        .write(Stream::new(["ab", "cdefgh"].map(String::from)), &artifact)
+        .unwrap();
+    assert_eq!(artifact.snapshot().len(), 2);
+    assert_eq!(artifact.file("parts/000000-0-2.txt").unwrap(), b"ab\ncdefgh\n");
+    let mut index = b"MLGE\x01\x12milonga.text_lines\x01\x00\x00\x00".to_vec();
+    index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(artifact.file("index").unwrap(), index);
+}
+
 #[test]
 fn zst_parts_are_standard_frames_that_concatenate_to_the_whole_text() {
     let format = TextLinesFormat::new()
