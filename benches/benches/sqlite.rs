@@ -29,7 +29,7 @@ fn variants() -> [(&'static str, SqliteCompression); 2] {
 }
 
 fn write_milonga(compression: SqliteCompression) -> MemoryArtifact {
-    let format = SqliteSequenceFormat::<Record>::new().compression(compression);
+    let format = SqliteSequenceFormat::<Record>::new().with_compression(compression);
     let artifact = MemoryArtifact::new();
     format.write(records(N), &artifact).expect("write");
     artifact

@@ -60,7 +60,8 @@ pub use step::{
 };
 pub use workspace::{
     GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
-    DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT, SCHEMA_VERSION,
+    DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT,
+    METADATA_SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

@@ -65,7 +65,14 @@ fn jsonl_parts_are_plain_json_lines_with_sorted_keys() {
     assert_eq!(reader.part_files().len(), 2);
     assert_eq!(collect(reader.clone()).unwrap(), items);
     assert_eq!(reader.get(3).unwrap(), items[3]);
-    assert!(matches!(reader.get(4), Err(Error::OutOfRange { index: 4, len: 4, .. })));
+    assert!(matches!(
+        reader.get(4),
+        Err(Error::OutOfRange {
+            index: 4,
+            len: 4,
+            ..
+        })
+    ));
 }
 
 /// The example of `docs/FORMAT.md` §8.4.
@@ -77,7 +84,10 @@ fn text_lines_bytes_match_the_format_doc_example() {
         .write(Stream::new(["ab", "cdefgh"].map(String::from)), &artifact)
         .unwrap();
     assert_eq!(artifact.snapshot().len(), 2);
-    assert_eq!(artifact.file("parts/000000-0-2.txt").unwrap(), b"ab\ncdefgh\n");
+    assert_eq!(
+        artifact.file("parts/000000-0-2.txt").unwrap(),
+        b"ab\ncdefgh\n"
+    );
     let mut index = b"MLGE\x01\x12milonga.text_lines\x01\x00\x00\x00".to_vec();
     index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
     index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -111,7 +121,10 @@ fn zst_parts_are_standard_frames_that_concatenate_to_the_whole_text() {
 fn a_line_cannot_hold_a_newline() {
     let artifact = MemoryArtifact::new();
     let err = TextLinesFormat::new()
-        .write(Stream::new(["ok".to_owned(), "two\nlines".to_owned()]), &artifact)
+        .write(
+            Stream::new(["ok".to_owned(), "two\nlines".to_owned()]),
+            &artifact,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Encode { .. }), "{err:?}");
     assert!(artifact.file("index").is_none());
@@ -133,14 +146,24 @@ fn a_missing_or_damaged_part_is_an_error_naming_it() {
     }
     let reader = format.read(damaged.handle()).unwrap();
     let err = reader.get(3).unwrap_err();
-    assert!(matches!(&err, Error::Corrupt { file, .. } if file.contains(name)), "{err:?}");
+    assert!(
+        matches!(&err, Error::Corrupt { file, .. } if file.contains(name)),
+        "{err:?}"
+    );
     assert_eq!(reader.get(2).unwrap(), "number 2");
     let errors: Vec<_> = reader.iter().filter_map(Result::err).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     // Invalid UTF-8 in a line is a decode error at its offset.
     let bad = MemoryArtifact::new();
     for (n, b) in artifact.snapshot() {
-        bad.set_file(&n, if n == name { b"num\xffer 3\n".to_vec() } else { b });
+        bad.set_file(
+            &n,
+            if n == name {
+                b"num\xffer 3\n".to_vec()
+            } else {
+                b
+            },
+        );
     }
     let err = format.read(bad.handle()).unwrap().get(3).unwrap_err();
     assert!(matches!(err, Error::Decode { offset: 3, .. }), "{err:?}");

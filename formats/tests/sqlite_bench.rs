@@ -18,7 +18,7 @@ use bench_records::{records, Record};
 
 fn measure(name: &str, compression: SqliteCompression) {
     const N: u64 = 1_000_000;
-    let format = SqliteSequenceFormat::<Record>::new().compression(compression);
+    let format = SqliteSequenceFormat::<Record>::new().with_compression(compression);
     let artifact = MemoryArtifact::new();
     let t = Instant::now();
     format.write(records(N), &artifact).unwrap();

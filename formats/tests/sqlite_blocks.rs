@@ -23,7 +23,7 @@ fn items(n: u64) -> Vec<String> {
 fn write(items: Vec<String>, compression: SqliteCompression) -> MemoryArtifact {
     let artifact = MemoryArtifact::new();
     SqliteSequenceFormat::<String>::new()
-        .compression(compression)
+        .with_compression(compression)
         .write(items, &artifact)
         .unwrap();
     artifact
@@ -295,7 +295,7 @@ fn builder_len_counts_the_open_block_after_a_drop() {
         let mut b =
             SqliteSequenceBuilder::<String>::open_with(&path, milonga_formats::PostcardCodec, c)
                 .unwrap();
-        b.set_commit_every(7);
+        b.with_commit_every(7);
         let want = items(6000);
         // The dictionary is decided (after 1024 items) when `dict > 0`; stop at 5003 to leave
         // a partial block.
@@ -328,7 +328,7 @@ fn builder_len_counts_the_open_block_after_a_drop() {
 fn builder_keeps_exactly_the_committed_items_after_an_abort() {
     if let Ok(path) = std::env::var("MILONGA_SQLITE_BLOCKS_CHILD") {
         let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
-        b.set_commit_every(10);
+        b.with_commit_every(10);
         b.extend(items(4133)).unwrap(); // 4130 committed: 516 blocks of 8 + 2 pending, 3 lost
         std::process::abort();
     }

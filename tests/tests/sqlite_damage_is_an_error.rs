@@ -35,7 +35,7 @@ impl Step for Words {
             },
             _ => SqliteCompression::default(),
         };
-        SqliteSequenceFormat::new().compression(c)
+        SqliteSequenceFormat::new().with_compression(c)
     }
     fn run(&self, _ctx: &mut Context<'_>) -> Result<Vec<String>, BoxError> {
         Ok((0..self.n).map(word).collect())

@@ -32,7 +32,7 @@ pub use chunk::{
 pub use end::{stream_hash, EndRecord, IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
 pub(crate) use reader::item_file;
 pub use reader::{
-    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, LoadedChunk, DEFAULT_CACHE_BYTES,
+    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, LoadedChunk, DEFAULT_CHUNK_CACHE_BYTES,
     SEGMENT_BYTES,
 };
 pub use writer::{write_chunked, ChunkOptions, ChunkSink, ResumePoint};

@@ -111,7 +111,7 @@ impl<K, V, C: Codec<V>> SqliteDictFormat<K, V, C> {
 
     /// Sets how values are compressed (readers handle every option).
     #[must_use]
-    pub fn compression(mut self, compression: SqliteCompression) -> Self {
+    pub fn with_compression(mut self, compression: SqliteCompression) -> Self {
         self.compression = compression.per_value();
         self
     }

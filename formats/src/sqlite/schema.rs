@@ -12,7 +12,7 @@ use super::errors::SqlResultExt;
 pub(crate) const APPLICATION_ID: i32 = 0x4d4c_4753;
 /// `PRAGMA user_version`: the layout of the `milonga_meta` table (see `docs/FORMAT.md` §8.3);
 /// the data tables are told by the envelope's version and the `compression` entry.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const META_TABLE_VERSION: i32 = 1;
 /// The codec id whose format ids carry no suffix.
 pub(crate) const DEFAULT_CODEC: &str = "postcard";
 /// The base format id; `+<codec>` is appended for codecs other than postcard.
@@ -78,7 +78,7 @@ pub(crate) fn create_schema(
     envelope.encode_into(&mut env)?;
     conn.pragma_update(None, "application_id", APPLICATION_ID)
         .in_db(file)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    conn.pragma_update(None, "user_version", META_TABLE_VERSION)
         .in_db(file)?;
     conn.execute_batch(
         "CREATE TABLE milonga_meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
@@ -180,12 +180,12 @@ pub(crate) fn read_meta(
     let schema: i32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .in_db(file)?;
-    if schema != SCHEMA_VERSION {
+    if schema != META_TABLE_VERSION {
         return Err(Error::UnsupportedVersion {
             file: file.to_owned(),
             format: "milonga sqlite schema".into(),
             found: u32::try_from(schema).unwrap_or(u32::MAX),
-            supported: SCHEMA_VERSION as u32,
+            supported: META_TABLE_VERSION as u32,
         });
     }
     let mut rows: HashMap<String, Vec<u8>> = HashMap::new();

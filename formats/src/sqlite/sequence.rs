@@ -107,7 +107,7 @@ impl<T, C: Codec<T>> SqliteSequenceFormat<T, C> {
 
     /// Sets how values are compressed (readers handle every option).
     #[must_use]
-    pub fn compression(mut self, compression: SqliteCompression) -> Self {
+    pub fn with_compression(mut self, compression: SqliteCompression) -> Self {
         self.compression = compression;
         self
     }
