@@ -221,7 +221,7 @@ fn main() -> Result<(), BoxError> {
     // The floor of any get: decompressing one block of a chunk already in memory.
     let loaded = stream.chunks().load(&chunks[0])?;
     let blocks = loaded.info.blocks.len() as u64;
-    let mut dctx = milonga::chunked::Decompressor::new();
+    let mut dctx = milonga::chunked::raw::Decompressor::new();
     let mut floor = Lat(Vec::with_capacity(gets));
     let mut out = Vec::new();
     for _ in 0..gets {

@@ -326,6 +326,7 @@ impl ChunkedReader {
     /// # Errors
     /// [`Error::MissingFile`] naming the chunk and its items, [`Error::ChecksumMismatch`],
     /// [`Error::Corrupt`] or [`Error::WrongFormat`].
+    #[doc(hidden)]
     pub fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
         self.inner.load(chunk)
     }
@@ -335,6 +336,7 @@ impl ChunkedReader {
     ///
     /// # Errors
     /// As [`load`](Self::load), or a block that does not decompress.
+    #[doc(hidden)]
     pub fn decode(
         &self,
         chunk: &KnownChunk,
