@@ -51,6 +51,10 @@ mod value;
 mod varint;
 mod zstd_frame;
 
+/// How a format compresses what it writes: one setting shared by the single-value formats,
+/// [`StreamFormat`] (its chunks' blocks) and the lines formats (their parts). The SQLite
+/// formats take a [`SqliteCompression`], which adds dictionaries and blocks of rows.
+pub use chunked::Compression;
 pub use codec::{JsonCodec, PostcardCodec};
 pub use lines::{JsonLinesFormat, LinesIter, LinesReader, TextLinesFormat};
 pub use sqlite::{

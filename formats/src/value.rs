@@ -47,6 +47,7 @@ use milonga_sdk::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::chunked::Compression;
 use crate::zstd_frame::{Expect, FrameDecoder, Magic};
 
 /// The name of the one file every single-value format writes.
@@ -60,18 +61,28 @@ const DEFAULT_THRESHOLD: usize = 512;
 
 /// How a format compresses what it writes. Not needed to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Compression {
-    /// The zstd level, or `None` to never compress.
-    level: Option<i32>,
+struct Settings {
+    /// How bodies are compressed.
+    compression: Compression,
     /// The smallest body that is compressed, in bytes.
     threshold: usize,
 }
 
-impl Compression {
-    const DEFAULT: Compression = Compression {
-        level: Some(DEFAULT_LEVEL),
+impl Settings {
+    const DEFAULT: Settings = Settings {
+        compression: Compression::Zstd {
+            level: DEFAULT_LEVEL,
+        },
         threshold: DEFAULT_THRESHOLD,
     };
+
+    /// The zstd level bodies are compressed at, `None` if they never are.
+    const fn level(&self) -> Option<i32> {
+        match self.compression {
+            Compression::Zstd { level } => Some(level),
+            Compression::None => None,
+        }
+    }
 }
 
 /// The id, version, file name, compression settings and `Default` of a single-value format.
@@ -94,25 +105,25 @@ macro_rules! value_format {
                 "bodies of 512 bytes or more are compressed with zstd level 3."
             )]
             pub const DEFAULT: Self = Self {
-                compression: Compression::DEFAULT,
+                settings: Settings::DEFAULT,
             };
 
             /// The format that never compresses (it still reads compressed files).
             #[must_use]
             pub const fn uncompressed() -> Self {
-                Self::DEFAULT.with_compression(None)
+                Self::DEFAULT.with_compression(Compression::None)
             }
 
-            /// The same settings with bodies compressed at zstd `level` (`Some(1..=22)`, or a
-            /// negative level for zstd's fast modes; `Some(0)` is zstd's default, level 3), or
-            /// never compressed (`None`). Bodies shorter than the
-            /// [`threshold`](Self::with_threshold) are never compressed.
+            /// The same settings with bodies compressed with zstd at a level
+            /// ([`Compression::Zstd`]: `1..=22`, or a negative level for zstd's fast modes; `0`
+            /// is zstd's default, level 3), or never compressed ([`Compression::None`]). Bodies
+            /// shorter than the [`threshold`](Self::with_threshold) are never compressed.
             #[must_use]
-            pub const fn with_compression(self, level: Option<i32>) -> Self {
+            pub const fn with_compression(self, compression: Compression) -> Self {
                 Self {
-                    compression: Compression {
-                        level,
-                        threshold: self.compression.threshold,
+                    settings: Settings {
+                        compression,
+                        threshold: self.settings.threshold,
                     },
                 }
             }
@@ -122,21 +133,21 @@ macro_rules! value_format {
             #[must_use]
             pub const fn with_threshold(self, bytes: usize) -> Self {
                 Self {
-                    compression: Compression {
-                        level: self.compression.level,
+                    settings: Settings {
+                        compression: self.settings.compression,
                         threshold: bytes,
                     },
                 }
             }
 
-            /// The zstd level bodies are compressed at, `None` if they never are.
-            pub const fn compression(&self) -> Option<i32> {
-                self.compression.level
+            /// How bodies are compressed.
+            pub const fn compression(&self) -> Compression {
+                self.settings.compression
             }
 
             /// The smallest body that is compressed, in bytes.
             pub const fn threshold(&self) -> usize {
-                self.compression.threshold
+                self.settings.threshold
             }
         }
 
@@ -166,7 +177,7 @@ macro_rules! value_format {
 /// zstd at level [`DEFAULT_LEVEL`](Self::DEFAULT_LEVEL) = 3 (about 2.7 times smaller for
 /// typical records of numbers and words), unless that does not make the payload smaller; a
 /// shorter body is stored as it is. Configure with [`uncompressed()`](Self::uncompressed),
-/// [`with_compression(level)`](Self::with_compression) and
+/// [`with_compression(Compression::Zstd { level })`](Self::with_compression) and
 /// [`with_threshold(bytes)`](Self::with_threshold), for example in a step's
 /// `fn format(&self) -> PostcardFormat { PostcardFormat::uncompressed() }`. The four
 /// single-value formats work the same way.
@@ -212,7 +223,7 @@ macro_rules! value_format {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PostcardFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`PostcardFormat`](struct@PostcardFormat) with the default settings, so that
@@ -241,7 +252,7 @@ where
             what: type_name::<T>().to_owned(),
             reason: e.to_string(),
         };
-        if self.compression.level.is_none() {
+        if self.settings.level().is_none() {
             // Streams the value to the file, with no copy in memory.
             return write_data(artifact, Self::ID, Self::VERSION, |sink| {
                 write_all(sink, &[NONE])?;
@@ -256,7 +267,7 @@ where
         let body = postcard::to_stdvec(&value).map_err(encode_error)?;
         drop(value);
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &body, Prefix::None)
+            write_body(sink, self.settings, &body, Prefix::None)
         })
     }
 
@@ -312,7 +323,7 @@ where
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`JsonFormat`](struct@JsonFormat) with the default settings, so that `JsonFormat` still
@@ -345,7 +356,7 @@ where
         // Without serde_json's `preserve_order` feature objects are already sorted maps; with it
         // (enabled anywhere in the dependency graph) this restores the sorted order.
         json.sort_all_objects();
-        if self.compression.level.is_none() {
+        if self.settings.level().is_none() {
             // Streams the text to the file, with no copy in memory.
             return write_data(artifact, Self::ID, Self::VERSION, |sink| {
                 write_all(sink, &[NONE])?;
@@ -362,7 +373,7 @@ where
         drop(json);
         body.push(b'\n');
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &body, Prefix::None)
+            write_body(sink, self.settings, &body, Prefix::None)
         })
     }
 
@@ -392,7 +403,7 @@ where
 /// UTF-8. Writing is deterministic. `TextFormat` is also a constant with the default settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`TextFormat`](struct@TextFormat) with the default settings, so that `TextFormat` still
@@ -415,7 +426,7 @@ impl Format<String> for TextFormat {
 
     fn write(&self, value: String, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, value.as_bytes(), Prefix::Length)
+            write_body(sink, self.settings, value.as_bytes(), Prefix::Length)
         })
     }
 
@@ -449,7 +460,7 @@ fn not_utf8(origin: Origin, e: &std::str::Utf8Error) -> Error {
 /// default settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BytesFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`BytesFormat`](struct@BytesFormat) with the default settings, so that `BytesFormat` still
@@ -472,7 +483,7 @@ impl Format<Vec<u8>> for BytesFormat {
 
     fn write(&self, value: Vec<u8>, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &value, Prefix::Length)
+            write_body(sink, self.settings, &value, Prefix::Length)
         })
     }
 
@@ -562,9 +573,12 @@ fn write_data(
 
 /// Writes the version 2 payload of `body`: compressed when the settings say so, the body is
 /// long enough and the compressed payload is smaller; otherwise as it is.
-fn write_body(sink: &mut Sink, settings: Compression, body: &[u8], prefix: Prefix) -> Result<()> {
+fn write_body(sink: &mut Sink, settings: Settings, body: &[u8], prefix: Prefix) -> Result<()> {
     let len = (body.len() as u64).to_le_bytes();
-    if let Some(level) = settings.level.filter(|_| body.len() >= settings.threshold) {
+    if let Some(level) = settings
+        .level()
+        .filter(|_| body.len() >= settings.threshold)
+    {
         let frame = zstd::bulk::compress(body, level).map_err(|e| Error::Encode {
             what: format!("zstd frame of the {} bytes of the body", body.len()),
             reason: e.to_string(),
