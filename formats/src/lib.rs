@@ -45,6 +45,7 @@
 pub mod chunked;
 mod codec;
 mod lines;
+mod sorted_json;
 mod sqlite;
 mod stream;
 mod value;
