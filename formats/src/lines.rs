@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::chunked::Compression;
+use crate::sorted_json::Sorted;
 use crate::stream::Stream;
 use crate::zstd_frame::{zstd_cctx, Expect, FrameDecoder, Magic};
 
@@ -112,9 +113,10 @@ macro_rules! lines_settings {
 /// A [`Stream`] of serde values stored as JSON lines: one compact JSON document per line,
 /// readable by any tool (`jq`, pandas, `zstdcat parts/* | jq`).
 ///
-/// Id `"milonga.jsonl"`, version 1. Object keys are written sorted (as
-/// [`JsonFormat`](struct@crate::JsonFormat) does), so the bytes do not depend on a map's
-/// iteration order. The layout is described in the [module](self) docs and `docs/FORMAT.md`
+/// Id `"milonga.jsonl"`, version 1. Lines are written as [`JsonCodec`](crate::JsonCodec)
+/// writes items: the entries of every map sorted by key, so the bytes do not depend on a
+/// `HashMap`'s iteration order, and struct fields in declaration order (the column order
+/// pandas shows). The layout is described in the [module](self) docs and `docs/FORMAT.md`
 /// §8.4; reading returns a lazy [`LinesReader`].
 ///
 /// ```
@@ -185,13 +187,10 @@ impl<T> fmt::Debug for JsonLinesFormat<T> {
 }
 
 fn json_encode<T: Serialize>(item: &T, out: &mut Vec<u8>) -> Result<()> {
-    let encode_error = |e: serde_json::Error| Error::Encode {
+    serde_json::to_writer(out, &Sorted(item)).map_err(|e| Error::Encode {
         what: std::any::type_name::<T>().to_owned(),
         reason: e.to_string(),
-    };
-    let mut json = serde_json::to_value(item).map_err(encode_error)?;
-    json.sort_all_objects();
-    serde_json::to_writer(out, &json).map_err(encode_error)
+    })
 }
 
 fn json_decode<T: DeserializeOwned>(line: &[u8]) -> std::result::Result<T, (usize, String)> {
