@@ -78,7 +78,7 @@ impl Format<Table> for ColumnsFormat {
         })?;
         schema.extend_from_slice(&count.to_le_bytes());
         for (i, (name, column)) in table.columns.iter().enumerate() {
-            if table.columns[..i].iter().any(|(n, _)| n == name) {
+            if table.columns.iter().take(i).any(|(n, _)| n == name) {
                 return Err(Error::Encode {
                     what: format!("column {name:?}"),
                     reason: "two columns with the same name".into(),
@@ -141,13 +141,18 @@ impl Format<Table> for ColumnsFormat {
         // Takes the next `n` bytes of the schema, or reports where it ends too early.
         let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
             let s = p
-                .get(*at..*at + n)
+                .get(*at..)
+                .and_then(|rest| rest.get(..n))
                 .ok_or_else(|| corrupt(*at, format!("truncated: needs {n} more bytes")))?;
             *at += n;
             Ok(s)
         };
-        let rows = u64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes"));
-        let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+        // `take` returned exactly `n` bytes, so these conversions cannot fail; a decoder still
+        // says so with an error rather than a panic.
+        let exact = |at: usize| corrupt(at, "internal: a field of the wrong width".into());
+        let rows = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| exact(0))?);
+        let count =
+            u32::from_le_bytes(take(&mut at, 4)?.try_into().map_err(|_| exact(8))?) as usize;
         // Every column needs at least 3 schema bytes: refuse a lying count before allocating.
         if count > p.len().saturating_sub(12) / 3 {
             return Err(corrupt(
@@ -157,12 +162,13 @@ impl Format<Table> for ColumnsFormat {
         }
         let mut columns = Vec::with_capacity(count);
         for i in 0..count {
-            let n = u16::from_le_bytes(take(&mut at, 2)?.try_into().expect("2 bytes")) as usize;
+            let n =
+                u16::from_le_bytes(take(&mut at, 2)?.try_into().map_err(|_| exact(at))?) as usize;
             let name_at = at;
             let name = std::str::from_utf8(take(&mut at, n)?)
                 .map_err(|e| corrupt(name_at, format!("column {i} name: {e}")))?
                 .to_owned();
-            let kind = take(&mut at, 1)?[0];
+            let [kind] = <[u8; 1]>::try_from(take(&mut at, 1)?).map_err(|_| exact(at))?;
             if kind != 1 && kind != 2 {
                 return Err(corrupt(at - 1, format!("unknown column type {kind}")));
             }
@@ -233,9 +239,15 @@ impl TableReader {
             b.copy_from_slice(c);
             b
         });
-        Ok(match self.columns[i].1 {
-            1 => Column::F64(values.map(f64::from_le_bytes).collect()),
-            _ => Column::I64(values.map(i64::from_le_bytes).collect()),
+        let kind = self.columns.get(i).map(|(_, kind)| *kind);
+        Ok(match kind {
+            None => {
+                return Err(Error::MissingFile {
+                    file: format!("col/{i}"),
+                })
+            }
+            Some(1) => Column::F64(values.map(f64::from_le_bytes).collect()),
+            Some(_) => Column::I64(values.map(i64::from_le_bytes).collect()),
         })
     }
 

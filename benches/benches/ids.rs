@@ -1,4 +1,6 @@
 //! Step ids and the cache-hit path.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 

@@ -4,6 +4,8 @@
 //! `(i INTEGER PRIMARY KEY, v BLOB)` table with rusqlite (same pragmas, same batches).
 //!
 //! `cargo bench -p milonga-benches --bench sqlite` (about a minute).
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::path::Path;
@@ -27,7 +29,7 @@ fn variants() -> [(&'static str, SqliteCompression); 2] {
 }
 
 fn write_milonga(compression: SqliteCompression) -> MemoryArtifact {
-    let format = SqliteSequenceFormat::<Record>::new().compression(compression);
+    let format = SqliteSequenceFormat::<Record>::new().with_compression(compression);
     let artifact = MemoryArtifact::new();
     format.write(records(N), &artifact).expect("write");
     artifact

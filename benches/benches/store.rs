@@ -1,5 +1,7 @@
 //! Object store: write (hash + fsync + rename), read (verified), verify — each beside the raw
 //! baseline (`fs::write` + fsync, `fs::read`).
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::io::Write;

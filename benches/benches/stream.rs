@@ -3,6 +3,8 @@
 //! compressed with zstd level 3 in 16 KiB blocks into memory (no hashing, no files).
 //!
 //! `cargo bench -p milonga-benches --bench stream`
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -36,11 +36,19 @@
 //! Crates: [`sdk`] (the contracts a format author implements) and [`formats`] (the built-in
 //! formats) are re-exported here, so users depend on `milonga` only.
 
+// The decoder lints of `[workspace.lints.clippy]` (no `unwrap`, `expect` or indexing) apply to
+// the manifest decoder, which reads stored bytes. The other modules decode no stored bytes
+// themselves (formats and the SDK do, under the same lints): they opt out here.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod error;
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod executor;
 mod manifest;
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod step;
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 pub mod store;
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod workspace;
 
 pub use error::{BoxError, Error, Result};
@@ -52,7 +60,8 @@ pub use step::{
 };
 pub use workspace::{
     GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
-    DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT, SCHEMA_VERSION,
+    DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT,
+    METADATA_SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

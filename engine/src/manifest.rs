@@ -161,20 +161,26 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.remaining() < n {
+        let Some(s) = self.bytes.get(self.pos..).and_then(|rest| rest.get(..n)) else {
             return Err(Error::corrupt(
                 self.file,
                 self.pos as u64,
                 format!("truncated: needs {n} more bytes, {} left", self.remaining()),
             ));
-        }
-        let s = &self.bytes[self.pos..self.pos + n];
+        };
         self.pos += n;
         Ok(s)
     }
 
     fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
+        let [b] = self.array::<1>()?;
+        Ok(b)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        b.copy_from_slice(self.take(N)?);
+        Ok(b)
     }
 
     fn u16(&mut self) -> Result<u16> {

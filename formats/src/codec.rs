@@ -38,7 +38,25 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for PostcardCodec {
 
 /// Items as JSON (`serde_json`): self-describing and readable by other tools.
 ///
-/// The id is `"json"`. Map key order follows the value's own serialization order.
+/// The id is `"json"`. Encoding is deterministic, as the [`Codec`] contract requires: the
+/// entries of every map (a `HashMap` too) are written sorted by key, as the keys of
+/// [`JsonFormat`](struct@crate::JsonFormat) objects are (by the bytes of the key as a JSON
+/// string; integer and boolean keys become strings, as serde_json writes them). Struct fields
+/// keep their declaration order, so every value without a map gives the bytes it always gave,
+/// and a map's bytes are those of one of the orders the codec could write before: data written
+/// earlier reads the same, and no id or version changed.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use milonga_formats::JsonCodec;
+/// use milonga_sdk::Codec;
+///
+/// let scores = HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 1), ("c".to_owned(), 3)]);
+/// let mut out = Vec::new();
+/// JsonCodec.encode(&scores, &mut out)?;
+/// assert_eq!(out, br#"{"a":1,"b":2,"c":3}"#);
+/// # Ok::<(), milonga_sdk::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JsonCodec;
 
@@ -48,7 +66,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for JsonCodec {
     }
 
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<()> {
-        serde_json::to_writer(out, value).map_err(|e| Error::Encode {
+        serde_json::to_writer(out, &crate::sorted_json::Sorted(value)).map_err(|e| Error::Encode {
             what: std::any::type_name::<T>().to_owned(),
             reason: e.to_string(),
         })

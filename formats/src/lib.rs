@@ -10,6 +10,7 @@
 //! | [`JsonFormat`](struct@JsonFormat) | any serde value, as JSON | the value |
 //! | [`TextFormat`](struct@TextFormat), [`BytesFormat`](struct@BytesFormat) | a `String`, a `Vec<u8>` | the value |
 //! | [`StreamFormat`] | a [`Stream`] of items, in compressed chunks | a lazy [`StreamReader`] |
+//! | [`JsonLinesFormat`], [`TextLinesFormat`] | a [`Stream`] as plain `.jsonl` / text-lines files (optionally `.zst`) | a lazy [`LinesReader`] |
 //! | [`SqliteSequenceFormat`] | any iterator (or a resumable [`SqliteSequenceBuilder`]) | a random-access [`SqliteSequence`] |
 //! | [`SqliteDictFormat`] | key/value pairs | a [`SqliteDict`] |
 //! | [`SqliteDatasetDictFormat`] | named splits plus metadata | a [`SqliteDatasetDict`] |
@@ -43,11 +44,20 @@
 
 pub mod chunked;
 mod codec;
+mod lines;
+mod sorted_json;
 mod sqlite;
 mod stream;
 mod value;
+mod varint;
+mod zstd_frame;
 
+/// How a format compresses what it writes: one setting shared by the single-value formats,
+/// [`StreamFormat`] (its chunks' blocks) and the lines formats (their parts). The SQLite
+/// formats take a [`SqliteCompression`], which adds dictionaries and blocks of rows.
+pub use chunked::Compression;
 pub use codec::{JsonCodec, PostcardCodec};
+pub use lines::{JsonLinesFormat, LinesIter, LinesReader, TextLinesFormat};
 pub use sqlite::{
     DatasetDict, SqliteCompression, SqliteDatasetDict, SqliteDatasetDictFormat, SqliteDict,
     SqliteDictFormat, SqliteDictIter, SqliteDictKeys, SqliteIter, SqliteSequence,

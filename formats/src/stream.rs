@@ -1,6 +1,5 @@
 //! Streams of items: [`Stream`] is what a streaming step returns, [`StreamFormat`] stores it as a
 //! chunked stream (see [`chunked`](crate::chunked)), and [`StreamReader`] reads it back lazily.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::fmt;
 use std::marker::PhantomData;

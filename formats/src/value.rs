@@ -46,7 +46,9 @@ use milonga_sdk::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use zstd::zstd_safe::{self, DParameter, InBuffer, OutBuffer};
+
+use crate::chunked::Compression;
+use crate::zstd_frame::{Expect, FrameDecoder, Magic};
 
 /// The name of the one file every single-value format writes.
 const FILE: &str = "data";
@@ -59,18 +61,28 @@ const DEFAULT_THRESHOLD: usize = 512;
 
 /// How a format compresses what it writes. Not needed to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Compression {
-    /// The zstd level, or `None` to never compress.
-    level: Option<i32>,
+struct Settings {
+    /// How bodies are compressed.
+    compression: Compression,
     /// The smallest body that is compressed, in bytes.
     threshold: usize,
 }
 
-impl Compression {
-    const DEFAULT: Compression = Compression {
-        level: Some(DEFAULT_LEVEL),
+impl Settings {
+    const DEFAULT: Settings = Settings {
+        compression: Compression::Zstd {
+            level: DEFAULT_LEVEL,
+        },
         threshold: DEFAULT_THRESHOLD,
     };
+
+    /// The zstd level bodies are compressed at, `None` if they never are.
+    const fn level(&self) -> Option<i32> {
+        match self.compression {
+            Compression::Zstd { level } => Some(level),
+            Compression::None => None,
+        }
+    }
 }
 
 /// The id, version, file name, compression settings and `Default` of a single-value format.
@@ -93,25 +105,25 @@ macro_rules! value_format {
                 "bodies of 512 bytes or more are compressed with zstd level 3."
             )]
             pub const DEFAULT: Self = Self {
-                compression: Compression::DEFAULT,
+                settings: Settings::DEFAULT,
             };
 
             /// The format that never compresses (it still reads compressed files).
             #[must_use]
             pub const fn uncompressed() -> Self {
-                Self::DEFAULT.with_compression(None)
+                Self::DEFAULT.with_compression(Compression::None)
             }
 
-            /// The same settings with bodies compressed at zstd `level` (`Some(1..=22)`, or a
-            /// negative level for zstd's fast modes; `Some(0)` is zstd's default, level 3), or
-            /// never compressed (`None`). Bodies shorter than the
-            /// [`threshold`](Self::with_threshold) are never compressed.
+            /// The same settings with bodies compressed with zstd at a level
+            /// ([`Compression::Zstd`]: `1..=22`, or a negative level for zstd's fast modes; `0`
+            /// is zstd's default, level 3), or never compressed ([`Compression::None`]). Bodies
+            /// shorter than the [`threshold`](Self::with_threshold) are never compressed.
             #[must_use]
-            pub const fn with_compression(self, level: Option<i32>) -> Self {
+            pub const fn with_compression(self, compression: Compression) -> Self {
                 Self {
-                    compression: Compression {
-                        level,
-                        threshold: self.compression.threshold,
+                    settings: Settings {
+                        compression,
+                        threshold: self.settings.threshold,
                     },
                 }
             }
@@ -121,21 +133,21 @@ macro_rules! value_format {
             #[must_use]
             pub const fn with_threshold(self, bytes: usize) -> Self {
                 Self {
-                    compression: Compression {
-                        level: self.compression.level,
+                    settings: Settings {
+                        compression: self.settings.compression,
                         threshold: bytes,
                     },
                 }
             }
 
-            /// The zstd level bodies are compressed at, `None` if they never are.
-            pub const fn compression(&self) -> Option<i32> {
-                self.compression.level
+            /// How bodies are compressed.
+            pub const fn compression(&self) -> Compression {
+                self.settings.compression
             }
 
             /// The smallest body that is compressed, in bytes.
             pub const fn threshold(&self) -> usize {
-                self.compression.threshold
+                self.settings.threshold
             }
         }
 
@@ -165,7 +177,7 @@ macro_rules! value_format {
 /// zstd at level [`DEFAULT_LEVEL`](Self::DEFAULT_LEVEL) = 3 (about 2.7 times smaller for
 /// typical records of numbers and words), unless that does not make the payload smaller; a
 /// shorter body is stored as it is. Configure with [`uncompressed()`](Self::uncompressed),
-/// [`with_compression(level)`](Self::with_compression) and
+/// [`with_compression(Compression::Zstd { level })`](Self::with_compression) and
 /// [`with_threshold(bytes)`](Self::with_threshold), for example in a step's
 /// `fn format(&self) -> PostcardFormat { PostcardFormat::uncompressed() }`. The four
 /// single-value formats work the same way.
@@ -211,7 +223,7 @@ macro_rules! value_format {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PostcardFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`PostcardFormat`](struct@PostcardFormat) with the default settings, so that
@@ -240,7 +252,7 @@ where
             what: type_name::<T>().to_owned(),
             reason: e.to_string(),
         };
-        if self.compression.level.is_none() {
+        if self.settings.level().is_none() {
             // Streams the value to the file, with no copy in memory.
             return write_data(artifact, Self::ID, Self::VERSION, |sink| {
                 write_all(sink, &[NONE])?;
@@ -255,7 +267,7 @@ where
         let body = postcard::to_stdvec(&value).map_err(encode_error)?;
         drop(value);
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &body, Prefix::None)
+            write_body(sink, self.settings, &body, Prefix::None)
         })
     }
 
@@ -311,7 +323,7 @@ where
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`JsonFormat`](struct@JsonFormat) with the default settings, so that `JsonFormat` still
@@ -344,7 +356,7 @@ where
         // Without serde_json's `preserve_order` feature objects are already sorted maps; with it
         // (enabled anywhere in the dependency graph) this restores the sorted order.
         json.sort_all_objects();
-        if self.compression.level.is_none() {
+        if self.settings.level().is_none() {
             // Streams the text to the file, with no copy in memory.
             return write_data(artifact, Self::ID, Self::VERSION, |sink| {
                 write_all(sink, &[NONE])?;
@@ -361,7 +373,7 @@ where
         drop(json);
         body.push(b'\n');
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &body, Prefix::None)
+            write_body(sink, self.settings, &body, Prefix::None)
         })
     }
 
@@ -391,7 +403,7 @@ where
 /// UTF-8. Writing is deterministic. `TextFormat` is also a constant with the default settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`TextFormat`](struct@TextFormat) with the default settings, so that `TextFormat` still
@@ -414,7 +426,7 @@ impl Format<String> for TextFormat {
 
     fn write(&self, value: String, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, value.as_bytes(), Prefix::Length)
+            write_body(sink, self.settings, value.as_bytes(), Prefix::Length)
         })
     }
 
@@ -448,7 +460,7 @@ fn not_utf8(origin: Origin, e: &std::str::Utf8Error) -> Error {
 /// default settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BytesFormat {
-    compression: Compression,
+    settings: Settings,
 }
 
 /// [`BytesFormat`](struct@BytesFormat) with the default settings, so that `BytesFormat` still
@@ -471,7 +483,7 @@ impl Format<Vec<u8>> for BytesFormat {
 
     fn write(&self, value: Vec<u8>, artifact: &dyn ArtifactWriter) -> Result<()> {
         write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.compression, &value, Prefix::Length)
+            write_body(sink, self.settings, &value, Prefix::Length)
         })
     }
 
@@ -561,9 +573,12 @@ fn write_data(
 
 /// Writes the version 2 payload of `body`: compressed when the settings say so, the body is
 /// long enough and the compressed payload is smaller; otherwise as it is.
-fn write_body(sink: &mut Sink, settings: Compression, body: &[u8], prefix: Prefix) -> Result<()> {
+fn write_body(sink: &mut Sink, settings: Settings, body: &[u8], prefix: Prefix) -> Result<()> {
     let len = (body.len() as u64).to_le_bytes();
-    if let Some(level) = settings.level.filter(|_| body.len() >= settings.threshold) {
+    if let Some(level) = settings
+        .level()
+        .filter(|_| body.len() >= settings.threshold)
+    {
         let frame = zstd::bulk::compress(body, level).map_err(|e| Error::Encode {
             what: format!("zstd frame of the {} bytes of the body", body.len()),
             reason: e.to_string(),
@@ -676,8 +691,12 @@ fn body(bytes: &SharedBytes, at: usize, version: u32, prefix: Prefix) -> Result<
         ZSTD => {
             let (len, frame) = length(rest, at + 1)?;
             let frame_at = at + 1 + LENGTH_BYTES;
+            let mut out = Vec::new();
+            FrameDecoder::new()
+                .decode(frame, Magic::Stored, Expect::Exactly(len), &mut out)
+                .map_err(|e| e.corrupt(FILE, frame_at as u64, (at + 1) as u64))?;
             Ok(Body {
-                bytes: Cow::Owned(decompress(frame, len, at + 1, frame_at)?),
+                bytes: Cow::Owned(out),
                 origin: Origin::Zstd(frame_at),
             })
         }
@@ -745,114 +764,4 @@ fn length_prefixed(payload: &[u8], at: usize) -> Result<&[u8]> {
         ));
     }
     Ok(rest)
-}
-
-/// The first bytes of every zstd frame (magic number `0xFD2FB528`, little-endian). Legacy and
-/// skippable frames, which zstd would also accept, are refused.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The most a zstd frame can expand: every block (at most 128 KiB of output) takes at least 4
-/// bytes (a 3-byte header and one byte of an RLE block).
-const ZSTD_MAX_RATIO: u64 = (128 << 10) / 4;
-
-/// How much the output buffer grows at least when it is full.
-const GROW_MIN: usize = 64 << 10;
-
-/// Decompresses `frame`, which starts at offset `frame_at` of the file and must be exactly one
-/// zstd frame of `declared` bytes (the length field at offset `len_at`).
-///
-/// The declared length is not trusted for allocation: the output starts at most 8 times the
-/// size of the frame and grows (doubling) only while zstd actually produces bytes, never past
-/// `declared + 1` (one byte more shows that the frame holds more than declared). zstd's own
-/// window is limited to the declared length, which is itself limited to what the frame can
-/// possibly expand to.
-fn decompress(frame: &[u8], declared: u64, len_at: usize, frame_at: usize) -> Result<Vec<u8>> {
-    let corrupt = |at: usize, reason: String| Error::corrupt(FILE, at as u64, reason);
-    if frame.len() < ZSTD_MAGIC.len() {
-        return Err(corrupt(
-            frame_at + frame.len(),
-            format!("truncated: the zstd frame has {} bytes", frame.len()),
-        ));
-    }
-    if !frame.starts_with(&ZSTD_MAGIC) {
-        return Err(corrupt(
-            frame_at,
-            "not a zstd frame (bad magic number)".into(),
-        ));
-    }
-    let possible = (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO);
-    let declared = match usize::try_from(declared) {
-        Ok(n) if declared <= possible => n,
-        _ => {
-            return Err(corrupt(
-                len_at,
-                format!(
-                    "the length field says {declared} bytes, more than a zstd frame of {} bytes \
-                     can hold",
-                    frame.len()
-                ),
-            ))
-        }
-    };
-    let zstd_error =
-        |at: usize, code| corrupt(at, format!("zstd: {}", zstd_safe::get_error_name(code)));
-    let mut dctx = zstd_safe::DCtx::try_create()
-        .ok_or_else(|| Error::io(FILE, io::Error::other("cannot create a zstd context")))?;
-    // A frame we wrote for `declared` bytes needs a window of at most max(1 KiB, declared), and
-    // never more than 2^27 (zstd's default limit, enough for level 22).
-    let window_log = usize::BITS - declared.saturating_sub(1).leading_zeros();
-    dctx.set_parameter(DParameter::WindowLogMax(window_log.clamp(10, 27)))
-        .map_err(|code| zstd_error(frame_at, code))?;
-
-    let limit = declared + 1;
-    let mut out: Vec<u8> = Vec::with_capacity(limit.min(frame.len().saturating_mul(8)));
-    let mut input = InBuffer::around(frame);
-    loop {
-        if out.len() == out.capacity() {
-            let grow = out.len().max(GROW_MIN).min(limit - out.len());
-            out.reserve_exact(grow);
-        }
-        let before = out.len();
-        let hint = dctx
-            .decompress_stream(&mut OutBuffer::around_pos(&mut out, before), &mut input)
-            .map_err(|code| zstd_error(frame_at + input.pos(), code))?;
-        if out.len() > declared {
-            return Err(corrupt(
-                len_at,
-                format!("the zstd frame holds more than the {declared} bytes of the length field"),
-            ));
-        }
-        if hint == 0 {
-            break; // The end of the frame.
-        }
-        if input.pos() == frame.len() && out.len() < out.capacity() {
-            // All the input is in and zstd had room but wants more: the frame is cut short.
-            return Err(corrupt(
-                frame_at + frame.len(),
-                format!(
-                    "truncated: the zstd frame ends early ({} of {declared} bytes decompressed)",
-                    out.len()
-                ),
-            ));
-        }
-    }
-    if input.pos() < frame.len() {
-        return Err(corrupt(
-            frame_at + input.pos(),
-            format!(
-                "{} trailing bytes after the zstd frame",
-                frame.len() - input.pos()
-            ),
-        ));
-    }
-    if out.len() != declared {
-        return Err(corrupt(
-            len_at,
-            format!(
-                "the length field says {declared} bytes, the zstd frame holds {}",
-                out.len()
-            ),
-        ));
-    }
-    Ok(out)
 }

@@ -4,9 +4,9 @@
 //! defaults), and the crash kit (`ResumeCheck`) on `StreamFormat`.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, missing_docs)]
 
+use milonga_formats::chunked::raw::{ChunkEncoder, ChunkInfo, Decompressor, EndRecord, RawBlock};
 use milonga_formats::chunked::{
-    ChunkEncoder, ChunkInfo, Compression, Decompressor, EndRecord, IndexEntry, Items, RawBlock,
-    CHUNK_LAYOUT_VERSION, END_LAYOUT_VERSION,
+    Compression, IndexEntry, Items, CHUNK_LAYOUT_VERSION, END_LAYOUT_VERSION,
 };
 use milonga_formats::{JsonCodec, Stream, StreamFormat};
 use milonga_sdk::testing::{check_resume, meter_installed, Crash, DecoderCheck, ResumeCheck};

@@ -1,5 +1,7 @@
 //! Micro-measurement of the SQLite sequence on 1,000,000 benchmark records (not a test):
 //! `cargo test -p milonga-formats --release --test sqlite_bench -- --ignored --nocapture`
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::Instant;
 
@@ -16,7 +18,7 @@ use bench_records::{records, Record};
 
 fn measure(name: &str, compression: SqliteCompression) {
     const N: u64 = 1_000_000;
-    let format = SqliteSequenceFormat::<Record>::new().compression(compression);
+    let format = SqliteSequenceFormat::<Record>::new().with_compression(compression);
     let artifact = MemoryArtifact::new();
     let t = Instant::now();
     format.write(records(N), &artifact).unwrap();

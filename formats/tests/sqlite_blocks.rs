@@ -1,5 +1,7 @@
 //! The version 2 block layout of SqliteSequenceFormat (`compression = zstd_blocks`): random
 //! access across block boundaries, the builder's partial block after a crash, bad blocks.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use milonga_formats::{SqliteCompression, SqliteSequenceBuilder, SqliteSequenceFormat};
 use milonga_sdk::{Error, Format, MemoryArtifact};
@@ -21,7 +23,7 @@ fn items(n: u64) -> Vec<String> {
 fn write(items: Vec<String>, compression: SqliteCompression) -> MemoryArtifact {
     let artifact = MemoryArtifact::new();
     SqliteSequenceFormat::<String>::new()
-        .compression(compression)
+        .with_compression(compression)
         .write(items, &artifact)
         .unwrap();
     artifact
@@ -293,7 +295,7 @@ fn builder_len_counts_the_open_block_after_a_drop() {
         let mut b =
             SqliteSequenceBuilder::<String>::open_with(&path, milonga_formats::PostcardCodec, c)
                 .unwrap();
-        b.set_commit_every(7);
+        b.with_commit_every(7);
         let want = items(6000);
         // The dictionary is decided (after 1024 items) when `dict > 0`; stop at 5003 to leave
         // a partial block.
@@ -326,7 +328,7 @@ fn builder_len_counts_the_open_block_after_a_drop() {
 fn builder_keeps_exactly_the_committed_items_after_an_abort() {
     if let Ok(path) = std::env::var("MILONGA_SQLITE_BLOCKS_CHILD") {
         let mut b = SqliteSequenceBuilder::<String>::open(&path).unwrap();
-        b.set_commit_every(10);
+        b.with_commit_every(10);
         b.extend(items(4133)).unwrap(); // 4130 committed: 516 blocks of 8 + 2 pending, 3 lost
         std::process::abort();
     }

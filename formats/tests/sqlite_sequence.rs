@@ -1,4 +1,6 @@
 //! SqliteSequenceFormat, SqliteSequenceBuilder, SqliteDictFormat and the dataset dict.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,7 @@ use milonga_sdk::{Error, Format, MemoryArtifact};
 use proptest::prelude::*;
 
 fn write_seq(items: Vec<String>, compression: SqliteCompression) -> MemoryArtifact {
-    let format = SqliteSequenceFormat::<String>::new().compression(compression);
+    let format = SqliteSequenceFormat::<String>::new().with_compression(compression);
     let artifact = MemoryArtifact::new();
     format.write(items, &artifact).unwrap();
     artifact
@@ -244,7 +246,7 @@ fn builder_resumes_after_drop_and_finishes_as_the_artifact() {
         let mut b =
             SqliteSequenceBuilder::<u64>::open_with(&path, milonga_formats::PostcardCodec, c)
                 .unwrap();
-        b.set_commit_every(1000);
+        b.with_commit_every(1000);
         b.extend(0..2500u64).unwrap();
         b.commit().unwrap();
         b.extend(2500..2600u64).unwrap();
@@ -269,7 +271,7 @@ fn a_live_builder_holds_the_file_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("work.sqlite");
     let mut b = SqliteSequenceBuilder::<u64>::open(&path).unwrap();
-    b.set_commit_every(100);
+    b.with_commit_every(100);
     b.extend(0..250u64).unwrap();
     // Simulate a kill: leak the builder so neither Drop nor close runs.
     std::mem::forget(b);
@@ -286,7 +288,7 @@ fn a_live_builder_holds_the_file_lock() {
 fn builder_keeps_committed_rows_after_the_process_aborts() {
     if let Ok(path) = std::env::var("MILONGA_SQLITE_CHILD") {
         let mut b = SqliteSequenceBuilder::<u64>::open(&path).unwrap();
-        b.set_commit_every(100);
+        b.with_commit_every(100);
         b.extend(0..250u64).unwrap();
         std::process::abort(); // 200 committed, 50 not
     }
@@ -330,7 +332,7 @@ fn second_builder_on_the_same_file_is_busy() {
 #[test]
 fn dict_roundtrip_with_string_and_tuple_keys() {
     for c in [SqliteCompression::None, SqliteCompression::zstd()] {
-        let format = SqliteDictFormat::<String, Vec<u32>>::new().compression(c);
+        let format = SqliteDictFormat::<String, Vec<u32>>::new().with_compression(c);
         let artifact = MemoryArtifact::new();
         let entries: Vec<(String, Vec<u32>)> = (0..3000u32)
             .map(|i| (format!("key{i}"), vec![i, i * 2]))

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use milonga_formats::chunked::{ChunkInfo, EndRecord, IndexEntry};
+use milonga_formats::chunked::raw::{ChunkInfo, EndRecord};
+use milonga_formats::chunked::IndexEntry;
 use milonga_formats::{JsonCodec, Stream, StreamFormat};
 use milonga_sdk::{
     ArtifactReader, ContentId, Error, FileEntry, Format, MemoryArtifact, ReadSeek, Result,
@@ -348,7 +349,7 @@ fn a_lying_length_field_is_refused_before_allocating() {
 
 mod never_panics {
     use super::*;
-    use milonga_formats::chunked::Decompressor;
+    use milonga_formats::chunked::raw::Decompressor;
     use proptest::prelude::*;
 
     /// Parses `bytes` as a chunk and, if it passes, decompresses and walks its items.

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use milonga_formats::chunked::{Compression, EndRecord};
+use milonga_formats::chunked::raw::EndRecord;
+use milonga_formats::chunked::Compression;
 use milonga_formats::{Stream, StreamFormat};
 use milonga_sdk::{
     ArtifactReader, ArtifactStatus, ContentId, Error, FileEntry, Format, MemoryArtifact, ReadSeek,
@@ -299,7 +300,7 @@ fn a_stored_length_past_2_pow_64_is_truncation_at_the_files_length() {
     let mut b = a.file(&name).unwrap();
     // The header then describes a file longer than any: this one is shorter than it says.
     b[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
-    let e = milonga_formats::chunked::ChunkInfo::parse(&b, &name).unwrap_err();
+    let e = milonga_formats::chunked::raw::ChunkInfo::parse(&b, &name).unwrap_err();
     assert!(
         matches!(&e, Error::Corrupt { offset, .. } if *offset == b.len() as u64),
         "{e:?}"

@@ -1,4 +1,8 @@
 //! The single-value formats: golden bytes, round-trips, and every kind of bad input.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+// The allocation meter at the end of this file is a `GlobalAlloc`, which needs `unsafe`.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -6,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use milonga_formats::{BytesFormat, JsonFormat, PostcardFormat, TextFormat};
+use milonga_formats::{BytesFormat, Compression, JsonFormat, PostcardFormat, TextFormat};
 use milonga_sdk::testing::{check_format, roundtrip, write_to_memory};
 use milonga_sdk::{
     ArtifactWriter, Envelope, Error, FileEntry, FileWriter, Format, MemoryArtifact, SharedBytes,
@@ -538,21 +542,29 @@ fn ids_versions_settings_and_file_name() {
     // The settings: the constant, `default()` and `DEFAULT` agree; id and version do not depend
     // on them.
     assert_eq!(PostcardFormat, PostcardFormat::default());
-    assert_eq!(PostcardFormat::DEFAULT.compression(), Some(3));
+    assert_eq!(
+        PostcardFormat::DEFAULT.compression(),
+        Compression::Zstd { level: 3 }
+    );
     assert_eq!(PostcardFormat::DEFAULT.threshold(), 512);
     assert_eq!(
         JsonFormat::default().compression(),
-        Some(JsonFormat::DEFAULT_LEVEL)
+        Compression::Zstd {
+            level: JsonFormat::DEFAULT_LEVEL
+        }
     );
     assert_eq!(
         TextFormat::default().threshold(),
         TextFormat::DEFAULT_THRESHOLD
     );
-    assert_eq!(BytesFormat::uncompressed().compression(), None);
+    assert_eq!(BytesFormat::uncompressed().compression(), Compression::None);
     let tuned = PostcardFormat::uncompressed()
-        .with_compression(Some(19))
+        .with_compression(Compression::Zstd { level: 19 })
         .with_threshold(64);
-    assert_eq!((tuned.compression(), tuned.threshold()), (Some(19), 64));
+    assert_eq!(
+        (tuned.compression(), tuned.threshold()),
+        (Compression::Zstd { level: 19 }, 64)
+    );
     assert_ne!(tuned, PostcardFormat);
     assert_eq!(
         <PostcardFormat as Format<u8>>::id(&tuned),
@@ -612,7 +624,10 @@ proptest! {
     fn every_compression_setting_roundtrips(
         value in wide_with(short_f64()),
         copies in 0usize..40,
-        level in prop_oneof![Just(None), (-5i32..=19).prop_map(Some)],
+        level in prop_oneof![
+            Just(Compression::None),
+            (-5i32..=19).prop_map(|level| Compression::Zstd { level }),
+        ],
         threshold in prop_oneof![Just(0usize), Just(512), 0usize..4096],
     ) {
         let values = vec![value; copies];
@@ -1244,11 +1259,11 @@ fn compression_happens_at_the_threshold_and_only_when_it_helps() {
     // The level changes the bytes, not what reads back.
     let records = fixture_records();
     let fast = data_of(
-        &PostcardFormat::DEFAULT.with_compression(Some(1)),
+        &PostcardFormat::DEFAULT.with_compression(Compression::Zstd { level: 1 }),
         records.clone(),
     );
     let best = data_of(
-        &PostcardFormat::DEFAULT.with_compression(Some(19)),
+        &PostcardFormat::DEFAULT.with_compression(Compression::Zstd { level: 19 }),
         records.clone(),
     );
     assert_ne!(fast, best);
@@ -1593,7 +1608,7 @@ fn measure_value_formats() {
         );
         run(
             "PostcardFormat zstd 1",
-            &PostcardFormat::DEFAULT.with_compression(Some(1)),
+            &PostcardFormat::DEFAULT.with_compression(Compression::Zstd { level: 1 }),
             &value,
             reps,
         );

@@ -235,7 +235,10 @@ impl Read for RangeReader {
         let at = (self.pos - self.buf_start) as usize;
         let avail = self.buf.get(at..).unwrap_or_default();
         let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
+        let (Some(dst), Some(src)) = (out.get_mut(..n), avail.get(..n)) else {
+            return Ok(0);
+        };
+        dst.copy_from_slice(src);
         self.pos += n as u64;
         Ok(n)
     }

@@ -82,56 +82,54 @@ impl Envelope {
     /// # Errors
     /// [`Error::Corrupt`] naming `file` and the offset if the bytes are not an envelope.
     pub fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<(Envelope, &'a [u8])> {
-        let need = |n: usize, at: usize| -> Result<()> {
-            if bytes.len() < at + n {
-                Err(Error::corrupt(
-                    file,
-                    bytes.len() as u64,
-                    format!(
-                        "truncated envelope: needs {} bytes, file has {}",
-                        at + n,
-                        bytes.len()
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
+        let truncated = |needed: usize| {
+            Error::corrupt(
+                file,
+                bytes.len() as u64,
+                format!(
+                    "truncated envelope: needs {needed} bytes, file has {}",
+                    bytes.len()
+                ),
+            )
         };
-        need(6, 0)?;
-        if bytes[..4] != MAGIC {
+        let Some((head, rest)) = bytes.split_first_chunk::<6>() else {
+            return Err(truncated(6));
+        };
+        let [m0, m1, m2, m3, layout, n] = *head;
+        let magic = [m0, m1, m2, m3];
+        if magic != MAGIC {
             return Err(Error::corrupt(
                 file,
                 0,
-                format!(
-                    "not a milonga envelope (magic {:02x?}, expected {:02x?})",
-                    &bytes[..4],
-                    MAGIC
-                ),
+                format!("not a milonga envelope (magic {magic:02x?}, expected {MAGIC:02x?})"),
             ));
         }
-        if bytes[4] != LAYOUT_VERSION {
+        if layout != LAYOUT_VERSION {
             return Err(Error::UnsupportedVersion {
                 file: file.to_owned(),
                 format: "envelope".into(),
-                found: u32::from(bytes[4]),
+                found: u32::from(layout),
                 supported: u32::from(LAYOUT_VERSION),
             });
         }
-        let n = usize::from(bytes[5]);
+        let n = usize::from(n);
         if n == 0 {
             return Err(Error::corrupt(file, 5, "empty format id"));
         }
-        need(n + 4, 6)?;
-        let id = std::str::from_utf8(&bytes[6..6 + n])
+        let (Some((id, rest)), true) = (rest.split_at_checked(n), rest.len() >= n + 4) else {
+            return Err(truncated(6 + n + 4));
+        };
+        let Some((version, rest)) = rest.split_first_chunk::<4>() else {
+            return Err(truncated(6 + n + 4));
+        };
+        let id = std::str::from_utf8(id)
             .map_err(|e| Error::corrupt(file, 6, format!("format id is not UTF-8: {e}")))?;
-        let mut v = [0u8; 4];
-        v.copy_from_slice(&bytes[6 + n..10 + n]);
         Ok((
             Envelope {
                 format_id: id.to_owned(),
-                format_version: u32::from_le_bytes(v),
+                format_version: u32::from_le_bytes(*version),
             },
-            &bytes[10 + n..],
+            rest,
         ))
     }
 
@@ -142,12 +140,13 @@ impl Envelope {
     pub fn read_from(r: &mut dyn Read, file: &str) -> Result<Envelope> {
         let mut head = [0u8; 6];
         read_exact_or_corrupt(r, &mut head, file, 0)?;
-        let n = usize::from(head[5]);
-        let mut buf = Vec::with_capacity(6 + n + 4);
+        let [m0, m1, m2, m3, layout, n] = head;
+        let mut buf = Vec::with_capacity(6 + usize::from(n) + 4);
         buf.extend_from_slice(&head);
-        buf.resize(6 + n + 4, 0);
-        if head[..4] == MAGIC && head[4] == LAYOUT_VERSION {
-            read_exact_or_corrupt(r, &mut buf[6..], file, 6)?;
+        if [m0, m1, m2, m3] == MAGIC && layout == LAYOUT_VERSION {
+            let mut tail = vec![0u8; usize::from(n) + 4];
+            read_exact_or_corrupt(r, &mut tail, file, 6)?;
+            buf.extend_from_slice(&tail);
         }
         Envelope::decode(&buf, file).map(|(env, _)| env)
     }
@@ -195,8 +194,8 @@ pub fn open_envelope<'a>(
 
 fn read_exact_or_corrupt(r: &mut dyn Read, buf: &mut [u8], file: &str, at: u64) -> Result<()> {
     let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match r.read(rest) {
             Ok(0) => {
                 return Err(Error::corrupt(
                     file,

@@ -124,11 +124,17 @@ impl Error {
     /// An I/O error on `path`. If `source` wraps an SDK error (as readers that verify while
     /// reading produce), that error is returned unchanged.
     pub fn io(path: impl fmt::Display, source: io::Error) -> Self {
-        if source.get_ref().is_some_and(|e| e.is::<Error>()) {
+        let source = if source.get_ref().is_some_and(|e| e.is::<Error>()) {
             // Unwrap our own error carried through an io::Error.
-            let inner = source.into_inner().expect("checked above");
-            return *inner.downcast::<Error>().expect("checked above");
-        }
+            let kind = source.kind();
+            match source.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(error)) => return *error,
+                Some(Err(other)) => io::Error::new(kind, other),
+                None => io::Error::from(kind),
+            }
+        } else {
+            source
+        };
         Error::Io {
             path: path.to_string(),
             source,

@@ -45,6 +45,8 @@
 //! # assert_eq!(U64Format.read(artifact.handle()).unwrap(), 42);
 //! ```
 #![forbid(unsafe_code)]
+// The decoder lints (`unwrap_used`, `expect_used`, `indexing_slicing`) come from
+// `[workspace.lints.clippy]` and apply to the whole crate.
 
 mod artifact;
 mod codec;
@@ -54,7 +56,10 @@ mod format;
 mod memory;
 pub mod outboard;
 
+// The test kit runs formats under test and reports their failures; it decodes no stored bytes
+// itself, so the decoder lints (`[workspace.lints.clippy]`) do not apply to it.
 #[cfg(feature = "testing")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 pub mod testing;
 
 pub use artifact::{

@@ -36,16 +36,22 @@ impl MemoryArtifact {
         Self::default()
     }
 
+    /// The files, also after a panic in another thread that held the lock (every change to
+    /// them is a single insert, so they are never half updated).
+    fn lock_files(&self) -> std::sync::MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The bytes of file `name`, if it was finished.
     pub fn file(&self, name: &str) -> Option<Vec<u8>> {
-        let files = self.files.lock().expect("poisoned");
+        let files = self.lock_files();
         files.data.get(name).map(|d| d.as_ref().clone())
     }
 
     /// Replaces the bytes of a finished file (to simulate corruption); the recorded entry's hash
     /// is updated too, as a backend without verification would see it.
     pub fn set_file(&self, name: &str, bytes: Vec<u8>) {
-        let mut files = self.files.lock().expect("poisoned");
+        let mut files = self.lock_files();
         if !files.data.contains_key(name) {
             files.order.push(name.to_owned());
         }
@@ -54,11 +60,11 @@ impl MemoryArtifact {
 
     /// All finished files and their bytes, in the order they were finished.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
-        let files = self.files.lock().expect("poisoned");
+        let files = self.lock_files();
         files
             .order
             .iter()
-            .map(|n| (n.clone(), files.data[n].as_ref().clone()))
+            .filter_map(|n| Some((n.clone(), files.data.get(n)?.as_ref().clone())))
             .collect()
     }
 
@@ -68,7 +74,7 @@ impl MemoryArtifact {
     }
 
     fn publish(&self, name: &str, bytes: Vec<u8>) -> Result<FileEntry> {
-        let mut files = self.files.lock().expect("poisoned");
+        let mut files = self.lock_files();
         if files.data.contains_key(name) {
             return Err(Error::Unsupported(format!(
                 "file {name:?} was already finished in this artifact"
@@ -85,7 +91,7 @@ impl MemoryArtifact {
     }
 
     fn get(&self, name: &str) -> Result<Arc<Vec<u8>>> {
-        let files = self.files.lock().expect("poisoned");
+        let files = self.lock_files();
         files
             .data
             .get(name)
@@ -129,11 +135,17 @@ impl ArtifactWriter for MemoryArtifact {
     }
 
     fn scratch_dir(&self) -> Result<PathBuf> {
-        let mut scratch = self.scratch.lock().expect("poisoned");
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if scratch.is_none() {
             *scratch = Some(tempfile::tempdir().map_err(|e| Error::io("scratch directory", e))?);
         }
-        Ok(scratch.as_ref().expect("set above").path().to_owned())
+        match scratch.as_ref() {
+            Some(dir) => Ok(dir.path().to_owned()),
+            None => Err(Error::io(
+                "scratch directory",
+                std::io::Error::other("no scratch directory"),
+            )),
+        }
     }
 
     fn ingest(&self, name: &str, path: &Path) -> Result<FileEntry> {
@@ -165,17 +177,17 @@ impl ArtifactReader for MemoryArtifact {
     }
 
     fn files(&self) -> Vec<FileEntry> {
-        let files = self.files.lock().expect("poisoned");
+        let files = self.lock_files();
         files
             .order
             .iter()
-            .map(|n| {
-                let d = &files.data[n];
-                FileEntry {
+            .filter_map(|n| {
+                let d = files.data.get(n)?;
+                Some(FileEntry {
                     name: n.clone(),
                     len: d.len() as u64,
                     id: ContentId::of(d),
-                }
+                })
             })
             .collect()
     }

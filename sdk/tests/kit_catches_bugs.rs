@@ -1,5 +1,7 @@
 //! The test kit itself: a correct format passes every check, and each kind of broken format is
 //! caught by the check that names its bug.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,6 +1,8 @@
 //! The executor: graphs run in parallel give the results of sequential runs, failures stay in
 //! their branch, streams are pipelined, and the caching controls (uncacheable, non-deterministic,
 //! refresh) hold.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -79,7 +81,10 @@ fn diamond(tag: &'static str, jobs: usize) -> Vec<u64> {
     let b = node(tag, "b", &[&a]);
     let c = node(tag, "c", &[&a]);
     let d = node(tag, "d", &[&b, &c]);
-    let outcome = Executor::new(&ws).jobs(jobs).run([d.erased()]).unwrap();
+    let outcome = Executor::new(&ws)
+        .with_jobs(jobs)
+        .run([d.erased()])
+        .unwrap();
     assert!(outcome.is_success(), "{outcome}");
     assert_eq!(outcome.steps.len(), 4, "{outcome}");
     assert_eq!(outcome.with_status("computed").count(), 4, "{outcome}");
@@ -108,7 +113,7 @@ fn wide(tag: &'static str, jobs: usize) -> Vec<u64> {
         .map(|i| node(tag, &format!("m{i}"), &[&roots[i % 6], &roots[(i + 1) % 6]]))
         .collect();
     let outcome = Executor::new(&ws)
-        .jobs(jobs)
+        .with_jobs(jobs)
         .run(mids.iter().map(StepRef::erased))
         .unwrap();
     assert!(outcome.is_success(), "{outcome}");
@@ -154,7 +159,7 @@ fn failing_branch_leaves_the_others_completed_and_its_dependents_not_run() {
     let join = node(tag, "join", &[&good2, &bad3]);
     let other = node(tag, "other", &[]);
     let outcome = Executor::new(&ws)
-        .jobs(2)
+        .with_jobs(2)
         .run([join.erased(), good2.erased(), other.erased()])
         .unwrap();
     assert!(!outcome.is_success());
@@ -221,7 +226,7 @@ fn shared_subgraph_runs_each_step_once_under_eight_workers() {
         })
         .collect();
     let outcome = Executor::new(&ws)
-        .jobs(8)
+        .with_jobs(8)
         .run(tops.iter().map(StepRef::erased))
         .unwrap();
     assert!(outcome.is_success(), "{outcome}");
@@ -233,7 +238,7 @@ fn shared_subgraph_runs_each_step_once_under_eight_workers() {
     }
     // A second run loads everything.
     let again = Executor::new(&ws)
-        .jobs(8)
+        .with_jobs(8)
         .run(tops.iter().map(StepRef::erased))
         .unwrap();
     assert_eq!(again.with_status("loaded").count(), 33, "{again}");
@@ -265,7 +270,7 @@ fn refresh_reruns_exactly_the_chosen_steps() {
     let before = *c.result(&ws).unwrap();
 
     let outcome = Executor::new(&ws)
-        .jobs(3)
+        .with_jobs(3)
         .refresh(&b)
         .refresh_id(d.unique_id().unwrap())
         .run([c.erased(), d.erased()])
@@ -358,7 +363,7 @@ fn uncacheable_steps_never_reach_the_workspace() {
         })
         .collect();
     let outcome = Executor::new(&ws)
-        .jobs(4)
+        .with_jobs(4)
         .run(predictions.iter().map(StepRef::erased))
         .unwrap();
     assert!(outcome.is_success(), "{outcome}");
@@ -493,7 +498,10 @@ fn non_deterministic_steps_never_hit_the_cache_across_runs() {
     });
     let mut seen_ids = std::collections::HashSet::new();
     for run in 1..=3 {
-        let outcome = Executor::new(&ws).jobs(2).run([mean.erased()]).unwrap();
+        let outcome = Executor::new(&ws)
+            .with_jobs(2)
+            .run([mean.erased()])
+            .unwrap();
         assert!(outcome.is_success(), "{outcome}");
         assert_eq!(outcome.with_status("computed").count(), 2, "{outcome}");
         assert_eq!(SAMPLE_RUNS.load(Ordering::SeqCst), run);
@@ -670,7 +678,10 @@ fn pipelined_chain_equals_unpipelined() {
     let n = 60_000;
     let piped_ws = Workspace::memory().unwrap();
     let (p, t, e) = chain("piped", n, Some(&GATE), None);
-    let outcome = Executor::new(&piped_ws).jobs(3).run([e.erased()]).unwrap();
+    let outcome = Executor::new(&piped_ws)
+        .with_jobs(3)
+        .run([e.erased()])
+        .unwrap();
     assert!(outcome.is_success(), "{outcome}");
     assert!(
         GATE.opened_in_time.load(Ordering::SeqCst),
@@ -680,8 +691,8 @@ fn pipelined_chain_equals_unpipelined() {
     let plain_ws = Workspace::memory().unwrap();
     let (p2, t2, e2) = chain("piped", n, None, None);
     let outcome = Executor::new(&plain_ws)
-        .jobs(3)
-        .pipeline(false)
+        .with_jobs(3)
+        .with_pipeline(false)
         .run([e2.erased()])
         .unwrap();
     assert!(outcome.is_success(), "{outcome}");
@@ -710,7 +721,7 @@ fn producer_dies_mid_stream(tag: &'static str, gate: &'static Gate, panic: bool)
     let n = 60_000;
     let ws = Workspace::memory().unwrap();
     let (p, t, e) = chain_with(tag, n, Some(gate), Some(n / 2 + 10), panic);
-    let outcome = Executor::new(&ws).jobs(3).run([e.erased()]).unwrap();
+    let outcome = Executor::new(&ws).with_jobs(3).run([e.erased()]).unwrap();
     assert!(
         gate.opened_in_time.load(Ordering::SeqCst),
         "the consumer was following"
@@ -777,7 +788,7 @@ fn independent_steps_run_at_the_same_time() {
     let ws = Workspace::memory().unwrap();
     let steps = [0u8, 1].map(|side| StepRef::new(Meet { side, met: &MET }));
     let outcome = Executor::new(&ws)
-        .jobs(2)
+        .with_jobs(2)
         .run(steps.iter().map(StepRef::erased))
         .unwrap();
     assert!(outcome.is_success(), "{outcome}");

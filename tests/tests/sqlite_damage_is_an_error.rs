@@ -2,6 +2,8 @@
 //! verified against its content id before SQLite reads it, so any damage is a typed error naming
 //! the object, for every layout (plain values, per-value zstd, zstd blocks), and a valid
 //! sequence file swapped in for another is refused.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
 
@@ -33,7 +35,7 @@ impl Step for Words {
             },
             _ => SqliteCompression::default(),
         };
-        SqliteSequenceFormat::new().compression(c)
+        SqliteSequenceFormat::new().with_compression(c)
     }
     fn run(&self, _ctx: &mut Context<'_>) -> Result<Vec<String>, BoxError> {
         Ok((0..self.n).map(word).collect())

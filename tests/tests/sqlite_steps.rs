@@ -1,6 +1,8 @@
 //! SQLite sequences, dicts and dataset dicts as step results: stored as objects of the
 //! content-addressed store, read lazily in place, covered by `verify`, and built resumably
 //! inside a step that survives a `kill -9`.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[path = "../src/bin/milonga-sqlite-step/steps.rs"]
 #[allow(dead_code)]

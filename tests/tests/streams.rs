@@ -1,5 +1,7 @@
 //! Streaming steps end to end: lazy results, resume after a killed writer, tail-follow across
 //! threads and processes, streams as inputs.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

@@ -22,6 +22,8 @@
 //!    (the first run then only computes what is missing).
 //!
 //! Prints a table, then one JSON line with the numbers.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,8 +136,8 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let target = chain(n);
             let t = Instant::now();
             let outcome = Executor::new(&ws)
-                .pipeline(pipelined)
-                .progress(false)
+                .with_pipeline(pipelined)
+                .with_progress(false)
                 .run([target.erased()])?;
             let secs = t.elapsed().as_secs_f64();
             outcome.check()?;
@@ -156,8 +158,8 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 (0..8).map(|i| Spin { i, rounds, nonce }.into()).collect();
             let t = Instant::now();
             let outcome = Executor::new(&ws)
-                .jobs(jobs)
-                .progress(false)
+                .with_jobs(jobs)
+                .with_progress(false)
                 .run(steps.iter().map(StepRef::erased))?;
             let secs = t.elapsed().as_secs_f64();
             outcome.check()?;
@@ -171,7 +173,7 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let graph = overhead_graph(steps);
             let built = t.elapsed().as_secs_f64();
             let outcome = Executor::new(&ws)
-                .progress(false)
+                .with_progress(false)
                 .run(graph.iter().map(StepRef::erased))?;
             let secs = t.elapsed().as_secs_f64();
             outcome.check()?;

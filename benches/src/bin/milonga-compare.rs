@@ -8,6 +8,8 @@
 //! what each time covers) is documented at the top of `benches/compare/run.py`; the workloads
 //! mirror `benches/compare/tango_side.py` on the same records
 //! ([`milonga_benches::records`]).
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

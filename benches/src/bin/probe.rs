@@ -15,6 +15,8 @@
 //!
 //! CPU measurements are the best of 3 runs. MB = 10^6 bytes. Prints a table, then one JSON line
 //! (the last line of stdout) with the same numbers.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 use std::io::Write;

@@ -13,6 +13,8 @@
 //! 3. Outboard bytes against data bytes, for the stream's chunk objects and the big object.
 //! 4. A SQLite sequence of 1,000,000 records: the first open in a process (which verifies the
 //!    file against its content id) against a second open (verified already).
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -90,20 +92,7 @@ impl Rng {
 /// Drops the file's pages from the page cache (clean pages only; object files are).
 fn drop_cache(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
-        use std::os::fd::AsRawFd;
-        unsafe_fadvise(f.as_raw_fd());
-    }
-}
-
-fn unsafe_fadvise(fd: i32) {
-    extern "C" {
-        fn posix_fadvise(fd: i32, offset: i64, len: i64, advice: i32) -> i32;
-    }
-    const POSIX_FADV_DONTNEED: i32 = 4;
-    // SAFETY: fd is an open descriptor; the call only advises the kernel.
-    #[allow(unsafe_code)]
-    unsafe {
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
     }
 }
 
@@ -232,7 +221,7 @@ fn main() -> Result<(), BoxError> {
     // The floor of any get: decompressing one block of a chunk already in memory.
     let loaded = stream.chunks().load(&chunks[0])?;
     let blocks = loaded.info.blocks.len() as u64;
-    let mut dctx = milonga::chunked::Decompressor::new();
+    let mut dctx = milonga::chunked::raw::Decompressor::new();
     let mut floor = Lat(Vec::with_capacity(gets));
     let mut out = Vec::new();
     for _ in 0..gets {

@@ -46,7 +46,7 @@ use crate::workspace::Workspace;
 /// #     let mut t = 0; for p in &self.parts { t += *c.input(p)?; } Ok(t) } }
 /// let ws = Workspace::memory()?;
 /// let sum = StepRef::new(Sum { parts: (1..=4).map(|x| Square { x }.into()).collect() });
-/// let outcome = Executor::new(&ws).jobs(2).run([sum.erased()])?;
+/// let outcome = Executor::new(&ws).with_jobs(2).run([sum.erased()])?;
 /// assert!(outcome.is_success());
 /// assert_eq!(outcome.with_status("computed").count(), 5);
 /// println!("{outcome}");                                   // the table
@@ -95,7 +95,7 @@ impl Executor {
     }
 
     /// Sets the number of workers (at least 1).
-    pub fn jobs(&mut self, jobs: usize) -> &mut Self {
+    pub fn with_jobs(&mut self, jobs: usize) -> &mut Self {
         self.jobs = jobs.max(1);
         self
     }
@@ -115,14 +115,14 @@ impl Executor {
 
     /// Whether a consumer of a stream may start while its producer is still writing (default
     /// on). Off, every step starts only once all its inputs are complete.
-    pub fn pipeline(&mut self, on: bool) -> &mut Self {
+    pub fn with_pipeline(&mut self, on: bool) -> &mut Self {
         self.pipeline = on;
         self
     }
 
     /// Whether to show the progress of running steps on standard error when it is a terminal
     /// (default on; never shown when it is not a terminal).
-    pub fn progress(&mut self, on: bool) -> &mut Self {
+    pub fn with_progress(&mut self, on: bool) -> &mut Self {
         self.progress = on;
         self
     }

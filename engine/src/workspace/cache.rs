@@ -16,9 +16,9 @@ pub(crate) struct MemoryCache {
 }
 
 /// Default limits of the in-memory result cache.
-pub const DEFAULT_CACHE_ENTRIES: usize = 256;
+pub const DEFAULT_RESULT_CACHE_ENTRIES: usize = 256;
 /// Default byte limit (stored size of the cached results) of the in-memory result cache.
-pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+pub const DEFAULT_RESULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 impl MemoryCache {
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const METADATA_SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -213,10 +213,10 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<bool> {
         None => Err(bad(
             "no schema version (table schema_version is empty)".into()
         )),
-        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+        Some(found) if found > METADATA_SCHEMA_VERSION => Err(Error::SchemaTooNew {
             path: path.to_owned(),
             found,
-            supported: SCHEMA_VERSION,
+            supported: METADATA_SCHEMA_VERSION,
         }),
         Some(found) if found < 1 => Err(bad(format!("invalid schema version {found}"))),
         Some(_) => Ok(false),
@@ -305,7 +305,7 @@ impl Db {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA}
                  INSERT INTO schema_version (version)
-                    SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+                    SELECT {METADATA_SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
                  COMMIT;"
             ))
             .map_err(err)?;

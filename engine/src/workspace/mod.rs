@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use milonga_sdk::{ArtifactHandle, ContentId};
 
-pub use cache::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES};
-pub use db::{StepInfo, StepState, SCHEMA_VERSION};
+pub use cache::{DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES};
+pub use db::{StepInfo, StepState, METADATA_SCHEMA_VERSION};
 pub use gc::GcReport;
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
@@ -180,7 +180,10 @@ impl Workspace {
                 dir: root,
                 store: Arc::new(store),
                 db,
-                cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
+                cache: Mutex::new(MemoryCache::new(
+                    DEFAULT_RESULT_CACHE_ENTRIES,
+                    DEFAULT_RESULT_CACHE_BYTES,
+                )),
                 tmp: None,
                 read_only,
             }),
@@ -216,7 +219,10 @@ impl Workspace {
                 dir: tmp.path().to_owned(),
                 store: Arc::new(MemoryStore::new()),
                 db: Db::open(None, false)?,
-                cache: Mutex::new(MemoryCache::new(DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_BYTES)),
+                cache: Mutex::new(MemoryCache::new(
+                    DEFAULT_RESULT_CACHE_ENTRIES,
+                    DEFAULT_RESULT_CACHE_BYTES,
+                )),
                 tmp: Some(Arc::new(tmp)),
                 read_only: false,
             }),

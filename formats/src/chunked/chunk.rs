@@ -1,8 +1,10 @@
 //! One chunk file: a self-checking header, a block table and independently compressed blocks of
 //! length-prefixed items. The byte layout is specified in `docs/FORMAT.md` §8.2.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use milonga_sdk::{Error, Result};
+
+use crate::varint::{get_varint, put_varint};
+use crate::zstd_frame::{frame_capacity, Expect, FrameDecoder, Magic};
 
 /// The four magic bytes at the start of every chunk file, `MLGC`.
 pub const CHUNK_MAGIC: [u8; 4] = *b"MLGC";
@@ -17,10 +19,6 @@ pub(crate) const FIXED_HEADER_LEN: usize = 40;
 pub(crate) const BLOCK_ENTRY_LEN: usize = 12;
 /// Length of the checksum trailer.
 pub(crate) const CHECKSUM_LEN: usize = 32;
-/// No real zstd frame expands more than this (a block needs at least 3 header bytes for at most
-/// 128 KiB of output); a table entry claiming more is corrupt.
-const MAX_ZSTD_RATIO: u64 = 1 << 17;
-
 /// How the blocks of a chunk are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -61,37 +59,6 @@ impl Default for Compression {
     fn default() -> Self {
         Compression::DEFAULT
     }
-}
-
-/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low bits first).
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// The length of `v` as a LEB128 varint.
-pub(crate) fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// Reads an unsigned LEB128 varint of at most 10 bytes from the front of `bytes`; returns the
-/// value and the number of bytes it took, or `None` if it is truncated or overflows a `u64`.
-pub(crate) fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        let part = u64::from(b & 0x7f);
-        if i == 9 && part > 1 {
-            return None;
-        }
-        v |= part << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// One block's entry in the chunk's block table.
@@ -386,8 +353,7 @@ impl ChunkInfo {
                     return bad("an uncompressed block must be stored as it is".into())
                 }
                 Compression::Zstd { .. }
-                    if u64::from(b.uncompressed_len)
-                        > u64::from(b.stored_len).saturating_mul(MAX_ZSTD_RATIO) =>
+                    if u64::from(b.uncompressed_len) > frame_capacity(b.stored_len as usize) =>
                 {
                     return bad(format!(
                         "{} stored bytes cannot expand to {}",
@@ -498,22 +464,17 @@ impl ChunkInfo {
                 ),
             ));
         }
-        let want = b.uncompressed_len as usize;
         match self.compression {
             Compression::None => out.extend_from_slice(stored),
             Compression::Zstd { .. } => {
-                let start = out.len();
-                out.reserve(want);
-                let got = dctx.decompress(stored, out).map_err(|e| {
-                    Error::corrupt(file, at as u64, format!("block {block}: zstd: {e}"))
-                })?;
-                if got != want || out.len() != start + want {
-                    return Err(Error::corrupt(
-                        file,
-                        at as u64,
-                        format!("block {block} decompressed to {got} bytes, expected {want}"),
-                    ));
-                }
+                dctx.0
+                    .decode(
+                        stored,
+                        Magic::Stored,
+                        Expect::Exactly(u64::from(b.uncompressed_len)),
+                        out,
+                    )
+                    .map_err(|e| Error::corrupt(file, at as u64, format!("block {block}: {e}")))?;
             }
         }
         Ok(())
@@ -540,25 +501,12 @@ impl ChunkInfo {
 }
 
 /// A reusable zstd decompression context.
-pub struct Decompressor(Option<zstd::bulk::Decompressor<'static>>);
+pub struct Decompressor(FrameDecoder);
 
 impl Decompressor {
     /// A new context (allocated on first use).
     pub fn new() -> Self {
-        Decompressor(None)
-    }
-
-    fn decompress(&mut self, src: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
-        let d = match &mut self.0 {
-            Some(d) => d,
-            slot => slot.insert(zstd::bulk::Decompressor::new()?),
-        };
-        // Writes after `out`'s current end, into its spare capacity only (reserved by the
-        // caller from a checked length).
-        let start = out.len() as u64;
-        let mut cursor = std::io::Cursor::new(out);
-        cursor.set_position(start);
-        d.decompress_to_buffer(src, &mut cursor)
+        Decompressor(FrameDecoder::new())
     }
 }
 
@@ -786,27 +734,5 @@ impl<'a> Items<'a> {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varint_roundtrip_and_limits() {
-        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
-            let mut b = Vec::new();
-            put_varint(&mut b, v);
-            assert_eq!(get_varint(&b), Some((v, b.len())));
-            assert_eq!(varint_len(v), b.len());
-            assert_eq!(get_varint(&b[..b.len() - 1]), None);
-        }
-        assert_eq!(get_varint(&[0xff; 11]), None);
-        assert_eq!(
-            get_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
-            None
-        );
     }
 }

@@ -1,5 +1,4 @@
 //! Chunk file names, the chunk index and the end-of-stream record.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use milonga_sdk::{ContentId, Error, Result};
 

@@ -7,10 +7,9 @@
 //!   (magic, layout version, codec id, compression, item count, first item number, lengths), a
 //!   block table, independently compressed blocks of length-prefixed encoded items, and a blake3
 //!   checksum trailer over everything before it; a reader refuses a bad chunk before it allocates
-//!   or decompresses anything ([`ChunkInfo::parse`]);
+//!   or decompresses anything;
 //! - the **end record** `end`, written last: the item count, the chunk index (first item, count,
-//!   length and content id of every chunk) and a whole-stream hash over the chunks' content ids
-//!   ([`EndRecord`]). A stream without it is unfinished or cut short, never a shorter stream.
+//!   length and content id of every chunk) and a whole-stream hash over the chunks' content ids. A stream without it is unfinished or cut short, never a shorter stream.
 //!
 //! Every byte is specified in `docs/FORMAT.md` §8.2.
 //!
@@ -26,14 +25,22 @@ mod live;
 mod reader;
 mod writer;
 
-pub use chunk::{
-    BlockEntry, ChunkEncoder, ChunkInfo, Compression, Decompressor, Items, RawBlock,
-    CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK_PAYLOAD,
-};
-pub use end::{stream_hash, EndRecord, IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
+pub use chunk::{Compression, Items, CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK_PAYLOAD};
+pub use end::{IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
 pub(crate) use reader::item_file;
 pub use reader::{
-    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, LoadedChunk, DEFAULT_CACHE_BYTES,
+    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, DEFAULT_CHUNK_CACHE_BYTES,
     SEGMENT_BYTES,
 };
 pub use writer::{write_chunked, ChunkOptions, ChunkSink, ResumePoint};
+
+/// The pieces under the public API: the chunk encoder and parser, raw blocks, the end record
+/// and a loaded chunk file. Public only for this repository's fuzz targets, tests and benches,
+/// which take chunks apart byte by byte; not a stable API, and not needed by a custom format
+/// (which writes with [`write_chunked`] and reads with [`ChunkedReader`]).
+#[doc(hidden)]
+pub mod raw {
+    pub use super::chunk::{BlockEntry, ChunkEncoder, ChunkInfo, Decompressor, RawBlock};
+    pub use super::end::{stream_hash, EndRecord};
+    pub use super::reader::LoadedChunk;
+}

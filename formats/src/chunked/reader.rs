@@ -1,7 +1,6 @@
 //! Reading a chunked stream: the chunk index, verified chunk loading with a bounded cache,
 //! random access by item number, sequential reading with a read-ahead thread, and following a
 //! stream that is still being written.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,7 @@ use super::writer::check_chunk;
 
 /// Default budget of the cache of parsed chunk headers (block tables) used by random access, in
 /// bytes of memory: 4 MiB holds the headers of about 3,000 chunks of 50 blocks.
-pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+pub const DEFAULT_CHUNK_CACHE_BYTES: usize = 4 << 20;
 
 /// Target size of the decompressed segments that sequential reading hands over between threads.
 pub const SEGMENT_BYTES: usize = 256 << 10;
@@ -216,7 +215,7 @@ impl ChunkedReader {
                 codec_id: codec_id.to_owned(),
                 state: Mutex::new(State::default()),
                 cache: Mutex::new(Cache {
-                    budget: DEFAULT_CACHE_BYTES,
+                    budget: DEFAULT_CHUNK_CACHE_BYTES,
                     used: 0,
                     tick: 0,
                     headers: HashMap::new(),
@@ -234,7 +233,7 @@ impl ChunkedReader {
     }
 
     /// Sets the budget of the cache of chunk headers used by [`with_item`](Self::with_item), in
-    /// bytes (default [`DEFAULT_CACHE_BYTES`]). At least one header is always kept.
+    /// bytes (default [`DEFAULT_CHUNK_CACHE_BYTES`]). At least one header is always kept.
     pub fn set_cache_bytes(&self, bytes: usize) {
         lock(&self.inner.cache).budget = bytes;
     }
@@ -328,6 +327,7 @@ impl ChunkedReader {
     /// # Errors
     /// [`Error::MissingFile`] naming the chunk and its items, [`Error::ChecksumMismatch`],
     /// [`Error::Corrupt`] or [`Error::WrongFormat`].
+    #[doc(hidden)]
     pub fn load(&self, chunk: &KnownChunk) -> Result<LoadedChunk> {
         self.inner.load(chunk)
     }
@@ -337,6 +337,7 @@ impl ChunkedReader {
     ///
     /// # Errors
     /// As [`load`](Self::load), or a block that does not decompress.
+    #[doc(hidden)]
     pub fn decode(
         &self,
         chunk: &KnownChunk,

@@ -8,7 +8,9 @@ use std::io::Write;
 use crossbeam_channel::bounded;
 use milonga_sdk::{ArtifactWriter, Error, FileEntry, Result};
 
-use super::chunk::{varint_len, ChunkEncoder, ChunkInfo, Compression, RawBlock, MAX_CHUNK_PAYLOAD};
+use crate::varint::varint_len;
+
+use super::chunk::{ChunkEncoder, ChunkInfo, Compression, RawBlock, MAX_CHUNK_PAYLOAD};
 use super::end::{EndRecord, IndexEntry, StreamLayout};
 use super::live::{self, LiveWriter, Segment};
 

@@ -7,41 +7,11 @@
 
 use std::ops::Range;
 
-use milonga_sdk::{Error, Result};
-use zstd::zstd_safe::{self, CCtx, DCtx};
+use milonga_sdk::Result;
+use zstd::zstd_safe::CCtx;
 
-use super::compress::{frame_capacity, zstd_cctx, zstd_dctx, ZSTD_MAGIC};
-
-/// The most bytes a LEB128 varint of a `u64` takes.
-const MAX_VARINT: u64 = 10;
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads a LEB128 varint at `*pos`, advancing it.
-fn read_varint(buf: &[u8], pos: &mut usize) -> std::result::Result<u64, String> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let Some(&b) = buf.get(*pos) else {
-            return Err("block ends inside an item length".into());
-        };
-        *pos += 1;
-        let bits = u64::from(b & 0x7f);
-        if shift == 63 && bits > 1 {
-            return Err("item length overflows 64 bits".into());
-        }
-        v |= bits << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("item length longer than 10 bytes".into())
-}
+use crate::varint::{get_varint, put_varint, MAX_VARINT_LEN};
+use crate::zstd_frame::{compress_stripped, zstd_cctx, Expect, FrameDecoder, Magic};
 
 /// The items of the block being written, not yet compressed.
 #[derive(Debug, Default, Clone)]
@@ -80,16 +50,9 @@ impl OpenBlock {
     pub(crate) fn payload_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.data.len() + self.lens.len() * 2);
         for &n in &self.lens {
-            push_varint(out, n as u64);
+            put_varint(out, n as u64);
         }
         out.extend_from_slice(&self.data);
-    }
-}
-
-fn zstd_err(file: &str, what: &str, code: usize) -> Error {
-    Error::Encode {
-        what: format!("{file} ({what})"),
-        reason: zstd_safe::get_error_name(code).to_owned(),
     }
 }
 
@@ -115,27 +78,14 @@ impl BlockEncoder {
     pub(crate) fn encode(&mut self, block: &OpenBlock, file: &str) -> Result<&[u8]> {
         self.payload.clear();
         block.payload_into(&mut self.payload);
-        self.out.clear();
-        self.out
-            .reserve(zstd_safe::compress_bound(self.payload.len()));
-        self.cctx
-            .compress2(&mut self.out, &self.payload)
-            .map_err(|c| zstd_err(file, "zstd", c))?;
-        match self.out.get(4..) {
-            Some(rest) if self.out.starts_with(&ZSTD_MAGIC) => Ok(rest),
-            _ => Err(Error::Encode {
-                what: file.to_owned(),
-                reason: "zstd produced a frame without its magic number".into(),
-            }),
-        }
+        compress_stripped(&mut self.cctx, &self.payload, &mut self.out, file)
     }
 }
 
 /// Decompresses blocks and remembers the last one, so that consecutive reads of one block
 /// decompress it once.
 pub(crate) struct BlockDecoder {
-    dctx: DCtx<'static>,
-    frame: Vec<u8>,
+    frames: FrameDecoder,
     out: Vec<u8>,
     items: Vec<Range<usize>>,
     /// The block whose items are in `out`.
@@ -148,10 +98,8 @@ impl BlockDecoder {
     /// A decoder with `dictionary` if not empty, for a file whose longest item has
     /// `max_value_len` codec bytes.
     pub(crate) fn new(dictionary: &[u8], max_value_len: u64, file: &str) -> Result<Self> {
-        let dctx = zstd_dctx(dictionary, file)?;
         Ok(BlockDecoder {
-            dctx,
-            frame: Vec::new(),
+            frames: FrameDecoder::with_dictionary(dictionary, file)?,
             out: Vec::new(),
             items: Vec::new(),
             cached: None,
@@ -180,45 +128,35 @@ impl BlockDecoder {
     ) -> std::result::Result<(), String> {
         self.cached = None;
         self.items.clear();
-        self.frame.clear();
-        self.frame.extend_from_slice(&ZSTD_MAGIC);
-        self.frame.extend_from_slice(stored);
-        let size = match zstd_safe::get_frame_content_size(&self.frame) {
-            Ok(Some(size)) => size,
-            Ok(None) => return Err("zstd frame without a content size".into()),
-            Err(_) => return Err("not a zstd frame".into()),
-        };
-        let bound = (n as u64).saturating_mul(self.max_value_len.saturating_add(MAX_VARINT));
-        if size > bound {
-            return Err(format!(
-                "zstd frame claims {size} bytes, {n} items of at most {} bytes take at most {bound}",
-                self.max_value_len
-            ));
-        }
-        // `max_value_len` is read from the file too: bound `size` by what the frame can hold.
-        let possible = frame_capacity(&self.frame);
-        if size > possible {
-            return Err(format!(
-                "zstd frame claims {size} bytes, a frame of {} bytes holds at most {possible}",
-                self.frame.len()
-            ));
-        }
-        let size = usize::try_from(size).map_err(|_| "block too large".to_owned())?;
         self.out.clear();
-        self.out.reserve(size);
-        let got = self
-            .dctx
-            .decompress(&mut self.out, &self.frame)
-            .map_err(|c| format!("zstd: {}", zstd_safe::get_error_name(c)))?;
-        if got != size {
-            return Err(format!(
-                "zstd frame gave {got} bytes, its header said {size}"
-            ));
-        }
+        let bound =
+            (n as u64).saturating_mul(self.max_value_len.saturating_add(MAX_VARINT_LEN as u64));
+        self.frames
+            .decode(
+                stored,
+                Magic::Stripped,
+                Expect::AtMost(bound),
+                &mut self.out,
+            )
+            .map_err(|e| {
+                format!(
+                    "{e} ({n} items of at most {} bytes take at most {bound})",
+                    self.max_value_len
+                )
+            })?;
         let mut pos = 0usize;
         let mut lens = Vec::with_capacity(n);
         for _ in 0..n {
-            lens.push(read_varint(&self.out, &mut pos)?);
+            let rest = self.out.get(pos..).unwrap_or_default();
+            let (len, used) = get_varint(rest).ok_or_else(|| {
+                if rest.len() < MAX_VARINT_LEN && rest.iter().all(|b| b & 0x80 != 0) {
+                    "block ends inside an item length".to_owned()
+                } else {
+                    "an item length that is not a varint of at most 64 bits".to_owned()
+                }
+            })?;
+            pos += used;
+            lens.push(len);
         }
         let mut start = pos;
         for len in lens {
@@ -249,21 +187,6 @@ impl BlockDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_round_trip_and_refuse_overflow() {
-        for v in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
-            let mut b = Vec::new();
-            push_varint(&mut b, v);
-            let mut pos = 0;
-            assert_eq!(read_varint(&b, &mut pos), Ok(v));
-            assert_eq!(pos, b.len());
-        }
-        let mut pos = 0;
-        assert!(read_varint(&[0xff; 11], &mut pos).is_err());
-        let mut pos = 0;
-        assert!(read_varint(&[0x80], &mut pos).is_err());
-    }
 
     #[test]
     fn block_golden_payload_and_round_trip() {

@@ -11,12 +11,12 @@ use milonga_sdk::{ArtifactWriter, Codec, Envelope, Error, FileEntry, Result};
 use rusqlite::{Connection, OpenFlags};
 
 use super::compress::SqliteCompression;
-use super::sequence::{SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
+use super::errors::SqlResultExt;
+use super::schema::{format_id, read_meta, SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION};
 use super::writer::{remove_sidecars, SeqWriter};
-use super::{format_id, read_meta, SqlResultExt};
 use crate::codec::PostcardCodec;
 
-/// Rows per transaction unless [`set_commit_every`](SqliteSequenceBuilder::set_commit_every)
+/// Rows per transaction unless [`with_commit_every`](SqliteSequenceBuilder::with_commit_every)
 /// says otherwise.
 const DEFAULT_COMMIT_EVERY: u64 = 10_000;
 
@@ -25,7 +25,7 @@ const DEFAULT_COMMIT_EVERY: u64 = 10_000;
 /// Keep it in the step's work directory: after a crash, [`open`](Self::open) on the same path
 /// finds every committed item and [`len`](Self::len) says where to resume (Tango's
 /// `SqliteSparseSequence` pattern). Items are committed every 10,000 appends (see
-/// [`set_commit_every`](Self::set_commit_every)), by [`commit`](Self::commit), and on drop; a
+/// [`with_commit_every`](Self::with_commit_every)), by [`commit`](Self::commit), and on drop; a
 /// process kill loses at most the uncommitted ones. The file uses a rollback journal
 /// (`journal_mode = TRUNCATE`) with `synchronous = FULL` while it is built, and is locked: a
 /// second builder on the same file gets an [`Error::Io`] of kind `ResourceBusy`.
@@ -221,8 +221,9 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
     }
 
     /// Commits automatically every `rows` appends (at least 1; default 10,000).
-    pub fn set_commit_every(&mut self, rows: u64) {
+    pub fn with_commit_every(&mut self, rows: u64) -> &mut Self {
         self.commit_every = rows.max(1);
+        self
     }
 
     /// Appends one item.

@@ -2,22 +2,9 @@
 //! consecutive items (the default), with a dictionary trained on the first rows.
 
 use milonga_sdk::{Error, Result};
-use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
+use zstd::zstd_safe::CCtx;
 
-/// The four magic bytes every zstd frame starts with; they are not stored (each value would
-/// repeat them) and are put back before decompression.
-pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The most a zstd frame can expand: every block (at most 128 KiB of output) takes at least 4
-/// bytes (a 3-byte header and one byte of an RLE block).
-const ZSTD_MAX_RATIO: u64 = (128 << 10) / 4;
-
-/// The most bytes the zstd frame `frame` (magic included) can decompress to, whatever its
-/// header claims: a bound on allocation that does not trust anything read from the file but
-/// the frame's own length.
-pub(crate) fn frame_capacity(frame: &[u8]) -> u64 {
-    (frame.len() as u64).saturating_mul(ZSTD_MAX_RATIO)
-}
+use crate::zstd_frame::{compress_stripped, zstd_cctx, Expect, FrameDecoder, Magic};
 
 /// How the values of a SQLite sequence or dict are stored.
 ///
@@ -107,16 +94,54 @@ impl Default for SqliteCompression {
     }
 }
 
-fn zstd_err(file: &str, what: &str, code: usize) -> Error {
-    Error::Encode {
-        what: format!("{file} ({what})"),
-        reason: zstd_safe::get_error_name(code).to_owned(),
+/// Values sampled to train the zstd dictionary of a file with one frame per value (a sequence
+/// in rows or a dict).
+pub(crate) const SAMPLE_VALUES: usize = 4096;
+/// Bytes of values sampled to train the zstd dictionary of a file with one frame per value.
+pub(crate) const SAMPLE_BYTES: usize = 1 << 20;
+
+/// The first entries of a file with one zstd frame per value, kept in memory until there are
+/// enough to train its dictionary on: [`SAMPLE_VALUES`] values or [`SAMPLE_BYTES`] bytes of
+/// them, whichever comes first. Shared by the sequence and dict writers.
+#[derive(Debug)]
+pub(crate) struct Sample<T> {
+    /// The entries, in the order they were written.
+    pub(crate) entries: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Sample<T> {
+    /// An empty sample.
+    pub(crate) fn new() -> Self {
+        Sample {
+            entries: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds an entry whose value has `value_len` bytes; returns whether the sample is full.
+    pub(crate) fn push(&mut self, entry: T, value_len: usize) -> bool {
+        self.entries.push(entry);
+        self.bytes = self.bytes.saturating_add(value_len);
+        self.entries.len() >= SAMPLE_VALUES || self.bytes >= SAMPLE_BYTES
+    }
+
+    /// Whether no entry was sampled.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Trains a dictionary of at most `max` bytes on the entries' values (`value` picks them);
+    /// empty when zstd finds too little to learn from.
+    pub(crate) fn train(&self, max: usize, value: impl Fn(&T) -> &[u8]) -> Vec<u8> {
+        let values: Vec<&[u8]> = self.entries.iter().map(value).collect();
+        train_dictionary(&values, max).unwrap_or_default()
     }
 }
 
 /// Trains a dictionary of at most `max` bytes on `samples`; `None` when zstd finds too little to
 /// learn from.
-pub(crate) fn train_dictionary(samples: &[Vec<u8>], max: usize) -> Option<Vec<u8>> {
+pub(crate) fn train_dictionary<S: AsRef<[u8]>>(samples: &[S], max: usize) -> Option<Vec<u8>> {
     if max == 0 || samples.len() < 8 {
         return None;
     }
@@ -149,27 +174,16 @@ impl ValueEncoder {
 
     /// The stored form of `raw`.
     pub(crate) fn encode<'a>(&'a mut self, raw: &'a [u8], file: &str) -> Result<&'a [u8]> {
-        let Some(cctx) = self.cctx.as_mut() else {
-            return Ok(raw);
-        };
-        self.out.clear();
-        self.out.reserve(zstd_safe::compress_bound(raw.len()));
-        cctx.compress2(&mut self.out, raw)
-            .map_err(|c| zstd_err(file, "zstd", c))?;
-        match self.out.get(4..) {
-            Some(rest) if self.out.starts_with(&ZSTD_MAGIC) => Ok(rest),
-            _ => Err(Error::Encode {
-                what: file.to_owned(),
-                reason: "zstd produced a frame without its magic number".into(),
-            }),
+        match self.cctx.as_mut() {
+            None => Ok(raw),
+            Some(cctx) => compress_stripped(cctx, raw, &mut self.out, file),
         }
     }
 }
 
-/// Decodes stored values.
+/// Decodes stored values: as they are, or as zstd frames stored without their magic number.
 pub(crate) struct ValueDecoder {
-    dctx: Option<DCtx<'static>>,
-    frame: Vec<u8>,
+    frames: Option<FrameDecoder>,
     out: Vec<u8>,
     max_len: u64,
 }
@@ -178,8 +192,7 @@ impl ValueDecoder {
     /// A decoder for values stored as they are.
     pub(crate) fn plain() -> Self {
         ValueDecoder {
-            dctx: None,
-            frame: Vec::new(),
+            frames: None,
             out: Vec::new(),
             max_len: 0,
         }
@@ -188,10 +201,8 @@ impl ValueDecoder {
     /// A zstd decoder with `dictionary` if not empty; a frame that claims more than `max_len`
     /// bytes is refused before anything is allocated.
     pub(crate) fn zstd(dictionary: &[u8], max_len: u64, file: &str) -> Result<Self> {
-        let dctx = zstd_dctx(dictionary, file)?;
         Ok(ValueDecoder {
-            dctx: Some(dctx),
-            frame: Vec::new(),
+            frames: Some(FrameDecoder::with_dictionary(dictionary, file)?),
             out: Vec::new(),
             max_len,
         })
@@ -202,88 +213,88 @@ impl ValueDecoder {
         &'a mut self,
         stored: &'a [u8],
     ) -> std::result::Result<&'a [u8], String> {
-        let Some(dctx) = self.dctx.as_mut() else {
+        let Some(frames) = self.frames.as_mut() else {
             return Ok(stored);
         };
-        self.frame.clear();
-        self.frame.extend_from_slice(&ZSTD_MAGIC);
-        self.frame.extend_from_slice(stored);
-        let size = match zstd_safe::get_frame_content_size(&self.frame) {
-            Ok(Some(n)) => n,
-            Ok(None) => return Err("zstd frame without a content size".into()),
-            Err(_) => return Err("not a zstd frame".into()),
-        };
-        if size > self.max_len {
-            return Err(format!(
-                "zstd frame claims {size} bytes, the file's largest value has {}",
-                self.max_len
-            ));
-        }
-        // `max_len` is read from the file too: bound `size` by what the frame can hold.
-        let possible = frame_capacity(&self.frame);
-        if size > possible {
-            return Err(format!(
-                "zstd frame claims {size} bytes, a frame of {} bytes holds at most {possible}",
-                self.frame.len()
-            ));
-        }
-        let size = usize::try_from(size).map_err(|_| "value too large".to_owned())?;
         self.out.clear();
-        self.out.reserve(size);
-        let n = dctx
-            .decompress(&mut self.out, &self.frame)
-            .map_err(|c| format!("zstd: {}", zstd_safe::get_error_name(c)))?;
-        if n != size {
-            return Err(format!("zstd frame gave {n} bytes, its header said {size}"));
-        }
+        frames
+            .decode(
+                stored,
+                Magic::Stripped,
+                Expect::AtMost(self.max_len),
+                &mut self.out,
+            )
+            .map_err(|e| format!("{e} (the file's largest value has {} bytes)", self.max_len))?;
         Ok(&self.out)
     }
 }
 
-/// A zstd compression context at `level`, with a frame checksum if `checksum`, the content size
-/// in the frame header, no dictionary id, and `dictionary` loaded if not empty.
-pub(crate) fn zstd_cctx(
-    level: i32,
-    dictionary: &[u8],
-    checksum: bool,
+/// Decodes stored value `stored` of item `what` (an index or key description).
+pub(crate) fn decode_item<T, C: milonga_sdk::Codec<T> + ?Sized>(
+    codec: &C,
+    dec: &mut ValueDecoder,
+    stored: &[u8],
     file: &str,
-) -> Result<CCtx<'static>> {
-    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Encode {
-        what: file.to_owned(),
-        reason: "cannot allocate a zstd context".into(),
+    what: &dyn std::fmt::Display,
+) -> Result<T> {
+    let raw = dec.decode(stored).map_err(|reason| Error::Decode {
+        file: file.to_owned(),
+        offset: 0,
+        reason: format!("{what}: {reason}"),
     })?;
-    for p in [
-        CParameter::CompressionLevel(level),
-        CParameter::ChecksumFlag(checksum),
-        CParameter::ContentSizeFlag(true),
-        CParameter::DictIdFlag(false),
-    ] {
-        cctx.set_parameter(p)
-            .map_err(|c| zstd_err(file, "zstd parameter", c))?;
-    }
-    if !dictionary.is_empty() {
-        cctx.load_dictionary(dictionary)
-            .map_err(|c| zstd_err(file, "zstd dictionary", c))?;
-    }
-    Ok(cctx)
+    decode_raw(codec, raw, file, what)
 }
 
-/// A zstd decompression context with `dictionary` loaded if not empty; an unusable dictionary
-/// (read from the file) is `Corrupt`.
-pub(crate) fn zstd_dctx(dictionary: &[u8], file: &str) -> Result<DCtx<'static>> {
-    let mut dctx = DCtx::try_create()
-        .ok_or_else(|| Error::corrupt(file, 0, "cannot allocate a zstd context"))?;
-    if !dictionary.is_empty() {
-        dctx.load_dictionary(dictionary).map_err(|c| {
-            Error::corrupt(
-                file,
-                0,
-                format!(
-                    "the zstd dictionary is unusable: {}",
-                    zstd_safe::get_error_name(c)
-                ),
-            )
-        })?;
+/// Decodes the codec bytes `raw` of item `what`.
+pub(crate) fn decode_raw<T, C: milonga_sdk::Codec<T> + ?Sized>(
+    codec: &C,
+    raw: &[u8],
+    file: &str,
+    what: &dyn std::fmt::Display,
+) -> Result<T> {
+    codec.decode(raw).map_err(|e| match e {
+        Error::Decode { reason, .. } => Error::Decode {
+            file: file.to_owned(),
+            offset: 0,
+            reason: format!("{what}: {reason}"),
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_full_at_its_value_count_or_its_byte_cap() {
+        let mut by_count = Sample::new();
+        for i in 1..SAMPLE_VALUES {
+            assert!(!by_count.push(i, 1), "full after {i} values");
+        }
+        assert!(by_count.push(0, 1));
+        // Large values fill it by bytes long before the count (the dict writer had no cap).
+        let mut by_bytes = Sample::new();
+        let big = vec![7u8; SAMPLE_BYTES / 4];
+        for _ in 0..3 {
+            assert!(!by_bytes.push(big.clone(), big.len()));
+        }
+        assert!(by_bytes.push(big.clone(), big.len()));
+        assert_eq!(by_bytes.entries.len(), 4);
     }
-    Ok(dctx)
+
+    #[test]
+    fn a_sample_trains_on_the_values_it_is_told_to() {
+        let mut sample = Sample::new();
+        for i in 0..500u32 {
+            let value = format!("{{\"user\":\"name-{i}\",\"score\":{}}}", i * 7).into_bytes();
+            sample.push((i.to_le_bytes().to_vec(), value.clone()), value.len());
+        }
+        let dict = sample.train(4096, |(_, v)| v);
+        assert!(!dict.is_empty() && dict.len() <= 4096, "{}", dict.len());
+        assert!(sample.train(0, |(_, v)| v).is_empty());
+        assert!(Sample::<Vec<u8>>::new()
+            .train(4096, Vec::as_slice)
+            .is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::builder::SqliteSequenceBuilder;
 use super::compress::SqliteCompression;
-use super::format_id;
+use super::schema::format_id;
 use super::sequence::{SqliteSequence, SqliteSequenceFormat};
 use crate::codec::PostcardCodec;
 
@@ -103,8 +103,8 @@ impl<T, M, C: Codec<T>> SqliteDatasetDictFormat<T, M, C> {
 
     /// Sets how the values of every split are compressed.
     #[must_use]
-    pub fn compression(mut self, compression: SqliteCompression) -> Self {
-        self.seq = self.seq.compression(compression);
+    pub fn with_compression(mut self, compression: SqliteCompression) -> Self {
+        self.seq = self.seq.with_compression(compression);
         self
     }
 

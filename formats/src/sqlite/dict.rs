@@ -11,16 +11,16 @@ use milonga_sdk::{ArtifactHandle, ArtifactWriter, Codec, Envelope, Error, Format
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::compress::{train_dictionary, SqliteCompression, ValueEncoder};
-use super::sequence::WRITE_BATCH;
+use super::compress::{decode_item, Sample, SqliteCompression, ValueEncoder};
+use super::errors::SqlResultExt;
+use super::pool::ReadDb;
+use super::schema::{create_schema, format_id, seal, set_meta, Kind, WRITE_BATCH};
 use super::writer::{open_bulk, remove_db};
-use super::{create_schema, decode_item, format_id, seal, set_meta, Kind, ReadDb, SqlResultExt};
 use crate::codec::PostcardCodec;
 
 const DICT_ID: &str = "milonga.sqlite_dict";
 const DICT_VERSION: u32 = 1;
 const DICT_FILE: &str = "data.sqlite";
-const SAMPLE_ENTRIES: usize = 4096;
 const READ_BATCH: i64 = 1024;
 
 /// The canonical bytes of a key: its postcard encoding.
@@ -111,7 +111,7 @@ impl<K, V, C: Codec<V>> SqliteDictFormat<K, V, C> {
 
     /// Sets how values are compressed (readers handle every option).
     #[must_use]
-    pub fn compression(mut self, compression: SqliteCompression) -> Self {
+    pub fn with_compression(mut self, compression: SqliteCompression) -> Self {
         self.compression = compression.per_value();
         self
     }
@@ -159,9 +159,9 @@ where
             SqliteCompression::None | SqliteCompression::ZstdBlocks { .. } => (None, 0),
         };
         let mut enc = ValueEncoder::plain();
-        let mut samples: Option<Vec<(Vec<u8>, Vec<u8>)>> = None;
+        let mut samples: Option<Sample<(Vec<u8>, Vec<u8>)>> = None;
         match level {
-            Some(_) if dict_bytes > 0 => samples = Some(Vec::new()),
+            Some(_) if dict_bytes > 0 => samples = Some(Sample::new()),
             Some(l) => enc = ValueEncoder::zstd(l, &[], &file)?,
             None => {}
         }
@@ -175,12 +175,11 @@ where
                 .in_db(&file)?;
             Ok(())
         };
-        let flush = |enc: &mut ValueEncoder, samples: Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
-            let values: Vec<Vec<u8>> = samples.iter().map(|(_, v)| v.clone()).collect();
-            let dict = train_dictionary(&values, dict_bytes).unwrap_or_default();
+        let flush = |enc: &mut ValueEncoder, samples: Sample<(Vec<u8>, Vec<u8>)>| -> Result<()> {
+            let dict = samples.train(dict_bytes, |(_, v)| v);
             set_meta(&conn, &file, "zstd_dict", dict.clone())?;
             *enc = ValueEncoder::zstd(level.unwrap_or(3), &dict, &file)?;
-            for (k, v) in &samples {
+            for (k, v) in &samples.entries {
                 insert(enc, k, v)?;
             }
             Ok(())
@@ -193,9 +192,11 @@ where
             max_value_len = max_value_len.max(raw.len() as u64);
             n += 1;
             if let Some(s) = samples.as_mut() {
-                s.push((k, raw.clone()));
-                if s.len() >= SAMPLE_ENTRIES {
-                    flush(&mut enc, samples.take().unwrap_or_default())?;
+                let len = raw.len();
+                if s.push((k, raw.clone()), len) {
+                    if let Some(full) = samples.take() {
+                        flush(&mut enc, full)?;
+                    }
                 }
             } else {
                 insert(&mut enc, &k, &raw)?;

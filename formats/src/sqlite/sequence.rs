@@ -12,20 +12,15 @@ use milonga_sdk::{ArtifactHandle, ArtifactWriter, Codec, Envelope, Error, Format
 
 use super::block::BlockDecoder;
 use super::builder::SqliteSequenceBuilder;
-use super::compress::SqliteCompression;
+use super::compress::{decode_item, decode_raw, SqliteCompression};
+use super::errors::SqlResultExt;
+use super::pool::ReadDb;
+use super::schema::{
+    format_id, Kind, Stored, SEQUENCE_FILE, SEQUENCE_ID, SEQUENCE_VERSION, WRITE_BATCH,
+};
 use super::writer::{open_bulk, SeqWriter};
-use super::{decode_item, decode_raw, format_id, Kind, ReadDb, SqlResultExt, Stored};
 use crate::codec::PostcardCodec;
 
-/// The base format id; `+<codec>` is appended for codecs other than postcard.
-pub(crate) const SEQUENCE_ID: &str = "milonga.sqlite_sequence";
-/// The version of the bytes [`SqliteSequenceFormat`] writes: 2 added the block layout
-/// (`compression = zstd_blocks`); version 1 files (`none`, `zstd`) are still read.
-pub(crate) const SEQUENCE_VERSION: u32 = 2;
-/// The artifact file a sequence is stored in.
-pub(crate) const SEQUENCE_FILE: &str = "data.sqlite";
-/// Rows per write transaction.
-pub(crate) const WRITE_BATCH: u64 = 65_536;
 /// Rows (or items, in blocks) fetched per step of an iteration.
 const READ_BATCH_ROWS: u64 = 1024;
 /// Stored bytes fetched per step of an iteration (at least one row).
@@ -112,7 +107,7 @@ impl<T, C: Codec<T>> SqliteSequenceFormat<T, C> {
 
     /// Sets how values are compressed (readers handle every option).
     #[must_use]
-    pub fn compression(mut self, compression: SqliteCompression) -> Self {
+    pub fn with_compression(mut self, compression: SqliteCompression) -> Self {
         self.compression = compression;
         self
     }

@@ -9,13 +9,10 @@ use milonga_sdk::{Codec, Envelope, Error, Result};
 use rusqlite::Connection;
 
 use super::block::{BlockEncoder, OpenBlock};
-use super::compress::{train_dictionary, SqliteCompression, ValueEncoder};
-use super::{create_schema, seal, set_meta, Kind, Meta, SqlResultExt, Stored, MAX_BLOCK_ITEMS};
+use super::compress::{train_dictionary, Sample, SqliteCompression, ValueEncoder};
+use super::errors::SqlResultExt;
+use super::schema::{create_schema, seal, set_meta, Kind, Meta, Stored, MAX_BLOCK_ITEMS};
 
-/// Values sampled to train a zstd dictionary for one-frame-per-value files.
-const SAMPLE_ROWS: usize = 4096;
-/// Bytes sampled to train a zstd dictionary for one-frame-per-value files.
-const SAMPLE_BYTES: usize = 1 << 20;
 /// Items sampled to train the dictionary of a file in blocks: training takes ~50 ms on 1024
 /// ~110-byte items and ~110 ms on 4096, for a file 1% smaller.
 const BLOCK_SAMPLE_ITEMS: u64 = 1024;
@@ -30,8 +27,7 @@ struct RowLayout {
     dictionary_bytes: usize,
     enc: ValueEncoder,
     /// Values waiting for the zstd dictionary to be trained.
-    samples: Option<Vec<Vec<u8>>>,
-    sample_bytes: usize,
+    samples: Option<Sample<Vec<u8>>>,
 }
 
 /// Blocks of `per_block` items in `blocks`.
@@ -61,7 +57,6 @@ impl RowLayout {
             dictionary_bytes: 0,
             enc: ValueEncoder::plain(),
             samples: None,
-            sample_bytes: 0,
         }
     }
 }
@@ -131,7 +126,7 @@ impl SeqWriter {
             } => Layout::Rows(RowLayout {
                 level,
                 dictionary_bytes: dictionary_bytes as usize,
-                samples: Some(Vec::new()),
+                samples: Some(Sample::new()),
                 ..RowLayout::plain()
             }),
             SqliteCompression::ZstdBlocks {
@@ -233,7 +228,7 @@ impl SeqWriter {
                             ..base
                         },
                         None if w.len == 0 && dictionary_bytes > 0 => RowLayout {
-                            samples: Some(Vec::new()),
+                            samples: Some(Sample::new()),
                             ..base
                         },
                         None => RowLayout {
@@ -387,10 +382,8 @@ impl SeqWriter {
             return Ok(());
         };
         if let Some(samples) = rows.samples.as_mut() {
-            rows.sample_bytes += raw.len();
-            samples.push(raw.to_vec());
             // Kept in memory: a failed flush is retried by the next push or commit.
-            if samples.len() >= SAMPLE_ROWS || rows.sample_bytes >= SAMPLE_BYTES {
+            if samples.push(raw.to_vec(), raw.len()) {
                 self.flush_samples()?;
             }
             Ok(())
@@ -430,13 +423,13 @@ impl SeqWriter {
         };
         let (level, max) = (rows.level, rows.dictionary_bytes);
         let r = self.atomic(|w| {
-            let dict = train_dictionary(&samples, max).unwrap_or_default();
+            let dict = samples.train(max, Vec::as_slice);
             set_meta(&w.conn, &w.file, "zstd_dict", dict.clone())?;
             if let Layout::Rows(rows) = &mut w.layout {
                 rows.enc = ValueEncoder::zstd(level, &dict, &w.file)?;
             }
-            let first = w.len - samples.len() as u64;
-            for (k, raw) in samples.iter().enumerate() {
+            let first = w.len - samples.entries.len() as u64;
+            for (k, raw) in samples.entries.iter().enumerate() {
                 w.insert_row(first + k as u64, raw)?;
             }
             Ok(())

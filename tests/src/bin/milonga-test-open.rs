@@ -11,6 +11,8 @@
 //!   `Count { n: 10_000 }`, lists the steps, reads each record and verifies the workspace; prints `ok <sum>`.
 //! - `compute`: asks for `Square { x: 7 }` (never cached by the tests); prints `error <text>`
 //!   when that fails, `ok <value>` when it succeeds.
+// Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use milonga::{Step, Workspace};
 use milonga_tests::streams::Count;

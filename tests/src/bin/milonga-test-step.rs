@@ -52,8 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 targets.push(StepRef::new(Total { scaled, offset: 0 }).erased());
             }
             let outcome = Executor::new(&ws)
-                .jobs(x as usize)
-                .progress(false)
+                .with_jobs(x as usize)
+                .with_progress(false)
                 .run(targets)?;
             outcome.check()?;
             println!(

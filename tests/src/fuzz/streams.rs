@@ -4,7 +4,8 @@
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use milonga::chunked::{ChunkEncoder, ChunkInfo, Compression, Decompressor, Items, RawBlock};
+use milonga::chunked::raw::{ChunkEncoder, ChunkInfo, Decompressor, RawBlock};
+use milonga::chunked::{Compression, Items};
 use milonga::sdk::{Format, MemoryArtifact};
 use milonga::{Stream, StreamFormat};
 

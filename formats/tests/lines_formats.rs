@@ -1,0 +1,249 @@
+//! `JsonLinesFormat` and `TextLinesFormat`: plain files other tools read (golden bytes, `.zst`
+//! parts that standard zstd decodes), the SDK kit's lazy-format checks with random access and
+//! the allocation meter, resume after a crash, and hostile bytes in the index and the parts.
+// Test code: a panic here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+
+use milonga_formats::chunked::Compression;
+use milonga_formats::{JsonLinesFormat, LinesReader, Stream, TextLinesFormat};
+use milonga_sdk::testing::{check_resume, meter_installed, Crash, FormatCheck, ResumeCheck};
+use milonga_sdk::{Error, Format, MemoryArtifact};
+use proptest::prelude::*;
+
+milonga_sdk::allocation_meter!();
+
+type Row = (u32, String, Option<i16>);
+
+fn rows() -> impl Strategy<Value = Vec<Row>> {
+    proptest::collection::vec((any::<u32>(), ".{0,8}", any::<Option<i16>>()), 0..60)
+}
+
+fn text_lines() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec("[^\n]{0,12}", 0..60)
+}
+
+fn collect<T>(reader: LinesReader<T>) -> milonga_sdk::Result<Vec<T>> {
+    reader.iter().collect()
+}
+
+#[test]
+fn the_allocation_meter_is_on() {
+    assert!(meter_installed());
+}
+
+#[test]
+fn jsonl_parts_are_plain_json_lines_with_sorted_keys() {
+    let format = JsonLinesFormat::<BTreeMap<String, u32>>::new().with_part_size(20);
+    let artifact = MemoryArtifact::new();
+    let items: Vec<BTreeMap<String, u32>> = (0..4u32)
+        .map(|i| BTreeMap::from([("b".to_owned(), i), ("a".to_owned(), i * 10)]))
+        .collect();
+    format.write(Stream::new(items.clone()), &artifact).unwrap();
+    // Each part is sealed once it holds 20 bytes: two lines of 15 bytes each.
+    assert_eq!(
+        artifact.file("parts/000000-0-2.jsonl").unwrap(),
+        b"{\"a\":0,\"b\":0}\n{\"a\":10,\"b\":1}\n"
+    );
+    assert_eq!(
+        artifact.file("parts/000001-2-2.jsonl").unwrap(),
+        b"{\"a\":20,\"b\":2}\n{\"a\":30,\"b\":3}\n"
+    );
+    // The index: envelope, 4 items, 2 parts of (count, text length, compression).
+    let mut index = b"MLGE\x01\x0dmilonga.jsonl\x01\x00\x00\x00".to_vec();
+    index.extend_from_slice(&4u64.to_le_bytes());
+    index.extend_from_slice(&2u32.to_le_bytes());
+    for len in [29u64, 30] {
+        index.extend_from_slice(&2u64.to_le_bytes());
+        index.extend_from_slice(&len.to_le_bytes());
+        index.push(0);
+    }
+    assert_eq!(artifact.file("index").unwrap(), index);
+    let reader = format.read(artifact.handle()).unwrap();
+    assert_eq!(reader.len(), 4);
+    assert_eq!(reader.part_files().len(), 2);
+    assert_eq!(collect(reader.clone()).unwrap(), items);
+    assert_eq!(reader.get(3).unwrap(), items[3]);
+    assert!(matches!(
+        reader.get(4),
+        Err(Error::OutOfRange {
+            index: 4,
+            len: 4,
+            ..
+        })
+    ));
+}
+
+/// The example of `docs/FORMAT.md` §8.4.
+#[test]
+fn text_lines_bytes_match_the_format_doc_example() {
+    let artifact = MemoryArtifact::new();
+    let format = TextLinesFormat::new().with_part_size(8);
+    format
+        .write(Stream::new(["ab", "cdefgh"].map(String::from)), &artifact)
+        .unwrap();
+    assert_eq!(artifact.snapshot().len(), 2);
+    assert_eq!(
+        artifact.file("parts/000000-0-2.txt").unwrap(),
+        b"ab\ncdefgh\n"
+    );
+    let mut index = b"MLGE\x01\x12milonga.text_lines\x01\x00\x00\x00".to_vec();
+    index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    index.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(artifact.file("index").unwrap(), index);
+}
+
+#[test]
+fn zst_parts_are_standard_frames_that_concatenate_to_the_whole_text() {
+    let format = TextLinesFormat::new()
+        .with_part_size(1000)
+        .with_compression(Compression::Zstd { level: 3 });
+    let lines: Vec<String> = (0..500).map(|i| format!("line {i} of the text")).collect();
+    let artifact = MemoryArtifact::new();
+    format.write(Stream::new(lines.clone()), &artifact).unwrap();
+    let reader = format.read(artifact.handle()).unwrap();
+    assert!(reader.part_files().len() > 5);
+    let mut whole = Vec::new();
+    for name in reader.part_files() {
+        assert!(name.ends_with(".txt.zst"), "{name}");
+        let part = artifact.file(&name).unwrap();
+        // What `zstd -d` does: a standard frame, with its content size and a checksum.
+        whole.extend(zstd::stream::decode_all(&part[..]).unwrap());
+    }
+    let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(String::from_utf8(whole).unwrap(), expected);
+    assert_eq!(collect(reader.clone()).unwrap(), lines);
+    assert_eq!(reader.get(321).unwrap(), lines[321]);
+}
+
+#[test]
+fn a_line_cannot_hold_a_newline() {
+    let artifact = MemoryArtifact::new();
+    let err = TextLinesFormat::new()
+        .write(
+            Stream::new(["ok".to_owned(), "two\nlines".to_owned()]),
+            &artifact,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err:?}");
+    assert!(artifact.file("index").is_none());
+}
+
+#[test]
+fn a_missing_or_damaged_part_is_an_error_naming_it() {
+    let format = TextLinesFormat::new().with_part_size(8);
+    let artifact = MemoryArtifact::new();
+    let lines: Vec<String> = (0..10).map(|i| format!("number {i}")).collect();
+    format.write(Stream::new(lines), &artifact).unwrap();
+    let name = "parts/000003-3-1.txt";
+    let mut bytes = artifact.file(name).unwrap();
+    // A line cut short.
+    bytes.pop();
+    let damaged = MemoryArtifact::new();
+    for (n, b) in artifact.snapshot() {
+        damaged.set_file(&n, if n == name { bytes.clone() } else { b });
+    }
+    let reader = format.read(damaged.handle()).unwrap();
+    let err = reader.get(3).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { file, .. } if file.contains(name)),
+        "{err:?}"
+    );
+    assert_eq!(reader.get(2).unwrap(), "number 2");
+    let errors: Vec<_> = reader.iter().filter_map(Result::err).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    // Invalid UTF-8 in a line is a decode error at its offset.
+    let bad = MemoryArtifact::new();
+    for (n, b) in artifact.snapshot() {
+        bad.set_file(
+            &n,
+            if n == name {
+                b"num\xffer 3\n".to_vec()
+            } else {
+                b
+            },
+        );
+    }
+    let err = format.read(bad.handle()).unwrap().get(3).unwrap_err();
+    assert!(matches!(err, Error::Decode { offset: 3, .. }), "{err:?}");
+    // A part the index names that is not there.
+    let missing = MemoryArtifact::new();
+    for (n, b) in artifact.snapshot() {
+        if n != name {
+            missing.set_file(&n, b);
+        }
+    }
+    assert!(matches!(
+        format.read(missing.handle()),
+        Err(Error::MissingFile { file }) if file == name
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any bytes after a valid envelope in the index: an error or a reader, never a panic or
+    /// an allocation driven by the part count.
+    #[test]
+    fn any_index_bytes_give_an_error_or_a_reader(payload: Vec<u8>) {
+        let artifact = MemoryArtifact::new();
+        let mut index = Vec::new();
+        milonga_sdk::Envelope::new("milonga.text_lines", 1).encode_into(&mut index).unwrap();
+        index.extend_from_slice(&payload);
+        artifact.set_file("index", index);
+        if let Ok(reader) = TextLinesFormat::new().read(artifact.handle()) {
+            let _ = reader.iter().count();
+        }
+    }
+}
+
+#[test]
+fn json_lines_pass_the_kit_with_random_access() {
+    // Every file of every generated value is mutated: a few parts per value keep this fast.
+    let format = JsonLinesFormat::<Row>::new().with_part_size(300);
+    FormatCheck::lazy(&format, rows(), |v| Stream::new(v.clone()), collect)
+        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
+        .cases(16)
+        .assert();
+}
+
+#[test]
+fn compressed_text_lines_pass_the_kit_with_random_access() {
+    let format = TextLinesFormat::new()
+        .with_part_size(100)
+        .with_compression(Compression::Zstd { level: 1 });
+    FormatCheck::lazy(&format, text_lines(), |v| Stream::new(v.clone()), collect)
+        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
+        .cases(16)
+        .assert();
+}
+
+milonga_sdk::format_tests!(
+    plain_text_lines,
+    lazy TextLinesFormat::new().with_part_size(16),
+    text_lines(),
+    make = |v: &Vec<String>| Stream::new(v.clone()),
+    collect = collect,
+);
+
+#[test]
+fn json_lines_resume_after_a_crash() {
+    check_resume(
+        &JsonLinesFormat::<Row>::new().with_part_size(24),
+        rows(),
+        Stream::try_new,
+        collect,
+    );
+}
+
+#[test]
+fn compressed_text_lines_resume_after_errors_and_panics() {
+    let format = TextLinesFormat::new()
+        .with_part_size(10)
+        .with_compression(Compression::Zstd { level: 3 });
+    ResumeCheck::new(&format, text_lines(), Stream::try_new, collect)
+        .crashes(&[Crash::Error, Crash::Panic])
+        .cases(16)
+        .assert();
+}
