@@ -92,6 +92,8 @@
 mod alloc;
 mod decoder;
 mod format;
+pub mod fuzz;
+mod isolate;
 mod mutate;
 mod options;
 mod reads;
@@ -102,7 +104,9 @@ use std::fmt::Debug;
 
 use proptest::strategy::Strategy;
 
-pub use alloc::{meter_installed, record_allocation, AllocationLimit};
+pub use alloc::{
+    allocation_refused, meter_installed, record_allocation, AllocationLimit, DEFAULT_ALLOCATION_CAP,
+};
 pub use decoder::DecoderCheck;
 pub use format::{Files, FormatCheck};
 pub use reads::MeteredArtifact;

@@ -38,7 +38,7 @@ pub enum Check {
 }
 
 impl Check {
-    const ALL: [Check; 10] = [
+    pub(crate) const ALL: [Check; 10] = [
         Check::Write,
         Check::RoundTrip,
         Check::RandomAccess,
@@ -191,11 +191,37 @@ pub(crate) fn default_cases() -> u32 {
 }
 
 /// Runs `case` on values of `strategy` (paired with a seed for the byte mutations) and maps
-/// proptest's result to a [`Failure`].
+/// proptest's result to a [`Failure`]. With `isolate`, in a child process where the test
+/// harness allows it (see [`isolate`](super::isolate)), so that a process abort in a case is a
+/// failure too.
 pub(crate) fn run_cases<S: Strategy>(
+    cases: u32,
+    isolate: bool,
+    strategy: S,
+    case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
+) -> Result<(), Failure> {
+    use super::isolate::{finish_child, mode, record, run_in_child, Mode};
+    match mode(isolate) {
+        Mode::Skip(result) => result,
+        Mode::InProcess => run_here(cases, strategy, case, None),
+        Mode::Child(report) => {
+            let result = run_here(cases, strategy, case, Some(&report));
+            finish_child(&report, &result)
+        }
+        Mode::Parent { name, n } => {
+            let result =
+                run_in_child(&name, n).unwrap_or_else(|| run_here(cases, strategy, case, None));
+            record(n, &result);
+            result
+        }
+    }
+}
+
+fn run_here<S: Strategy>(
     cases: u32,
     strategy: S,
     case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
+    report: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let config = ProptestConfig {
         cases,
@@ -206,6 +232,9 @@ pub(crate) fn run_cases<S: Strategy>(
     let mut runner = TestRunner::new(config);
     let strategy = (strategy, proptest::num::u64::ANY);
     let result = runner.run(&strategy, |(value, seed)| {
+        if let Some(report) = report {
+            super::isolate::note_case(report, &short_debug(&value), seed);
+        }
         case(value, seed).map_err(|f| TestCaseError::fail(format!("[{}] {}", f.check, f.message)))
     });
     match result {
