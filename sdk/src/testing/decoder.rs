@@ -98,9 +98,12 @@ where
     /// # Errors
     /// The [`Failure`] that shows the broken contract.
     pub fn run(&self) -> Result<(), Failure> {
-        run_cases(self.options.cases, self.options.isolate, &self.strategy, |value, seed| {
-            self.case(&value, seed)
-        })
+        run_cases(
+            self.options.cases,
+            self.options.isolate,
+            &self.strategy,
+            |value, seed| self.case(&value, seed),
+        )
     }
 
     fn case(&self, value: &S::Value, seed: u64) -> Result<(), CaseFailure> {
@@ -188,7 +191,9 @@ where
             files: vec![("bytes".to_owned(), bytes.to_vec())],
         };
         let (r, largest) = with_context(context, || {
-            metered_capped(self.options.allocation_cap, || no_panic(|| (self.decode)(bytes)))
+            metered_capped(self.options.allocation_cap, || {
+                no_panic(|| (self.decode)(bytes))
+            })
         });
         let limit = self.options.allocation.for_input(bytes.len());
         if largest > limit && self.options.runs(Check::Allocation) {

@@ -181,9 +181,12 @@ where
     /// # Errors
     /// The [`Failure`] that shows the broken contract.
     pub fn run(&self) -> Result<(), Failure> {
-        run_cases(self.options.cases, self.options.isolate, &self.strategy, |value, seed| {
-            self.case(&value, seed)
-        })
+        run_cases(
+            self.options.cases,
+            self.options.isolate,
+            &self.strategy,
+            |value, seed| self.case(&value, seed),
+        )
     }
 
     fn write(&self, value: &S::Value) -> Result<(Files, Vec<FileEntry>), CaseFailure> {

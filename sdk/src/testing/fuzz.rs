@@ -46,7 +46,9 @@ use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use super::alloc::{metered_capped, with_context, AllocationLimit, Context, DEFAULT_ALLOCATION_CAP};
+use super::alloc::{
+    metered_capped, with_context, AllocationLimit, Context, DEFAULT_ALLOCATION_CAP,
+};
 use super::format::Files;
 use super::report::{no_panic, short_debug, Check, Failure};
 use crate::envelope::Envelope;
@@ -268,8 +270,7 @@ where
     /// An I/O error, with the path.
     pub fn write_seed_corpus(&self, dir: impl AsRef<Path>) -> Result<usize> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| crate::Error::io(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir.display().to_string(), e))?;
         let inputs = self.seed_inputs();
         for (i, input) in inputs.iter().enumerate() {
             let suffix = if i % 2 == 0 { "" } else { "-raw" };
@@ -282,15 +283,40 @@ where
 
     /// Replays every file in `dir` (sorted by name) through [`check`](Self::check): the
     /// regression test for inputs that once crashed the fuzz target. Returns how many it
-    /// replayed.
+    /// replayed. Called from a `#[test]`, it replays in a child process (as the kit's checks
+    /// do, see [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that
+    /// still makes the reader ask for petabytes is a reported failure naming the file, not
+    /// the end of the test binary.
     ///
     /// # Errors
     /// Every input that fails, with its path and the failure; or the directory's I/O error.
-    pub fn replay_dir(
-        &self,
-        dir: impl AsRef<Path>,
-    ) -> std::result::Result<usize, ReplayFailures> {
-        replay_dir(dir, |data| self.check(data).map_err(|f| f.to_string()))
+    pub fn replay_dir(&self, dir: impl AsRef<Path>) -> std::result::Result<usize, ReplayFailures> {
+        let dir = dir.as_ref();
+        let mut replayed = 0;
+        let result = super::isolate::isolated(true, |report| {
+            let r = replay_dir_noting(dir, report, |data| {
+                self.check(data).map_err(|f| f.to_string())
+            });
+            match r {
+                Ok(n) => {
+                    replayed = n;
+                    Ok(())
+                }
+                Err(failures) => Err(Failure {
+                    check: Check::NoPanic,
+                    message: failures.to_string(),
+                    input: String::new(),
+                }),
+            }
+        });
+        match result {
+            // Counted here when the replay ran in a child.
+            Ok(()) if replayed == 0 => Ok(input_files(dir)?.len()),
+            Ok(()) => Ok(replayed),
+            Err(f) => Err(ReplayFailures {
+                failures: vec![(dir.to_owned(), format!("{f}"))],
+            }),
+        }
     }
 
     /// Makes the files of an input: `Ok(None)` when the input makes no artifact, `Err` when
@@ -301,7 +327,10 @@ where
         };
         let source = mode & 3;
         if source == 0 || (self.seeds.is_empty() && self.from_input.is_none()) {
-            return Ok(Some((decode_files(rest), "the files of the input".to_owned())));
+            return Ok(Some((
+                decode_files(rest),
+                "the files of the input".to_owned(),
+            )));
         }
         let mut u = Unstructured::new(rest);
         let from_input = self
@@ -314,8 +343,7 @@ where
                     return Ok(None);
                 };
                 let artifact = MemoryArtifact::new();
-                let written = match no_panic(|| self.format.write((self.make)(&value), &artifact))
-                {
+                let written = match no_panic(|| self.format.write((self.make)(&value), &artifact)) {
                     Ok(w) => w,
                     Err(p) => {
                         return Err(Failure {
@@ -371,9 +399,9 @@ where
             message,
             input: format!("{how} ({} input bytes: {})", data.len(), hex_head(data)),
         };
-        let salt = data
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let salt = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let artifact = MemoryArtifact::new();
         for (name, bytes) in &files {
             artifact.set_file(name, bytes.clone());
@@ -503,7 +531,10 @@ fn random_access<O, I: PartialEq + Debug>(
         ));
     }
     for i in probe(n) {
-        match (get(out, i), usize::try_from(i).ok().and_then(|i| seq.get(i))) {
+        match (
+            get(out, i),
+            usize::try_from(i).ok().and_then(|i| seq.get(i)),
+        ) {
             (Ok(item), Some(expected)) if item != *expected => {
                 return Err(format!(
                     "get({i}) gave {}, iterating gave {}",
@@ -538,7 +569,12 @@ enum Edit {
         lie: Lie,
     },
     /// Insert `len` copies of a byte.
-    Insert { file: u8, at: u32, byte: u8, len: u8 },
+    Insert {
+        file: u8,
+        at: u32,
+        byte: u8,
+        len: u8,
+    },
     /// Remove up to `len` bytes.
     Remove { file: u8, at: u32, len: u16 },
     /// Copy up to `len` bytes of one file into another (or the same) at a position.
@@ -700,7 +736,9 @@ impl Edit {
                 let (name, bytes) = &mut files[pick(file)];
                 let at = pos(at, bytes.len() + 1);
                 bytes.splice(at..at, std::iter::repeat_n(byte, usize::from(len)));
-                Some(format!("{name:?}: {len} bytes {byte:#04x} inserted at {at}"))
+                Some(format!(
+                    "{name:?}: {len} bytes {byte:#04x} inserted at {at}"
+                ))
             }
             Edit::Remove { file, at, len } => {
                 let (name, bytes) = &mut files[pick(file)];
@@ -810,21 +848,38 @@ pub fn replay_dir(
     dir: impl AsRef<Path>,
     body: impl Fn(&[u8]) -> std::result::Result<(), String>,
 ) -> std::result::Result<usize, ReplayFailures> {
-    let dir = dir.as_ref();
-    let one = |path: PathBuf, message: String| ReplayFailures {
-        failures: vec![(path, message)],
+    replay_dir_noting(dir.as_ref(), None, body)
+}
+
+/// The files in `dir`, sorted.
+fn input_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, ReplayFailures> {
+    let one = |message: String| ReplayFailures {
+        failures: vec![(dir.to_owned(), message)],
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| one(dir.to_owned(), e.to_string()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| one(e.to_string()))?;
     let mut paths = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| one(dir.to_owned(), e.to_string()))?;
+        let entry = entry.map_err(|e| one(e.to_string()))?;
         if entry.file_type().is_ok_and(|t| t.is_file()) {
             paths.push(entry.path());
         }
     }
     paths.sort();
+    Ok(paths)
+}
+
+/// [`replay_dir`], noting each file for the parent when running in a child.
+fn replay_dir_noting(
+    dir: &Path,
+    report: Option<&Path>,
+    body: impl Fn(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<usize, ReplayFailures> {
+    let paths = input_files(dir)?;
     let mut failures = Vec::new();
     for path in &paths {
+        if let Some(report) = report {
+            super::isolate::note_case(report, &format!("the input {}", path.display()));
+        }
         let data = match std::fs::read(path) {
             Ok(d) => d,
             Err(e) => {
@@ -893,10 +948,7 @@ mod tests {
                 continue;
             };
             let n = rng.below(12);
-            let mut files: Files = vec![
-                ("a".into(), rng.bytes(n)),
-                ("b".into(), Vec::new()),
-            ];
+            let mut files: Files = vec![("a".into(), rng.bytes(n)), ("b".into(), Vec::new())];
             let _ = edit.apply(&mut files);
         }
     }

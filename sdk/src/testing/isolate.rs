@@ -116,13 +116,34 @@ fn case_file(report: &Path) -> PathBuf {
     report.with_extension("case")
 }
 
-/// In the child: notes the case about to run (value and seed), which the parent reports if
-/// the child dies in it.
-pub(crate) fn note_case(report: &Path, value: &str, seed: u64) {
-    let _ = std::fs::write(
-        case_file(report),
-        format!("{value} (mutation seed {seed})"),
-    );
+/// In the child: notes the case about to run (the generated value and seed, the input file),
+/// which the parent reports if the child dies in it.
+pub(crate) fn note_case(report: &Path, case: &str) {
+    let _ = std::fs::write(case_file(report), case);
+}
+
+/// Runs `here` (given the child's report path, to note cases in) where [`mode`] says: in a
+/// child process, which gives its result, or in this one.
+pub(crate) fn isolated(
+    isolate: bool,
+    here: impl FnOnce(Option<&Path>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    match mode(isolate) {
+        Mode::Skip(result) => result,
+        Mode::InProcess => here(None),
+        Mode::Child(report) => {
+            let result = here(Some(&report));
+            finish_child(&report, &result)
+        }
+        Mode::Parent { name, n } => {
+            let result = match run_in_child(&name, n) {
+                Some(result) => result,
+                None => here(None),
+            };
+            record(n, &result);
+            result
+        }
+    }
 }
 
 /// In the child: writes the check's result for the parent, and ends the process (the rest of

@@ -200,21 +200,7 @@ pub(crate) fn run_cases<S: Strategy>(
     strategy: S,
     case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
 ) -> Result<(), Failure> {
-    use super::isolate::{finish_child, mode, record, run_in_child, Mode};
-    match mode(isolate) {
-        Mode::Skip(result) => result,
-        Mode::InProcess => run_here(cases, strategy, case, None),
-        Mode::Child(report) => {
-            let result = run_here(cases, strategy, case, Some(&report));
-            finish_child(&report, &result)
-        }
-        Mode::Parent { name, n } => {
-            let result =
-                run_in_child(&name, n).unwrap_or_else(|| run_here(cases, strategy, case, None));
-            record(n, &result);
-            result
-        }
-    }
+    super::isolate::isolated(isolate, |report| run_here(cases, strategy, case, report))
 }
 
 fn run_here<S: Strategy>(
@@ -233,7 +219,10 @@ fn run_here<S: Strategy>(
     let strategy = (strategy, proptest::num::u64::ANY);
     let result = runner.run(&strategy, |(value, seed)| {
         if let Some(report) = report {
-            super::isolate::note_case(report, &short_debug(&value), seed);
+            super::isolate::note_case(
+                report,
+                &format!("{} (mutation seed {seed})", short_debug(&value)),
+            );
         }
         case(value, seed).map_err(|f| TestCaseError::fail(format!("[{}] {}", f.check, f.message)))
     });
