@@ -5,10 +5,10 @@
 
 use std::sync::LazyLock;
 
-use milonga_sdk::testing::fuzz::FormatFuzzer;
+use milonga::sdk::testing::fuzz::FormatFuzzer;
 use milonga_tests::fuzz::{columns_fuzzer, BitTable, ColumnsFormat, Table};
 
-milonga_sdk::allocation_meter!();
+milonga::sdk::allocation_meter!();
 
 static FUZZER: LazyLock<FormatFuzzer<Table, ColumnsFormat, BitTable>> =
     LazyLock::new(columns_fuzzer);

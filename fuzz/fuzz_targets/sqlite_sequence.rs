@@ -3,6 +3,6 @@
 #![no_main]
 
 // Caps and meters what a read may allocate: a lying length is a crash with the input saved.
-milonga_sdk::allocation_meter!();
+milonga::sdk::allocation_meter!();
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| milonga_tests::fuzz::sqlite_sequence(data));

@@ -67,3 +67,15 @@ fn every_format_target_has_its_seed_inputs() {
     }
     assert!(checked >= 16, "only {checked} seed inputs");
 }
+
+/// The `columns` target's inputs replayed through its own fuzzer, as the guide
+/// (docs/custom-formats.md §6) shows a format author doing it. Cargo runs integration tests in
+/// the package's folder (`tests/`).
+#[test]
+fn columns_regressions_still_pass() {
+    let fuzzer = milonga_tests::fuzz::columns_fuzzer();
+    let replayed = fuzzer
+        .replay_dir("../fuzz/regressions/columns")
+        .unwrap_or_else(|failures| panic!("{failures}"));
+    assert!(replayed > 0, "no inputs in fuzz/regressions/columns");
+}
