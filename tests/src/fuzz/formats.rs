@@ -133,35 +133,36 @@ fn stream_format() -> StreamFormat<Vec<u8>> {
         .with_workers(1)
 }
 
-static STREAM_READ: LazyLock<FormatFuzzer<Stream<Vec<u8>>, StreamFormat<Vec<u8>>, Vec<Vec<u8>>>> =
-    LazyLock::new(|| {
-        FormatFuzzer::lazy(
-            stream_format(),
-            |items: &Vec<Vec<u8>>| Stream::new(items.clone()),
-            |r: StreamReader<Vec<u8>>| {
-                let all: Vec<Vec<u8>> = r.iter().take(10_000).collect::<Result<_, _>>()?;
-                let n = all.len() as u64;
-                let tail: Vec<Vec<u8>> = r.range(n / 2..n).collect::<Result<_, _>>()?;
-                assert_eq!(
-                    tail,
-                    all[(n / 2) as usize..],
-                    "range disagrees with iteration"
-                );
-                Ok(all)
-            },
-        )
-        .with_seeds([
-            vec![],
-            vec![vec![1, 2, 3]],
-            (0..30u8).map(|i| vec![i; usize::from(i % 7)]).collect(),
-        ])
-        .with_random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
-        .with_fixup(|files| {
-            for (_, file) in files {
-                super::streams::fix_trailer(file);
-            }
-        })
-    });
+type StreamFuzzer = FormatFuzzer<Stream<Vec<u8>>, StreamFormat<Vec<u8>>, Vec<Vec<u8>>>;
+
+static STREAM_READ: LazyLock<StreamFuzzer> = LazyLock::new(|| {
+    FormatFuzzer::lazy(
+        stream_format(),
+        |items: &Vec<Vec<u8>>| Stream::new(items.clone()),
+        |r: StreamReader<Vec<u8>>| {
+            let all: Vec<Vec<u8>> = r.iter().take(10_000).collect::<Result<_, _>>()?;
+            let n = all.len() as u64;
+            let tail: Vec<Vec<u8>> = r.range(n / 2..n).collect::<Result<_, _>>()?;
+            assert_eq!(
+                tail,
+                all[(n / 2) as usize..],
+                "range disagrees with iteration"
+            );
+            Ok(all)
+        },
+    )
+    .with_seeds([
+        vec![],
+        vec![vec![1, 2, 3]],
+        (0..30u8).map(|i| vec![i; usize::from(i % 7)]).collect(),
+    ])
+    .with_random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
+    .with_fixup(|files| {
+        for (_, file) in files {
+            super::streams::fix_trailer(file);
+        }
+    })
+});
 
 /// [`StreamFormat`]: a stream in several chunks read every way (`len`, `get`, `range`,
 /// iteration), with the chunks' checksums recomputed after the edits for half of the inputs
