@@ -122,16 +122,34 @@ fn write_hex(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
 /// Runs `f` with `context` as what this thread is reading (printed if the allocator refuses a
 /// request in `f`).
 pub(crate) fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
-    let prev = CONTEXT.with(|c| c.replace(Some(context)));
-    let r = f();
-    CONTEXT.with(|c| *c.borrow_mut() = prev);
-    r
+    /// Puts the previous context back, also when `f` unwinds.
+    struct Restore(Option<Context>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            let _ = CONTEXT.try_with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let _restore = Restore(CONTEXT.with(|c| c.replace(Some(context))));
+    f()
 }
 
 /// Runs `f` with metering on for this thread and returns its result and the largest single
 /// allocation it made on this thread (0 if no meter is installed). Requests over `cap` are
 /// refused by the meter (which aborts the process).
 pub(crate) fn metered_capped<R>(cap: usize, f: impl FnOnce() -> R) -> (R, usize) {
+    /// Puts the previous meter state back, also when `f` unwinds; keeps the largest request.
+    struct Restore((bool, usize, usize));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let (on, largest, cap) = self.0;
+            let _ = METER.try_with(|(o, l, c)| {
+                o.set(on);
+                l.set(largest.max(l.get()));
+                c.set(cap);
+            });
+        }
+    }
     let prev = METER.with(|(on, largest, c)| {
         let prev = (on.get(), largest.get(), c.get());
         on.set(true);
@@ -139,14 +157,10 @@ pub(crate) fn metered_capped<R>(cap: usize, f: impl FnOnce() -> R) -> (R, usize)
         c.set(cap);
         prev
     });
+    let restore = Restore(prev);
     let result = f();
-    let largest = METER.with(|(on, largest, c)| {
-        let seen = largest.get();
-        on.set(prev.0);
-        largest.set(prev.1.max(seen));
-        c.set(prev.2);
-        seen
-    });
+    let largest = METER.with(|(_, largest, _)| largest.get());
+    drop(restore);
     if largest > 0 {
         SEEN.store(true, Ordering::Relaxed);
     }
