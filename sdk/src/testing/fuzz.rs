@@ -291,32 +291,7 @@ where
     /// # Errors
     /// Every input that fails, with its path and the failure; or the directory's I/O error.
     pub fn replay_dir(&self, dir: impl AsRef<Path>) -> std::result::Result<usize, ReplayFailures> {
-        let dir = dir.as_ref();
-        let mut replayed = 0;
-        let result = super::isolate::isolated(true, |report| {
-            let r = replay_dir_noting(dir, report, |data| {
-                self.check(data).map_err(|f| f.to_string())
-            });
-            match r {
-                Ok(n) => {
-                    replayed = n;
-                    Ok(())
-                }
-                Err(failures) => Err(Failure {
-                    check: Check::NoPanic,
-                    message: failures.to_string(),
-                    input: String::new(),
-                }),
-            }
-        });
-        match result {
-            // Counted here when the replay ran in a child.
-            Ok(()) if replayed == 0 => Ok(input_files(dir)?.len()),
-            Ok(()) => Ok(replayed),
-            Err(f) => Err(ReplayFailures {
-                failures: vec![(dir.to_owned(), format!("{f}"))],
-            }),
-        }
+        replay_dir(dir, |data| self.check(data).map_err(|f| f.to_string()))
     }
 
     /// Makes the files of an input: `Ok(None)` when the input makes no artifact, `Err` when
@@ -842,13 +817,40 @@ impl std::error::Error for ReplayFailures {}
 /// targets that are not a [`FormatFuzzer`]; a [`FormatFuzzer`] has
 /// [`replay_dir`](FormatFuzzer::replay_dir).
 ///
+/// Called from a `#[test]`, it replays in a child process (as the kit's checks do, see
+/// [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that makes the
+/// process abort (an allocation refused by the meter of
+/// [`allocation_meter!`](crate::allocation_meter), a stack overflow) is a reported failure
+/// naming the file, not the end of the test binary.
+///
 /// # Errors
 /// Every file that fails, with its path and message; or the folder's I/O error.
 pub fn replay_dir(
     dir: impl AsRef<Path>,
     body: impl Fn(&[u8]) -> std::result::Result<(), String>,
 ) -> std::result::Result<usize, ReplayFailures> {
-    replay_dir_noting(dir.as_ref(), None, body)
+    let dir = dir.as_ref();
+    let mut replayed = None;
+    let result =
+        super::isolate::isolated(true, |report| match replay_dir_noting(dir, report, &body) {
+            Ok(n) => {
+                replayed = Some(n);
+                Ok(())
+            }
+            Err(failures) => Err(Failure {
+                check: Check::NoPanic,
+                message: failures.to_string(),
+                input: String::new(),
+            }),
+        });
+    match (result, replayed) {
+        (Ok(()), Some(n)) => Ok(n),
+        // The replay ran in a child: count here.
+        (Ok(()), None) => Ok(input_files(dir)?.len()),
+        (Err(f), _) => Err(ReplayFailures {
+            failures: vec![(dir.to_owned(), f.to_string())],
+        }),
+    }
 }
 
 /// The files in `dir`, sorted.

@@ -87,11 +87,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} check failed: {}\n  generated value: {}",
-            self.check, self.message, self.input
-        )
+        write!(f, "{} check failed: {}", self.check, self.message)?;
+        if !self.input.is_empty() {
+            write!(f, "\n  generated value: {}", self.input)?;
+        }
+        Ok(())
     }
 }
 
