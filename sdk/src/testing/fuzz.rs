@@ -696,6 +696,11 @@ impl Edit {
                     Lie::MinusOne => old.wrapping_sub(1),
                     Lie::Value(v) => v,
                 };
+                let new = if width == 8 {
+                    new
+                } else {
+                    new & ((1u64 << (8 * width)) - 1)
+                };
                 bytes[at..at + width].copy_from_slice(&new.to_le_bytes()[..width]);
                 Some(format!(
                     "{name:?}: the {}-bit word at {at} set to {new:#x} (was {old:#x})",
