@@ -81,7 +81,10 @@ pub struct Failure {
     pub check: Check,
     /// What happened, including the mutation of the bytes where there was one.
     pub message: String,
-    /// The generated value (`Debug`), after shrinking.
+    /// The generated value (`Debug`), after shrinking, with the mutation seed; for a check that
+    /// died in its child process, the case it was in; for
+    /// [`FormatFuzzer`](super::fuzz::FormatFuzzer), how the artifact was made from the fuzz
+    /// input (the seed and each edit) and the input's first bytes.
     pub input: String,
 }
 
