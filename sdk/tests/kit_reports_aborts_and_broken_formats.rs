@@ -217,3 +217,62 @@ fn random_input(state: &mut u64) -> Vec<u8> {
     let len = 2 + (next() % 40) as usize;
     (0..len).map(|_| next() as u8).collect()
 }
+
+/// A format that aborts the process on any file it cannot read (a stand-in for a stack
+/// overflow or an allocation the system refuses): the kit reports the child's death with the
+/// case it was in.
+struct Aborts;
+
+impl milonga_sdk::Format<Vec<u8>> for Aborts {
+    type Output = Vec<u8>;
+
+    fn id(&self) -> &str {
+        "example.aborts"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn write(
+        &self,
+        value: Vec<u8>,
+        artifact: &dyn milonga_sdk::ArtifactWriter,
+    ) -> milonga_sdk::Result<()> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        milonga_sdk::Envelope::new(self.id(), 1).encode_into(&mut out)?;
+        out.extend_from_slice(&value);
+        let mut file = artifact.create("data")?;
+        file.write_all(&out)
+            .map_err(|e| milonga_sdk::Error::io("data", e))?;
+        file.finish()?;
+        Ok(())
+    }
+
+    fn read(&self, artifact: milonga_sdk::ArtifactHandle) -> milonga_sdk::Result<Vec<u8>> {
+        let bytes = artifact.bytes("data")?;
+        match milonga_sdk::open_envelope((*bytes).as_ref(), self.id(), 1, "data") {
+            Ok((_, payload)) => Ok(payload.to_vec()),
+            Err(_) => std::process::abort(),
+        }
+    }
+}
+
+#[test]
+fn a_process_abort_in_a_check_is_reported_with_its_case() {
+    let failure = FormatCheck::new(&Aborts, proptest::collection::vec(any::<u8>(), 0..8))
+        .cases(4)
+        .run()
+        .expect_err("the abort must be reported");
+    assert_eq!(failure.check, Check::NoPanic, "{failure}");
+    assert!(failure.message.contains("child process"), "{failure}");
+    assert!(
+        failure.message.contains("SIGABRT") || failure.message.contains("signal"),
+        "{failure}"
+    );
+    assert!(
+        failure.input.contains("mutation seed"),
+        "the case: {failure}"
+    );
+}
