@@ -18,6 +18,12 @@
 # and makes the script exit non-zero after the other targets ran. Copy the crashing input to
 # fuzz/regressions/<target>/ once it is fixed: `cargo test -p milonga-tests --test
 # fuzz_regressions` replays that folder without cargo-fuzz.
+#
+# The format targets are the SDK's FormatFuzzer (milonga_sdk::testing::fuzz) with an allocation
+# meter that refuses any single request over 1 GiB while a read runs: a lying length field is
+# a crash (SIGABRT, "milonga-kit: refused one allocation of N bytes") with the input saved,
+# not a swapping machine. The demonstration targets in fuzz/demo_targets/ (feature `demo`) are
+# not built here. CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,7 +65,7 @@ cargo fuzz build -s "$sanitizer"
 echo "    built in $(( $(date +%s) - start )) s"
 
 # The built binaries run directly: `cargo fuzz run` would check the build again per target.
-bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
+bin_dir="${CARGO_TARGET_DIR:-fuzz/target}/$(rustc -vV | sed -n 's/^host: //p')/release"
 fuzz_start=$(date +%s)
 failed=()
 for t in "${targets[@]}"; do

@@ -1,4 +1,8 @@
-//! Fuzz target `value_text`: see `milonga_tests::fuzz::value_text`.
+//! Fuzz target `value_text`: the SDK's `FormatFuzzer` on a built-in format, see
+//! `milonga_tests::fuzz::value_text`.
 #![no_main]
+
+// Caps and meters what a read may allocate: a lying length is a crash with the input saved.
+milonga::sdk::allocation_meter!();
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| milonga_tests::fuzz::value_text(data));

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use proptest::strategy::Strategy;
 
-use super::alloc::metered;
+use super::alloc::{metered_capped, with_context, Context};
 use super::mutate::{mutants, Expect};
 use super::options::{option_setters, Options};
 use super::report::{fail, no_panic, run_cases, short_debug, CaseFailure, Check, Failure};
@@ -98,9 +98,12 @@ where
     /// # Errors
     /// The [`Failure`] that shows the broken contract.
     pub fn run(&self) -> Result<(), Failure> {
-        run_cases(self.options.cases, &self.strategy, |value, seed| {
-            self.case(&value, seed)
-        })
+        run_cases(
+            self.options.cases,
+            self.options.isolate,
+            &self.strategy,
+            |value, seed| self.case(&value, seed),
+        )
     }
 
     fn case(&self, value: &S::Value, seed: u64) -> Result<(), CaseFailure> {
@@ -183,7 +186,15 @@ where
 
     /// Decodes `bytes` with panics caught and allocations metered.
     fn decode_guarded(&self, bytes: &[u8], what: &str) -> Result<Result<S::Value>, CaseFailure> {
-        let (r, largest) = metered(|| no_panic(|| (self.decode)(bytes)));
+        let context = Context {
+            what: what.to_owned(),
+            files: vec![("bytes".to_owned(), bytes.to_vec())],
+        };
+        let (r, largest) = with_context(context, || {
+            metered_capped(self.options.allocation_cap, || {
+                no_panic(|| (self.decode)(bytes))
+            })
+        });
         let limit = self.options.allocation.for_input(bytes.len());
         if largest > limit && self.options.runs(Check::Allocation) {
             return fail(

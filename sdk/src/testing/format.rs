@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use proptest::strategy::Strategy;
 
-use super::alloc::metered;
+use super::alloc::{metered_capped, with_context, Context};
 use super::decoder::describe_result;
 use super::mutate::{mutants, with_envelope_version, Expect, Rng};
 use super::options::{option_setters, Options};
@@ -181,9 +181,12 @@ where
     /// # Errors
     /// The [`Failure`] that shows the broken contract.
     pub fn run(&self) -> Result<(), Failure> {
-        run_cases(self.options.cases, &self.strategy, |value, seed| {
-            self.case(&value, seed)
-        })
+        run_cases(
+            self.options.cases,
+            self.options.isolate,
+            &self.strategy,
+            |value, seed| self.case(&value, seed),
+        )
     }
 
     fn write(&self, value: &S::Value) -> Result<(Files, Vec<FileEntry>), CaseFailure> {
@@ -335,15 +338,21 @@ where
             .filter(|_| strict && self.options.runs(Check::ReadBudget));
         let input_len: usize = files.iter().map(|(_, b)| b.len()).sum();
         let mut access_failure = None;
-        let (r, largest) = metered(|| {
-            no_panic(|| {
-                let out = self.format.read(meter.handle())?;
-                if let Some(access) = &self.access {
-                    if let Err(m) = access(&out, rng, strict, budget.map(|b| (&meter, b))) {
-                        access_failure = Some(m);
+        let context = Context {
+            what: what.to_owned(),
+            files: files.clone(),
+        };
+        let (r, largest) = with_context(context, || {
+            metered_capped(self.options.allocation_cap, || {
+                no_panic(|| {
+                    let out = self.format.read(meter.handle())?;
+                    if let Some(access) = &self.access {
+                        if let Err(m) = access(&out, rng, strict, budget.map(|b| (&meter, b))) {
+                            access_failure = Some(m);
+                        }
                     }
-                }
-                (self.collect)(out)
+                    (self.collect)(out)
+                })
             })
         });
         let o = &self.options;

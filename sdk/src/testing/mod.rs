@@ -74,24 +74,40 @@
 //! - [`check_resume`] and [`ResumeCheck`]: the crash kit for resumable formats (a stream, any
 //!   format built on the chunked record file): a crash at every chunk boundary, then resume;
 //! - [`format_tests!`](crate::format_tests): one `#[test]` per check, for a format;
-//! - [`allocation_meter!`](crate::allocation_meter): turns on the allocation check in a test
-//!   binary (see [`meter_installed`]). Without it, the kit cannot see allocations: the SDK
-//!   forbids `unsafe` code and installs nothing global.
+//! - [`allocation_meter!`](crate::allocation_meter): turns on the allocation check and the
+//!   allocation cap in a test binary or fuzz target (see [`meter_installed`]). Without it, the
+//!   kit cannot see allocations: the SDK forbids `unsafe` code and installs nothing global;
+//! - [`fuzz`]: structure-aware fuzzing of a format ([`fuzz::FormatFuzzer`]), seed corpora, and
+//!   the replay of a folder of crashes.
 //!
 //! Every check writes to and reads from a [`MemoryArtifact`], which does not verify content
-//! hashes, so the format's decoder sees every bad byte. Panics are caught (their message still
-//! goes to stderr through the panic hook) and reported as failures; a failing case is shrunk by
-//! proptest to a small value, and the mutation that broke it is replayed from the seed printed
-//! in the report. The number of cases defaults to 32 (or `PROPTEST_CASES`).
+//! hashes, so the format's decoder sees every bad byte. Panics are caught, silently, and
+//! reported as failures with their message and location; a failing case is shrunk by proptest
+//! to a small value, and the mutation that broke it is replayed from the seed printed in the
+//! report. The number of cases defaults to 32 (or `PROPTEST_CASES`).
+//!
+//! Each check runs in a child process (the current test binary, filtered to the current test;
+//! see [`FormatCheck::isolate`]), so that what cannot be caught in a process, an abort, is a
+//! reported failure too: a decode that asks for more than the allocation cap (1 GiB, refused by
+//! the meter of [`allocation_meter!`](crate::allocation_meter)), or for more than the system
+//! gives, or that overflows its stack, fails the check with the generated value, the mutation
+//! seed and (for a refused allocation) the mutation and the input's files, written under
+//! `target/milonga-kit/`. The test binary itself never aborts.
+//!
+//! For fuzzing with cargo-fuzz, [`fuzz`] has the same idea driven by a fuzzer's bytes:
+//! [`FormatFuzzer`](fuzz::FormatFuzzer) edits valid artifacts (lying lengths included), drains
+//! lazy outputs, and replays a folder of crashes under `cargo test`.
 //!
 //! Limits: the allocation meter sees allocations on the checking thread only (not on
 //! background threads a format starts, nor memory that C libraries such as SQLite or zstd take
-//! from `malloc`), and a request too large for the system allocator aborts the process instead
-//! of failing the check. Stack exhaustion by deeply nested input also aborts.
+//! from `malloc`); such an abort is still reported by the child process, with the case it was
+//! in but without the mutation.
 
 mod alloc;
 mod decoder;
 mod format;
+pub mod fuzz;
+mod isolate;
 mod mutate;
 mod options;
 mod reads;
@@ -102,7 +118,9 @@ use std::fmt::Debug;
 
 use proptest::strategy::Strategy;
 
-pub use alloc::{meter_installed, record_allocation, AllocationLimit};
+pub use alloc::{
+    allocation_refused, meter_installed, record_allocation, AllocationLimit, DEFAULT_ALLOCATION_CAP,
+};
 pub use decoder::DecoderCheck;
 pub use format::{Files, FormatCheck};
 pub use reads::MeteredArtifact;

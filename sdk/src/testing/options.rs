@@ -1,6 +1,6 @@
 //! Settings shared by the format, codec and decoder checks.
 
-use super::alloc::AllocationLimit;
+use super::alloc::{AllocationLimit, DEFAULT_ALLOCATION_CAP};
 use super::mutate::Plan;
 use super::report::{default_cases, Check};
 
@@ -12,6 +12,8 @@ pub(crate) struct Options {
     pub(crate) sampled_cuts: usize,
     pub(crate) truncation_is_err: bool,
     pub(crate) allocation: AllocationLimit,
+    pub(crate) allocation_cap: usize,
+    pub(crate) isolate: bool,
     pub(crate) skipped: Vec<Check>,
 }
 
@@ -24,6 +26,8 @@ impl Options {
             sampled_cuts: 24,
             truncation_is_err,
             allocation: AllocationLimit::default(),
+            allocation_cap: DEFAULT_ALLOCATION_CAP,
+            isolate: true,
             skipped: Vec::new(),
         }
     }
@@ -101,6 +105,29 @@ macro_rules! option_setters {
         /// installed, see [`allocation_meter!`](crate::allocation_meter)).
         pub fn allocation_limit(&mut self, limit: $crate::testing::AllocationLimit) -> &mut Self {
             self.options.allocation = limit;
+            self
+        }
+
+        /// The largest single allocation the metering allocator lets a decode make (default
+        /// [`DEFAULT_ALLOCATION_CAP`](crate::testing::DEFAULT_ALLOCATION_CAP), 1 GiB): a bigger
+        /// request is refused and aborts the process, which the kit reports as a
+        /// [`Check::Allocation`](crate::testing::Check::Allocation) failure with the input when
+        /// the check runs in a child process (see [`isolate`](Self::isolate)). Requests between
+        /// the [`allocation_limit`](Self::allocation_limit) and the cap are passed on and fail
+        /// the check in-process, with a shrunk value.
+        pub fn allocation_cap(&mut self, bytes: usize) -> &mut Self {
+            self.options.allocation_cap = bytes;
+            self
+        }
+
+        /// Whether to run the check in a child process (default `true`): the current test
+        /// binary, filtered to the current test, so that a process abort (a lying `u64` count
+        /// that asks for petabytes, a stack overflow) is a reported failure with the input and
+        /// seed instead of the end of the test binary. Needs the standard test harness, which
+        /// names each test's thread after the test; elsewhere (a doctest, a `main`) the check
+        /// runs in-process. `MILONGA_KIT_ISOLATE=0` turns it off everywhere.
+        pub fn isolate(&mut self, isolate: bool) -> &mut Self {
+            self.options.isolate = isolate;
             self
         }
 

@@ -38,7 +38,7 @@ pub enum Check {
 }
 
 impl Check {
-    const ALL: [Check; 10] = [
+    pub(crate) const ALL: [Check; 10] = [
         Check::Write,
         Check::RoundTrip,
         Check::RandomAccess,
@@ -81,17 +81,20 @@ pub struct Failure {
     pub check: Check,
     /// What happened, including the mutation of the bytes where there was one.
     pub message: String,
-    /// The generated value (`Debug`), after shrinking.
+    /// The generated value (`Debug`), after shrinking, with the mutation seed; for a check that
+    /// died in its child process, the case it was in; for
+    /// [`FormatFuzzer`](super::fuzz::FormatFuzzer), how the artifact was made from the fuzz
+    /// input (the seed and each edit) and the input's first bytes.
     pub input: String,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} check failed: {}\n  generated value: {}",
-            self.check, self.message, self.input
-        )
+        write!(f, "{} check failed: {}", self.check, self.message)?;
+        if !self.input.is_empty() {
+            write!(f, "\n  generated value: {}", self.input)?;
+        }
+        Ok(())
     }
 }
 
@@ -191,11 +194,23 @@ pub(crate) fn default_cases() -> u32 {
 }
 
 /// Runs `case` on values of `strategy` (paired with a seed for the byte mutations) and maps
-/// proptest's result to a [`Failure`].
+/// proptest's result to a [`Failure`]. With `isolate`, in a child process where the test
+/// harness allows it (see [`isolate`](super::isolate)), so that a process abort in a case is a
+/// failure too.
 pub(crate) fn run_cases<S: Strategy>(
+    cases: u32,
+    isolate: bool,
+    strategy: S,
+    case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
+) -> Result<(), Failure> {
+    super::isolate::isolated(isolate, |report| run_here(cases, strategy, case, report))
+}
+
+fn run_here<S: Strategy>(
     cases: u32,
     strategy: S,
     case: impl Fn(S::Value, u64) -> Result<(), CaseFailure>,
+    report: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let config = ProptestConfig {
         cases,
@@ -206,6 +221,12 @@ pub(crate) fn run_cases<S: Strategy>(
     let mut runner = TestRunner::new(config);
     let strategy = (strategy, proptest::num::u64::ANY);
     let result = runner.run(&strategy, |(value, seed)| {
+        if let Some(report) = report {
+            super::isolate::note_case(
+                report,
+                &format!("{} (mutation seed {seed})", short_debug(&value)),
+            );
+        }
         case(value, seed).map_err(|f| TestCaseError::fail(format!("[{}] {}", f.check, f.message)))
     });
     match result {

@@ -202,7 +202,8 @@ where
     /// The [`Failure`] that shows the broken contract.
     pub fn run(&self) -> Result<(), Failure> {
         let durable_seen = Cell::new(false);
-        run_cases(self.cases, &self.strategy, |items, seed| {
+        // Not in a child process: the check keeps state across cases (`durable_seen`).
+        run_cases(self.cases, false, &self.strategy, |items, seed| {
             self.case(&items, seed, &durable_seen)
         })?;
         if self.require_durable && !durable_seen.get() {

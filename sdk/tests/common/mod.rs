@@ -1,0 +1,3 @@
+//! Formats shared by the kit's tests.
+
+pub mod embeddings;
