@@ -51,7 +51,8 @@ pub use step::{
     Context, DynStep, Fresh, Progress, ResultOf, Step, StepRef, StepRng, Unstored, ID_SCHEME,
 };
 pub use workspace::{
-    GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
+    Difference, Explanation, GcPolicy, GcReport, Problem, Provenance, Run, RunStep, RunSummary,
+    StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_ACCESS_GRANULARITY,
     DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT, SCHEMA_VERSION,
 };
 
