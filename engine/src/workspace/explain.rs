@@ -168,11 +168,12 @@ impl Workspace {
 
     /// The closest earlier record of `info`'s step type: among the latest [`CANDIDATES`]
     /// (earlier than `info` when it has a start time and some are), the one with the fewest
-    /// differences, the latest on a tie.
+    /// differences, the latest on a tie; records without a pre-image only when no other is
+    /// there.
     fn closest(&self, info: &StepInfo) -> Result<Option<StepInfo>> {
         let mut candidates = self.inner.db.select_where(
             &format!(
-                "step_type = ?1 AND unique_id != ?2 AND args IS NOT NULL
+                "step_type = ?1 AND unique_id != ?2
                  ORDER BY coalesce(started_at, 0) DESC LIMIT {CANDIDATES}"
             ),
             rusqlite::params![info.step_type, info.unique_id],
@@ -193,10 +194,15 @@ impl Workspace {
                 + usize::from(
                     c.format_id != info.format_id || c.format_version != info.format_version,
                 );
-            if let (Some(a), Some(b)) = (&theirs, &mine) {
-                let mut changes = Vec::new();
-                a.diff(b, "", &mut changes);
-                n += changes.len();
+            match (&theirs, &mine) {
+                (Some(a), Some(b)) => {
+                    let mut changes = Vec::new();
+                    a.diff(b, "", &mut changes);
+                    n += changes.len();
+                }
+                // A record without a pre-image can only be compared by version and format:
+                // any record with one is closer.
+                _ => n += 1_000_000,
             }
             if best.as_ref().is_none_or(|(m, _)| n < *m) {
                 best = Some((n, c));
