@@ -127,8 +127,13 @@ fn stored<S: Step>(
     format: &S::Format,
     read: bool,
 ) -> Result<Option<Option<Arc<ResultOf<S>>>>> {
-    if let Some(v) = cached::<S>(ws, unique_id) {
-        return Ok(Some(read.then_some(v)));
+    // Only a value may come from the memory cache: making sure the result is *stored* (the
+    // executor's `ensure`) asks the database, because another process may have removed the
+    // record (a garbage collection) since this process cached the value.
+    if read {
+        if let Some(v) = cached::<S>(ws, unique_id) {
+            return Ok(Some(Some(v)));
+        }
     }
     if let Some(info) = ws.inner.db.get(unique_id)? {
         if info.state == StepState::Completed {

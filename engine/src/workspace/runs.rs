@@ -227,7 +227,7 @@ impl Db {
                 }
             };
             let inserted = self.with(|c| {
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO runs (name, started_at, provenance_id) VALUES (?1, ?2, ?3)",
                     params![candidate, now_millis(), provenance_id],
@@ -362,7 +362,7 @@ impl Db {
             return Ok(None);
         }
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(id) = tx
                 .query_row("SELECT id FROM runs WHERE name = ?1", [name], |r| {
                     r.get::<_, i64>(0)
@@ -393,7 +393,7 @@ impl Db {
     pub(crate) fn remove_if_unrooted(&self, unique_id: &str) -> Result<bool> {
         self.writable()?;
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx.execute(
                 "DELETE FROM steps WHERE unique_id = ?1
                    AND NOT EXISTS (SELECT 1 FROM run_steps WHERE unique_id = ?1)",
