@@ -60,7 +60,7 @@ ALTER TABLE steps ADD COLUMN provenance_id TEXT;
 ALTER TABLE steps ADD COLUMN content_key TEXT;
 ALTER TABLE steps ADD COLUMN reused_from TEXT;
 ALTER TABLE steps ADD COLUMN last_access INTEGER;
-CREATE INDEX IF NOT EXISTS steps_by_type ON steps (step_type, started_at);
+CREATE INDEX IF NOT EXISTS steps_by_type ON steps (step_type);
 CREATE INDEX IF NOT EXISTS steps_by_content_key ON steps (content_key)
     WHERE content_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS provenance (

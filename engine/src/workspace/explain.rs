@@ -167,25 +167,20 @@ impl Workspace {
     }
 
     /// The closest earlier record of `info`'s step type: among the latest [`CANDIDATES`]
-    /// (earlier than `info` when it has a start time and some are), the one with the fewest
+    /// records written before `info`'s, the one with the fewest
     /// differences, the latest on a tie; records without a pre-image only when no other is
     /// there.
     fn closest(&self, info: &StepInfo) -> Result<Option<StepInfo>> {
-        let mut candidates = self.inner.db.select_where(
+        // Earlier: inserted before this record (all records, for a step not recorded yet).
+        let candidates = self.inner.db.select_where(
             &format!(
                 "step_type = ?1 AND unique_id != ?2
-                 ORDER BY coalesce(started_at, 0) DESC LIMIT {CANDIDATES}"
+                   AND rowid < coalesce((SELECT rowid FROM steps WHERE unique_id = ?2),
+                                        9223372036854775807)
+                 ORDER BY rowid DESC LIMIT {CANDIDATES}"
             ),
             rusqlite::params![info.step_type, info.unique_id],
         )?;
-        if let Some(t) = info.started_at {
-            if candidates
-                .iter()
-                .any(|c| c.started_at.is_some_and(|s| s <= t))
-            {
-                candidates.retain(|c| c.started_at.is_some_and(|s| s <= t));
-            }
-        }
         let mine = decode(info)?;
         let mut best: Option<(usize, StepInfo)> = None;
         for c in candidates {
