@@ -157,7 +157,8 @@ fn runs(c: &mut Criterion) {
             .unwrap();
         let manifest = "0".repeat(64);
         for r in 0..1_000i64 {
-            run.execute(rusqlite::params![format!("run-{r}"), r]).unwrap();
+            run.execute(rusqlite::params![format!("run-{r}"), r])
+                .unwrap();
             let run_id = tx.last_insert_rowid();
             for s in 0..100i64 {
                 let id = format!("Up-{r}x{s}");

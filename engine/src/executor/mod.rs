@@ -57,6 +57,7 @@ pub struct Executor {
     pipeline: bool,
     progress: bool,
     run_name: Option<String>,
+    step_names: Vec<(String, DynStep)>,
 }
 
 /// What a worker reports.
@@ -88,7 +89,16 @@ impl Executor {
             pipeline: true,
             progress: true,
             run_name: None,
+            step_names: Vec::new(),
         }
+    }
+
+    /// Records `step` under `name` in the runs of this executor when it is part of their graph
+    /// (a target or not), for [`Run::result`](crate::Run::result): a config-file pipeline names
+    /// every step of its file this way.
+    pub fn name_step(&mut self, name: impl Into<String>, step: impl Into<DynStep>) -> &mut Self {
+        self.step_names.push((name.into(), step.into()));
+        self
     }
 
     /// Names the runs this executor registers (default: a memorable generated name such as
@@ -182,6 +192,7 @@ impl Executor {
         let named = names
             .into_iter()
             .zip(&targets)
+            .chain(self.step_names.iter().map(|(n, s)| (n.clone(), s)))
             .map(|(n, t)| Ok((t.unique_id()?, n)))
             .collect::<Result<Vec<_>>>()?;
         let graph = Graph::build(targets.into_iter())?;

@@ -50,7 +50,7 @@ pub struct RunStep {
 /// step's result by the step's name in the run:
 ///
 /// ```
-/// # use milonga::{Context, Executor, PostcardFormat, Step, StepRef, Workspace};
+/// # use milonga::{Context, DynStep, Executor, PostcardFormat, Step, StepRef, Workspace};
 /// # use serde::Serialize;
 /// # #[derive(Serialize)] struct Square { x: u64 }
 /// # impl Step for Square { const NAME: &'static str = "Square"; type Output = u64; type Format = PostcardFormat;
@@ -58,7 +58,7 @@ pub struct RunStep {
 /// let ws = Workspace::memory()?;
 /// let outcome = Executor::new(&ws)
 ///     .run_name("nightly")
-///     .run_named([("nine", Square { x: 3 })])?;
+///     .run_named([("nine", DynStep::new(Square { x: 3 }))])?;
 /// assert_eq!(outcome.run.as_deref(), Some("nightly"));
 /// let run = ws.run("nightly")?;
 /// assert_eq!(*run.result::<Square>("nine")?, 9);
@@ -529,6 +529,7 @@ impl Workspace {
             *count.entry(short(n.name)).or_default() += 1;
         }
         let mut steps: Vec<NewRunStep> = Vec::with_capacity(nodes.len());
+        let mut used = std::collections::HashSet::new();
         let mut order: Vec<usize> = graph.targets().to_vec();
         order.extend((0..graph.nodes().len()).filter(|i| !graph.targets().contains(i)));
         for i in order {
@@ -539,6 +540,14 @@ impl Workspace {
                 .iter()
                 .find(|(id, _)| *id == n.unique_id)
                 .map(|(_, name)| name.clone());
+            if let Some(g) = &given {
+                if !used.insert(g.clone()) {
+                    return Err(Error::Run {
+                        name: name.unwrap_or("(generated)").into(),
+                        reason: format!("two different steps are named {g:?}"),
+                    });
+                }
+            }
             let step_name = given.or_else(|| {
                 let s = short(n.name);
                 if count.get(&s) == Some(&1) && taken.insert(s.clone()) {
