@@ -182,7 +182,7 @@ fn a_read_only_workspace_serves_steps_info_and_verify() {
     }
     let (_, out) = cli_as(&runner, dir.path(), &["info", &id]);
     assert!(out.contains("COMPLETED"), "{out}");
-    let (code, out) = cli_as(&runner, dir.path(), &["cat", &id]);
+    let (code, out) = cli_as(&runner, dir.path(), &["cat", &id, "data"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("hello, readers"), "{out}");
 }
