@@ -107,7 +107,7 @@ pub(crate) fn run(global: &Global, args: Args, registry: &Registry) -> CmdResult
             "steps": steps,
         }))?;
     } else {
-        print!("{}", sanitize_table(&outcome.to_string()));
+        println!("{}", sanitize_table(&outcome.to_string()).trim_end());
         for (id, name) in &names {
             println!("{:<20} {}", sanitize(name), sanitize(id));
         }
