@@ -36,9 +36,13 @@
 //! Crates: [`sdk`] (the contracts a format author implements) and [`formats`] (the built-in
 //! formats) are re-exported here, so users depend on `milonga` only.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 mod executor;
 mod manifest;
+#[cfg(feature = "pipeline")]
+mod pipeline;
 mod step;
 pub mod store;
 mod workspace;
@@ -46,6 +50,10 @@ mod workspace;
 pub use error::{BoxError, Error, Result};
 pub use executor::{Executor, Graph, Node, Outcome, Status, StepOutcome};
 pub use manifest::Manifest;
+#[cfg(feature = "pipeline")]
+pub use pipeline::{
+    JsonOutput, Pipeline, PipelineError, PipelineErrorKind, PipelineStep, Registry, Rendered,
+};
 pub use step::canonical;
 pub use step::{
     Context, DynStep, Fresh, Progress, ResultOf, Step, StepRef, StepRng, Unstored, ID_SCHEME,
