@@ -57,6 +57,7 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
         None => Vec::new(),
     };
     let durations = durations(&ws, &s);
+    let arguments = s.arguments()?;
     if global.json {
         let files: Vec<_> = files
             .iter()
@@ -78,6 +79,10 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
             "error": s.error,
             "metadata": s.metadata,
             "manifest": s.manifest_id.map(|m| m.to_string()),
+            "arguments": arguments,
+            "provenance": s.provenance,
+            "reused_from": s.reused_from,
+            "last_access": s.last_access,
             "upstream": s.dependencies,
             "downstream": downstream,
             "files": files,
@@ -117,6 +122,31 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
     }
     if s.metadata.as_object().is_some_and(|m| !m.is_empty()) {
         println!("metadata:     {}", sanitize(&s.metadata.to_string()));
+    }
+    if let Some(a) = &arguments {
+        println!("arguments:    {}", sanitize(&a.to_string()));
+    }
+    if let Some(r) = &s.reused_from {
+        println!("reused from:  {} (early cutoff)", sanitize(r));
+    }
+    if let Some(p) = &s.provenance {
+        println!("command:      {}", sanitize(&p.argv.join(" ")));
+        if let Some(c) = &p.git_commit {
+            let dirty = if p.git_dirty == Some(true) {
+                " (dirty)"
+            } else {
+                ""
+            };
+            println!("git:          {}{dirty}", sanitize(c));
+        }
+        println!(
+            "where:        {}@{} ({}), milonga {}, {}",
+            sanitize(p.user.as_deref().unwrap_or("?")),
+            sanitize(&p.host),
+            sanitize(&p.platform),
+            sanitize(&p.milonga_version),
+            sanitize(&p.rustc_version)
+        );
     }
     for d in &s.dependencies {
         println!("upstream:     {}", sanitize(d));

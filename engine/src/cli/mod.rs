@@ -19,10 +19,13 @@
 mod cat;
 mod common;
 mod du;
+mod explain;
 mod gc;
 mod info;
 mod rm;
 mod run;
+mod run_rm;
+mod runs;
 mod steps;
 mod verify;
 
@@ -41,7 +44,7 @@ pub use common::sanitize;
     name = "milonga",
     version,
     about = "Inspect, maintain and run pipelines in a milonga workspace",
-    after_help = "Examples:\n  milonga -w ./ws steps --state completed\n  milonga -w ./ws info Tokenize\n  milonga -w ./ws cat Count-9aX --limit 10\n  MILONGA_WORKSPACE=./ws milonga du --json\n\nThe older form `milonga WORKSPACE COMMAND` still works."
+    after_help = "Examples:\n  milonga -w ./ws steps --state completed\n  milonga -w ./ws info Tokenize\n  milonga -w ./ws cat Count-9aX --limit 10\n  MILONGA_WORKSPACE=./ws milonga du --json\n  milonga -w ./ws runs nightly\n  milonga -w ./ws explain Sum\n  milonga -w ./ws gc --keep-last 10 --dry-run\n\nThe older form `milonga WORKSPACE COMMAND` still works."
 )]
 struct Cli {
     /// The workspace: a path or file://PATH.
@@ -75,6 +78,9 @@ enum Command {
     Rm(rm::Args),
     Gc(gc::Args),
     Run(run::Args),
+    Runs(runs::Args),
+    RunRm(run_rm::Args),
+    Explain(explain::Args),
 }
 
 /// Global options every command sees.
@@ -148,6 +154,9 @@ where
         Command::Rm(a) => rm::run(&global, a),
         Command::Gc(a) => gc::run(&global, a),
         Command::Run(a) => run::run(&global, a, registry),
+        Command::Runs(a) => runs::run(&global, a),
+        Command::RunRm(a) => run_rm::run(&global, a),
+        Command::Explain(a) => explain::run(&global, a),
     };
     match result {
         Ok(code) => code,

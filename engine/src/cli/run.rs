@@ -24,7 +24,7 @@ pub(crate) struct Args {
     /// Number of workers (default: one per core).
     #[arg(short, long)]
     jobs: Option<usize>,
-    /// A name for this run (default: a generated one, once runs are recorded).
+    /// A name for this run (default: a generated one); fetch results by it later.
     #[arg(long, value_name = "NAME")]
     run: Option<String>,
     /// Run only these steps of the file (and what they need); may be repeated.
@@ -68,9 +68,13 @@ pub(crate) fn run(global: &Global, args: Args, registry: &Registry) -> CmdResult
     if global.json {
         executor.progress(false);
     }
-    // HOOK(runs): part of issue 14 records each executor invocation as a run; `--run NAME`
-    // is passed through here once the executor takes a run name.
-    let _run_name = args.run.as_deref();
+    // The run records every step of the file under its name in the file.
+    if let Some(name) = &args.run {
+        executor.run_name(name.clone());
+    }
+    for s in pipeline.steps() {
+        executor.name_step(s.name.clone(), s.step.clone());
+    }
     let outcome = executor.run(targets)?;
     let code = if outcome.is_success() {
         ExitCode::SUCCESS
@@ -101,13 +105,16 @@ pub(crate) fn run(global: &Global, args: Args, registry: &Registry) -> CmdResult
         print_json(&serde_json::json!({
             "pipeline": pipeline.file(),
             "workspace": ws.url(),
-            "run": args.run,
+            "run": outcome.run,
             "success": outcome.is_success(),
             "elapsed_ms": outcome.elapsed.as_millis() as u64,
             "steps": steps,
         }))?;
     } else {
         println!("{}", sanitize_table(&outcome.to_string()).trim_end());
+        if let Some(run) = &outcome.run {
+            println!("run: {}", sanitize(run));
+        }
         for (id, name) in &names {
             println!("{:<20} {}", sanitize(name), sanitize(id));
         }
