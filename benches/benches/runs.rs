@@ -90,6 +90,25 @@ fn result_miss(c: &mut Criterion) {
     group.finish();
 }
 
+/// `result()` of a stored step read from the workspace (not the memory cache): the path that
+/// may record a last access (at most once an hour per step by default).
+fn cache_hit(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let ws = Workspace::open(dir.path()).expect("workspace");
+    let s = Small {
+        x: 7,
+        name: "tokenize".into(),
+    };
+    s.result(&ws).unwrap();
+    let cold = Workspace::open(dir.path()).expect("workspace");
+    cold.set_cache_limits(1, 0);
+    let mut group = c.benchmark_group("cache_hit");
+    group.bench_function("disk_verified", |b| {
+        b.iter(|| black_box(*s.result(&cold).unwrap()))
+    });
+    group.finish();
+}
+
 /// `explain` of one step in a workspace of 10,000 step records (5,000 `Up`, 5,000 `Down`; the
 /// explained `Down` differs from its closest record by an argument and an upstream whose own
 /// argument differs). The records are written through `result()` in a memory workspace (a local
@@ -184,5 +203,5 @@ fn runs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, result_miss, explain, runs);
+criterion_group!(benches, result_miss, cache_hit, explain, runs);
 criterion_main!(benches);

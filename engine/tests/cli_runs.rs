@@ -159,7 +159,7 @@ fn runs_run_rm_explain_and_gc_print_json_that_parses() {
     assert!(err.contains("unit"), "{err}");
     let (code, out, err) = milonga(ws, &["gc", "--max-size", "1G", "--max-age", "30d"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("removed 0 runs"), "{out}");
+    assert!(out.contains("removed 0 objects"), "{out}");
 }
 
 #[test]

@@ -104,11 +104,15 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
     for step in &r.removed_steps {
         println!("{verb} step {}", sanitize(step));
     }
+    if !r.removed_runs.is_empty() || !r.removed_steps.is_empty() {
+        println!(
+            "{verb} {} runs and {} step records",
+            r.removed_runs.len(),
+            r.removed_steps.len()
+        );
+    }
     println!(
-        "{verb} {} runs, {} step records, {} objects and {} staging files; {objects} {}; kept {} \
-         live and {} recent objects",
-        r.removed_runs.len(),
-        r.removed_steps.len(),
+        "{verb} {} objects and {} staging files, {objects} {}; kept {} live and {} recent objects",
         r.removed_objects,
         r.removed_staging_files,
         human(r.freed_bytes),
