@@ -275,11 +275,6 @@ impl Out {
         self.bytes.extend_from_slice(data);
     }
 
-    fn append(&mut self, child: Out) {
-        self.bytes.extend_from_slice(&child.bytes);
-        self.refs.extend(child.refs);
-    }
-
     fn int(&mut self, negative: bool, magnitude: u128) {
         self.byte(tag::INT);
         self.byte(u8::from(negative));
@@ -303,6 +298,130 @@ impl Out {
         };
         self.byte(tag::FLOAT);
         self.bytes.extend_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// One entry of a map, set or struct, written in place into the parent's buffer: its bytes are
+/// `start..end`, made of a key `start..mid` and a value `mid..end` (a set element is all key);
+/// the step references met inside it are `refs_start..refs_end` of [`Out::refs`].
+#[derive(Clone, Copy)]
+struct Entry {
+    /// A struct field's name (sorted on first); empty for map entries and set elements.
+    name: &'static str,
+    /// The first 16 bytes of the key, big-endian, zero-padded: most comparisons end here.
+    prefix: u128,
+    start: usize,
+    mid: usize,
+    end: usize,
+    refs_start: usize,
+    refs_end: usize,
+}
+
+/// The entries of one map, set or struct, written in place after its header, and put in
+/// canonical order (name, key bytes, value bytes) by [`Entries::finish`]. Writing entries in
+/// place and moving them only when they are out of order costs no allocation per entry.
+struct Entries {
+    /// Where the 8-byte count of the header is.
+    count_at: usize,
+    entries: Vec<Entry>,
+    /// Where the entry being written started (bytes, refs), and where its key ended.
+    open: Option<(usize, usize, Option<usize>)>,
+}
+
+impl Entries {
+    /// Writes the header (`tag` and a count filled in by `finish`).
+    fn start(out: &mut Out, tag: u8) -> Self {
+        out.byte(tag);
+        let count_at = out.bytes.len();
+        out.len(0);
+        Entries {
+            count_at,
+            entries: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Starts an entry at the current end of `out`.
+    fn begin(&mut self, out: &Out) {
+        self.open = Some((out.bytes.len(), out.refs.len(), None));
+    }
+
+    /// Marks the end of the open entry's key.
+    fn key_done(&mut self, out: &Out) {
+        if let Some((_, _, mid)) = &mut self.open {
+            *mid = Some(out.bytes.len());
+        }
+    }
+
+    /// Closes the open entry.
+    fn end(&mut self, out: &Out, name: &'static str) {
+        let Some((start, refs_start, mid)) = self.open.take() else {
+            return;
+        };
+        let end = out.bytes.len();
+        let mid = mid.unwrap_or(end);
+        let key = out.bytes.get(start..mid).unwrap_or_default();
+        let mut head = [0u8; 16];
+        let n = key.len().min(16);
+        head[..n].copy_from_slice(&key[..n]);
+        self.entries.push(Entry {
+            name,
+            prefix: u128::from_be_bytes(head),
+            start,
+            mid,
+            end,
+            refs_start,
+            refs_end: out.refs.len(),
+        });
+    }
+
+    /// Fills in the count and puts the entries in canonical order.
+    fn finish(self, out: &mut Out) {
+        let Entries {
+            count_at,
+            mut entries,
+            ..
+        } = self;
+        if let Some(slot) = out.bytes.get_mut(count_at..count_at + 8) {
+            slot.copy_from_slice(&(entries.len() as u64).to_le_bytes());
+        }
+        let bytes = &out.bytes;
+        let slice = |a: usize, b: usize| bytes.get(a..b).unwrap_or_default();
+        let order = |x: &Entry, y: &Entry| {
+            x.name
+                .cmp(y.name)
+                .then(x.prefix.cmp(&y.prefix))
+                .then_with(|| slice(x.start, x.mid).cmp(slice(y.start, y.mid)))
+                .then_with(|| slice(x.mid, x.end).cmp(slice(y.mid, y.end)))
+        };
+        if entries
+            .windows(2)
+            .all(|w| order(&w[0], &w[1]) != std::cmp::Ordering::Greater)
+        {
+            return;
+        }
+        // Entries that compare equal have equal bytes (and references), so their order among
+        // themselves does not matter.
+        entries.sort_unstable_by(order);
+        // The entries lie back to back after the header, in the order they were written.
+        let first = count_at + 8;
+        let refs_first = entries.iter().map(|e| e.refs_start).min().unwrap_or(0);
+        let mut sorted = Vec::with_capacity(out.bytes.len() - first);
+        let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+        for e in &entries {
+            sorted.extend_from_slice(slice(e.start, e.end));
+            refs.extend(
+                out.refs
+                    .get(e.refs_start..e.refs_end)
+                    .unwrap_or_default()
+                    .iter()
+                    .cloned(),
+            );
+        }
+        out.bytes.truncate(first);
+        out.bytes.extend_from_slice(&sorted);
+        out.refs.truncate(refs_first);
+        out.refs.extend(refs);
     }
 }
 
@@ -525,10 +644,11 @@ impl<'o> Serializer for Enc<'o> {
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<MapEnc<'o>, CanonicalError> {
+        let entries = Entries::start(self.out, tag::MAP);
         Ok(MapEnc {
             out: self.out,
-            entries: Vec::new(),
-            pending_key: None,
+            entries,
+            pending_key: false,
         })
     }
 
@@ -537,9 +657,10 @@ impl<'o> Serializer for Enc<'o> {
         _name: &'static str,
         _len: usize,
     ) -> Result<StructEnc<'o>, CanonicalError> {
+        let fields = Entries::start(self.out, tag::STRUCT);
         Ok(StructEnc {
             out: self.out,
-            fields: Vec::new(),
+            fields,
         })
     }
 
@@ -552,9 +673,10 @@ impl<'o> Serializer for Enc<'o> {
     ) -> Result<StructEnc<'o>, CanonicalError> {
         self.out.byte(tag::VARIANT);
         self.out.text(variant.as_bytes());
+        let fields = Entries::start(self.out, tag::STRUCT);
         Ok(StructEnc {
             out: self.out,
-            fields: Vec::new(),
+            fields,
         })
     }
 
@@ -581,14 +703,14 @@ struct SeqEnc<'o> {
 enum SeqKind {
     /// Elements are written in place; the count at `count_at` is filled in by `end`.
     Ordered { count_at: usize, count: u64 },
-    /// Elements are buffered and written sorted by `end`.
-    Unordered(Vec<Out>),
+    /// Elements are written in place and put in order by `end`.
+    Unordered(Entries),
 }
 
 impl<'o> SeqEnc<'o> {
     fn new(out: &'o mut Out, unordered: bool) -> Self {
         let kind = if unordered {
-            SeqKind::Unordered(Vec::new())
+            SeqKind::Unordered(Entries::start(out, tag::SET))
         } else {
             out.byte(tag::SEQ);
             let count_at = out.bytes.len();
@@ -608,7 +730,12 @@ impl<'o> SeqEnc<'o> {
                 })
             }
             SeqKind::Unordered(items) => {
-                items.push(encode(value, false)?);
+                items.begin(self.out);
+                value.serialize(Enc {
+                    out: self.out,
+                    unordered: false,
+                })?;
+                items.end(self.out, "");
                 Ok(())
             }
         }
@@ -621,14 +748,7 @@ impl<'o> SeqEnc<'o> {
                     slot.copy_from_slice(&count.to_le_bytes());
                 }
             }
-            SeqKind::Unordered(mut items) => {
-                items.sort_by(|a, b| a.bytes.cmp(&b.bytes));
-                self.out.byte(tag::SET);
-                self.out.len(items.len());
-                for item in items {
-                    self.out.append(item);
-                }
-            }
+            SeqKind::Unordered(items) => items.finish(self.out),
         }
         Ok(())
     }
@@ -686,11 +806,12 @@ impl ser::SerializeTupleVariant for SeqEnc<'_> {
     }
 }
 
-/// Map: entries buffered, written sorted by (key bytes, value bytes).
+/// Map: entries written in place, put in order (key bytes, value bytes) by `end`.
 struct MapEnc<'o> {
     out: &'o mut Out,
-    entries: Vec<(Out, Out)>,
-    pending_key: Option<Out>,
+    entries: Entries,
+    /// A key has been written and its value not yet.
+    pending_key: bool,
 }
 
 impl ser::SerializeMap for MapEnc<'_> {
@@ -698,45 +819,52 @@ impl ser::SerializeMap for MapEnc<'_> {
     type Error = CanonicalError;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Self::Error> {
-        if self.pending_key.is_some() {
+        if self.pending_key {
             return Err(CanonicalError(
                 "map serialized two keys without a value between them".into(),
             ));
         }
-        self.pending_key = Some(encode(key, false)?);
+        self.entries.begin(self.out);
+        key.serialize(Enc {
+            out: self.out,
+            unordered: false,
+        })?;
+        self.entries.key_done(self.out);
+        self.pending_key = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        let key = self.pending_key.take().ok_or_else(|| {
-            CanonicalError("map serialized a value without a key before it".into())
+        if !self.pending_key {
+            return Err(CanonicalError(
+                "map serialized a value without a key before it".into(),
+            ));
+        }
+        value.serialize(Enc {
+            out: self.out,
+            unordered: false,
         })?;
-        self.entries.push((key, encode(value, false)?));
+        self.entries.end(self.out, "");
+        self.pending_key = false;
         Ok(())
     }
 
     fn end(self) -> Result<(), Self::Error> {
-        if self.pending_key.is_some() {
+        if self.pending_key {
             return Err(CanonicalError(
                 "map serialized a key without a value after it".into(),
             ));
         }
-        let mut entries = self.entries;
-        entries.sort_by(|(ka, va), (kb, vb)| ka.bytes.cmp(&kb.bytes).then(va.bytes.cmp(&vb.bytes)));
-        self.out.byte(tag::MAP);
-        self.out.len(entries.len());
-        for (key, value) in entries {
-            self.out.append(key);
-            self.out.append(value);
-        }
+        self.entries.finish(self.out);
         Ok(())
     }
 }
 
-/// Struct or struct-variant payload: fields buffered, written sorted by (name, value bytes).
+/// Struct or struct-variant payload: fields written in place (name, value), put in order
+/// (name, value bytes) by `end`.
 struct StructEnc<'o> {
     out: &'o mut Out,
-    fields: Vec<(&'static str, Out)>,
+    fields: Entries,
 }
 
 impl StructEnc<'_> {
@@ -745,19 +873,19 @@ impl StructEnc<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        self.fields.push((key, encode(value, false)?));
+        self.fields.begin(self.out);
+        self.out.text(key.as_bytes());
+        self.fields.key_done(self.out);
+        value.serialize(Enc {
+            out: self.out,
+            unordered: false,
+        })?;
+        self.fields.end(self.out, key);
         Ok(())
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
-        let mut fields = self.fields;
-        fields.sort_by(|(na, va), (nb, vb)| na.cmp(nb).then(va.bytes.cmp(&vb.bytes)));
-        self.out.byte(tag::STRUCT);
-        self.out.len(fields.len());
-        for (name, value) in fields {
-            self.out.text(name.as_bytes());
-            self.out.append(value);
-        }
+        self.fields.finish(self.out);
         Ok(())
     }
 }
