@@ -306,10 +306,9 @@ impl Out {
 /// the step references met inside it are `refs_start..refs_end` of [`Out::refs`].
 #[derive(Clone, Copy)]
 struct Entry {
-    /// A struct field's name (sorted on first); empty for map entries and set elements.
-    name: &'static str,
-    /// The first 16 bytes of the key, big-endian, zero-padded: most comparisons end here.
-    prefix: u128,
+    /// A struct field's name, which orders the fields (rather than its encoded bytes, whose
+    /// length comes first); `None` for map entries and set elements.
+    name: Option<&'static str>,
     start: usize,
     mid: usize,
     end: usize,
@@ -318,8 +317,9 @@ struct Entry {
 }
 
 /// The entries of one map, set or struct, written in place after its header, and put in
-/// canonical order (name, key bytes, value bytes) by [`Entries::finish`]. Writing entries in
-/// place and moving them only when they are out of order costs no allocation per entry.
+/// canonical order (struct field name, or key bytes; then value bytes) by [`Entries::finish`].
+/// Writing entries in place and moving them only when they are out of order costs no
+/// allocation per entry.
 struct Entries {
     /// Where the 8-byte count of the header is.
     count_at: usize,
@@ -354,21 +354,15 @@ impl Entries {
     }
 
     /// Closes the open entry.
-    fn end(&mut self, out: &Out, name: &'static str) {
+    fn end(&mut self, out: &Out, name: Option<&'static str>) {
         let Some((start, refs_start, mid)) = self.open.take() else {
             return;
         };
         let end = out.bytes.len();
-        let mid = mid.unwrap_or(end);
-        let key = out.bytes.get(start..mid).unwrap_or_default();
-        let mut head = [0u8; 16];
-        let n = key.len().min(16);
-        head[..n].copy_from_slice(&key[..n]);
         self.entries.push(Entry {
             name,
-            prefix: u128::from_be_bytes(head),
             start,
-            mid,
+            mid: mid.unwrap_or(end),
             end,
             refs_start,
             refs_end: out.refs.len(),
@@ -378,20 +372,21 @@ impl Entries {
     /// Fills in the count and puts the entries in canonical order.
     fn finish(self, out: &mut Out) {
         let Entries {
-            count_at,
-            mut entries,
-            ..
+            count_at, entries, ..
         } = self;
         if let Some(slot) = out.bytes.get_mut(count_at..count_at + 8) {
             slot.copy_from_slice(&(entries.len() as u64).to_le_bytes());
         }
         let bytes = &out.bytes;
         let slice = |a: usize, b: usize| bytes.get(a..b).unwrap_or_default();
+        // What orders an entry: a struct field's name, a map key's or set element's bytes.
+        let key = |e: &Entry| match e.name {
+            Some(name) => name.as_bytes(),
+            None => slice(e.start, e.mid),
+        };
         let order = |x: &Entry, y: &Entry| {
-            x.name
-                .cmp(y.name)
-                .then(x.prefix.cmp(&y.prefix))
-                .then_with(|| slice(x.start, x.mid).cmp(slice(y.start, y.mid)))
+            key(x)
+                .cmp(key(y))
                 .then_with(|| slice(x.mid, x.end).cmp(slice(y.mid, y.end)))
         };
         if entries
@@ -400,15 +395,34 @@ impl Entries {
         {
             return;
         }
-        // Entries that compare equal have equal bytes (and references), so their order among
-        // themselves does not matter.
-        entries.sort_unstable_by(order);
+        // Sort (first 16 key bytes, index) pairs: most comparisons end at the prefix, and the
+        // pairs are small to move. Entries that compare equal have equal bytes (and
+        // references), so their order among themselves does not matter.
+        let mut keyed: Vec<(u128, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let k = key(e);
+                let mut head = [0u8; 16];
+                let n = k.len().min(16);
+                head[..n].copy_from_slice(&k[..n]);
+                (u128::from_be_bytes(head), i as u32)
+            })
+            .collect();
+        keyed.sort_unstable_by(|(pa, ia), (pb, ib)| {
+            pa.cmp(pb).then_with(
+                || match (entries.get(*ia as usize), entries.get(*ib as usize)) {
+                    (Some(x), Some(y)) => order(x, y),
+                    _ => std::cmp::Ordering::Equal,
+                },
+            )
+        });
         // The entries lie back to back after the header, in the order they were written.
         let first = count_at + 8;
-        let refs_first = entries.iter().map(|e| e.refs_start).min().unwrap_or(0);
+        let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
         let mut sorted = Vec::with_capacity(out.bytes.len() - first);
         let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
-        for e in &entries {
+        for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
             sorted.extend_from_slice(slice(e.start, e.end));
             refs.extend(
                 out.refs
@@ -735,7 +749,7 @@ impl<'o> SeqEnc<'o> {
                     out: self.out,
                     unordered: false,
                 })?;
-                items.end(self.out, "");
+                items.end(self.out, None);
                 Ok(())
             }
         }
@@ -844,7 +858,7 @@ impl ser::SerializeMap for MapEnc<'_> {
             out: self.out,
             unordered: false,
         })?;
-        self.entries.end(self.out, "");
+        self.entries.end(self.out, None);
         self.pending_key = false;
         Ok(())
     }
@@ -880,7 +894,7 @@ impl StructEnc<'_> {
             out: self.out,
             unordered: false,
         })?;
-        self.fields.end(self.out, key);
+        self.fields.end(self.out, Some(key));
         Ok(())
     }
 
