@@ -280,8 +280,9 @@ impl Out {
         self.byte(u8::from(negative));
         let n = 16 - (magnitude.leading_zeros() / 8) as usize;
         self.byte(n as u8);
+        let le = magnitude.to_le_bytes();
         self.bytes
-            .extend(magnitude.to_le_bytes().iter().take(n).copied());
+            .extend_from_slice(le.get(..n).unwrap_or_default());
     }
 
     fn signed(&mut self, v: i128) {
@@ -409,14 +410,31 @@ impl Entries {
                 (u128::from_be_bytes(head), i as u32)
             })
             .collect();
-        keyed.sort_unstable_by(|(pa, ia), (pb, ib)| {
-            pa.cmp(pb).then_with(
-                || match (entries.get(*ia as usize), entries.get(*ib as usize)) {
-                    (Some(x), Some(y)) => order(x, y),
-                    _ => std::cmp::Ordering::Equal,
-                },
-            )
-        });
+        // Plain tuple order first (fast), then the runs of equal prefixes by the whole order.
+        keyed.sort_unstable();
+        let full = |a: &(u128, u32), b: &(u128, u32)| match (
+            entries.get(a.1 as usize),
+            entries.get(b.1 as usize),
+        ) {
+            (Some(x), Some(y)) => order(x, y),
+            _ => std::cmp::Ordering::Equal,
+        };
+        let mut run = 0;
+        while run < keyed.len() {
+            let prefix = keyed.get(run).map(|k| k.0);
+            let len = keyed
+                .get(run..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|k| Some(k.0) == prefix)
+                .count();
+            if len > 1 {
+                if let Some(same) = keyed.get_mut(run..run + len) {
+                    same.sort_unstable_by(full);
+                }
+            }
+            run += len.max(1);
+        }
         // The entries lie back to back after the header, in the order they were written.
         let first = count_at + 8;
         let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
@@ -657,8 +675,14 @@ impl<'o> Serializer for Enc<'o> {
         Ok(SeqEnc::new(self.out, false))
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<MapEnc<'o>, CanonicalError> {
-        let entries = Entries::start(self.out, tag::MAP);
+    fn serialize_map(self, len: Option<usize>) -> Result<MapEnc<'o>, CanonicalError> {
+        let mut entries = Entries::start(self.out, tag::MAP);
+        if let Some(n) = len {
+            entries.entries.reserve(n);
+            // A guess (a short key and a small value per entry) that saves regrowing the
+            // buffer many times for a large map.
+            self.out.bytes.reserve(n.saturating_mul(24));
+        }
         Ok(MapEnc {
             out: self.out,
             entries,
@@ -1400,6 +1424,39 @@ mod tests {
         assert_eq!(bytes(&"x".to_string()), bytes("x"));
         assert_eq!(bytes(&Box::new(1u8)), bytes(&1u8));
         assert_eq!(bytes(&std::path::PathBuf::from("a/b")), bytes("a/b"));
+    }
+
+    #[test]
+    fn keys_sharing_more_than_sixteen_bytes_are_ordered_by_the_whole_key() {
+        // Entries are sorted on their first 16 bytes, then on the whole key: keys alike in
+        // their first 16 bytes (tag, length and 7 text bytes) must still be canonical.
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("shared-prefix-{:03}-{}", (i * 7919) % 300, i % 3))
+            .collect();
+        let btree: BTreeMap<String, u32> = keys.iter().map(|k| (k.clone(), 1)).collect();
+        let mut rev = keys.clone();
+        rev.reverse();
+        let hash: HashMap<String, u32> = rev.iter().map(|k| (k.clone(), 1)).collect();
+        assert_eq!(bytes(&btree), bytes(&hash));
+        // The entries are in key-byte order: equal-length keys in text order.
+        let c = bytes(&hash);
+        let pos = |k: &str| {
+            c.windows(k.len())
+                .position(|w| w == k.as_bytes())
+                .expect("key in the bytes")
+        };
+        let mut ordered = keys.clone();
+        ordered.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        assert!(ordered.windows(2).all(|w| pos(&w[0]) < pos(&w[1])));
+        // A bag with duplicates and shared prefixes: every order gives the same bytes.
+        #[derive(Serialize)]
+        struct Bag(#[serde(serialize_with = "sorted")] Vec<String>);
+        let mut bag: Vec<String> = keys.iter().chain(keys.iter().take(50)).cloned().collect();
+        let a = bytes(&Bag(bag.clone()));
+        bag.reverse();
+        assert_eq!(a, bytes(&Bag(bag.clone())));
+        bag.sort();
+        assert_eq!(a, bytes(&Bag(bag)));
     }
 
     #[test]
