@@ -290,6 +290,34 @@ impl Step for Doc {
     }
 }
 
+/// Raw bytes.
+#[derive(Serialize, Deserialize)]
+struct Blob;
+
+impl Step for Blob {
+    const NAME: &'static str = "Blob";
+    type Output = Vec<u8>;
+    type Format = milonga::BytesFormat;
+    fn run(&self, _: &mut Context<'_>) -> Result<Vec<u8>, BoxError> {
+        Ok(b"raw\x01bytes".to_vec())
+    }
+}
+
+/// The same output whatever its argument: stored once (deduplicated).
+#[derive(Serialize, Deserialize)]
+struct Twin {
+    tag: u32,
+}
+
+impl Step for Twin {
+    const NAME: &'static str = "Twin";
+    type Output = String;
+    type Format = milonga::TextFormat;
+    fn run(&self, _: &mut Context<'_>) -> Result<String, BoxError> {
+        Ok("the same text in every twin".into())
+    }
+}
+
 /// A stream of JSON items.
 #[derive(Serialize, Deserialize)]
 struct Lines {
@@ -454,12 +482,15 @@ fn every_command_prints_json_that_parses() {
 
     let ws = Workspace::open(&ws_dir).unwrap();
     Doc { n: 7 }.result(&ws).unwrap();
+    Blob.result(&ws).unwrap();
+    Twin { tag: 1 }.result(&ws).unwrap();
+    Twin { tag: 2 }.result(&ws).unwrap();
     drop(ws);
 
     let (code, out, err) = milonga_w(&ws_dir, &["steps", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v = parse_json("steps", &out);
-    assert_eq!(v["count"], 4);
+    assert_eq!(v["count"], 7);
     let rows = v["steps"].as_array().unwrap();
     let lines = rows.iter().find(|r| r["name"] == "Lines").unwrap();
     assert_eq!(lines["format"], "milonga.stream+json");
@@ -506,6 +537,11 @@ fn every_command_prints_json_that_parses() {
     let (code, out, err) = tool(&["-w", ws_arg, "cat", "Doubled", "--limit", "3", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "0\n20\n40\n");
+    let (code, out, err) = milonga_w(&ws_dir, &["cat", "Blob"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "raw\u{1}bytes");
+    let (_, out, _) = milonga_w(&ws_dir, &["cat", "Blob", "--json"]);
+    assert_eq!(parse_json("cat Blob", &out)["hex"], "726177016279746573");
     let (code, out, err) = tool(&["-w", ws_arg, "cat", "Hello", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(parse_json("cat Hello", &out), "hello, pipeline");
@@ -513,9 +549,26 @@ fn every_command_prints_json_that_parses() {
     let (code, out, err) = milonga_w(&ws_dir, &["du", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v = parse_json("du", &out);
-    assert_eq!(v["steps_with_results"], 4, "{out}");
-    assert!(v["stored_bytes"].as_u64().unwrap() <= v["logical_bytes"].as_u64().unwrap());
-    assert_eq!(v["by_format"].as_array().unwrap().len(), 4, "{out}");
+    assert_eq!(v["steps_with_results"], 7, "{out}");
+    assert_eq!(v["by_format"].as_array().unwrap().len(), 6, "{out}");
+    // The two twins store one file between them: deduplication saves exactly one copy.
+    let twin_bytes = v["by_format"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["format"] == "milonga.text")
+        .unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        v["saved_by_deduplication"].as_u64().unwrap(),
+        twin_bytes / 2,
+        "{out}"
+    );
+    assert_eq!(
+        v["logical_bytes"].as_u64().unwrap() - v["stored_bytes"].as_u64().unwrap(),
+        twin_bytes / 2
+    );
 
     let (code, out, err) = milonga_w(&ws_dir, &["verify", "--json"]);
     assert_eq!(code, 0, "{err}");

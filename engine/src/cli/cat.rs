@@ -15,7 +15,8 @@ use super::Global;
 /// Print a completed step's result: the value, or one JSON line per item of a stream.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "What can be rendered without the step's Rust type:\n  \
-    milonga.json values and milonga.stream+json streams (as JSON), milonga.text (as text).\n  \
+    milonga.json values and milonga.stream+json streams (as JSON), milonga.text (as text),\n  \
+    milonga.bytes (the bytes; with --json, {\"hex\": …}).\n  \
     milonga.postcard values and postcard streams are not self-describing: a tool that registers\n  \
     the step type with Registry::register_printable renders them (`mytool cat STEP`);\n  \
     `milonga cat` says so and `cat STEP FILE` writes a file's verified bytes instead.\n\n\
@@ -87,6 +88,19 @@ pub(crate) fn run(global: &Global, args: Args, registry: &Registry) -> CmdResult
         Some(n) => range.start..range.end.min(range.start.saturating_add(n)),
         None => range,
     };
+    if info.format_id == crate::formats::BytesFormat::ID {
+        let bytes: Vec<u8> =
+            crate::sdk::Format::read(&crate::formats::BytesFormat::DEFAULT, artifact)?;
+        if global.json {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::to_writer(&mut out, &serde_json::json!({ "hex": hex }))?;
+            out.write_all(b"\n")?;
+        } else {
+            out.write_all(&bytes)?;
+        }
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let rendered = match render_builtin(&info.format_id, artifact.clone(), range.clone()) {
         Some(r) => r?,
         None => match registry.render(&info.step_type, artifact, range) {

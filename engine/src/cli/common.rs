@@ -164,7 +164,7 @@ pub(crate) fn now_millis() -> i64 {
 
 /// Prints one JSON document on standard output.
 pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), BoxError> {
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)?;
     out.write_all(b"\n")?;
     out.flush()?;

@@ -45,24 +45,43 @@ pub(crate) struct StepRow<'a> {
     dependencies: &'a [String],
 }
 
-/// The stored size of each completed step's result, reading each distinct manifest once.
+/// The stored size of each completed step's result, reading each distinct manifest once (on
+/// every core when there are many).
 pub(crate) fn sizes(ws: &Workspace, steps: &[&StepInfo]) -> HashMap<String, u64> {
-    let mut by_manifest: HashMap<crate::ContentId, u64> = HashMap::new();
-    let mut out = HashMap::with_capacity(steps.len());
-    for s in steps {
-        let Some(m) = s.manifest_id else { continue };
-        if let Some(&n) = by_manifest.get(&m) {
-            out.insert(s.unique_id.clone(), n);
-            continue;
-        }
-        let Ok(a) = ws.artifact(&s.unique_id) else {
-            continue;
-        };
-        let n = a.files().iter().map(|f| f.len).sum();
-        by_manifest.insert(m, n);
-        out.insert(s.unique_id.clone(), n);
-    }
-    out
+    let mut manifests: Vec<crate::ContentId> = steps.iter().filter_map(|s| s.manifest_id).collect();
+    manifests.sort_unstable();
+    manifests.dedup();
+    let load = |ids: &[crate::ContentId]| -> Vec<(crate::ContentId, u64)> {
+        ids.iter()
+            .filter_map(|id| {
+                let m = ws.inner.load_manifest(id).ok()?;
+                Some((*id, m.total_len()))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let by_manifest: HashMap<crate::ContentId, u64> = if manifests.len() < 256 || threads < 2 {
+        load(&manifests).into_iter().collect()
+    } else {
+        let per = manifests.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = manifests
+                .chunks(per)
+                .map(|part| scope.spawn(move || load(part)))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    steps
+        .iter()
+        .filter_map(|s| {
+            let n = by_manifest.get(&s.manifest_id?)?;
+            Some((s.unique_id.clone(), *n))
+        })
+        .collect()
 }
 
 fn parse_state(s: &str) -> Result<StepState, crate::BoxError> {
