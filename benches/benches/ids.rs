@@ -37,6 +37,20 @@ impl Step for Large {
     }
 }
 
+#[derive(Serialize)]
+struct Mapped {
+    weights: std::collections::HashMap<String, u64>,
+}
+
+impl Step for Mapped {
+    const NAME: &'static str = "Mapped";
+    type Output = usize;
+    type Format = PostcardFormat;
+    fn run(&self, _ctx: &mut Context<'_>) -> Result<usize, BoxError> {
+        Ok(self.weights.len())
+    }
+}
+
 fn ids(c: &mut Criterion) {
     let small = Small {
         x: 7,
@@ -51,6 +65,12 @@ fn ids(c: &mut Criterion) {
     });
     group.bench_function("list_of_1000", |b| {
         b.iter(|| black_box(large.unique_id().unwrap()))
+    });
+    let mapped = Mapped {
+        weights: (0..1000).map(|i| (format!("key-{i}"), i)).collect(),
+    };
+    group.bench_function("map_of_1000", |b| {
+        b.iter(|| black_box(mapped.unique_id().unwrap()))
     });
     // Baseline: postcard-encode and blake3 the same arguments (no canonicalisation).
     group.bench_function("raw_postcard_blake3_list_of_1000", |b| {

@@ -75,7 +75,8 @@ pub enum Error {
     },
     /// The metadata database was written by a newer milonga.
     #[error(
-        "metadata database {path} has schema version {found}; this build reads up to {supported}"
+        "metadata database {path} has schema version {found}, written by a newer milonga; this \
+         build reads schema versions up to {supported}: upgrade milonga to open this workspace"
     )]
     SchemaTooNew {
         /// The database file.
@@ -117,6 +118,15 @@ pub enum Error {
         stored: String,
         /// Format id and version the step uses now.
         expected: String,
+    },
+    /// A run that does not exist, a run name already taken, or a step name a run does not
+    /// have.
+    #[error("run {name:?}: {reason}")]
+    Run {
+        /// The run's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The step record is in a state that does not allow the operation.
     #[error("step {unique_id}: {reason}")]

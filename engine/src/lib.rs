@@ -39,11 +39,17 @@
 // The decoder lints of `[workspace.lints.clippy]` (no `unwrap`, `expect` or indexing) apply to
 // the manifest decoder, which reads stored bytes. The other modules decode no stored bytes
 // themselves (formats and the SDK do, under the same lints): they opt out here.
+#[cfg(feature = "cli")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+pub mod cli;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod error;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod executor;
 mod manifest;
+#[cfg(feature = "pipeline")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod pipeline;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod step;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -54,12 +60,17 @@ mod workspace;
 pub use error::{BoxError, Error, Result};
 pub use executor::{Executor, Graph, Node, Outcome, Status, StepOutcome};
 pub use manifest::Manifest;
+#[cfg(feature = "pipeline")]
+pub use pipeline::{
+    JsonOutput, Pipeline, PipelineError, PipelineErrorKind, PipelineStep, Registry, Rendered,
+};
 pub use step::canonical;
 pub use step::{
     Context, DynStep, Fresh, Progress, ResultOf, Step, StepRef, StepRng, Unstored, ID_SCHEME,
 };
 pub use workspace::{
-    GcReport, Problem, StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE,
+    Difference, Explanation, GcPolicy, GcReport, Problem, Provenance, Run, RunStep, RunSummary,
+    StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_ACCESS_GRANULARITY,
     DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT,
     METADATA_SCHEMA_VERSION,
 };

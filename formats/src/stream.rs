@@ -156,6 +156,14 @@ impl<T> Default for StreamFormat<T, PostcardCodec> {
     }
 }
 
+/// Items as JSON (id `"milonga.stream+json"`), default options: a step's stream that other
+/// tools (and `milonga cat`) can read without the item's Rust type.
+impl<T> Default for StreamFormat<T, crate::JsonCodec> {
+    fn default() -> Self {
+        Self::with_codec(crate::JsonCodec)
+    }
+}
+
 impl<T, C> StreamFormat<T, C> {
     /// The format id with the default codec (postcard), `"milonga.stream"`; with another codec
     /// the id is `"milonga.stream+<codec id>"`.

@@ -931,7 +931,7 @@ fn a_consumer_follows_a_producer_running_in_another_process() {
         first_while_running: &WHILE_RUNNING,
         ws: ws.clone(),
     });
-    let outcome = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    let outcome = Executor::new(&ws).with_jobs(2).run([sum.erased()]).unwrap();
     assert!(outcome.is_success(), "{outcome}");
     assert!(producer.wait().unwrap().success());
     assert!(
@@ -968,7 +968,7 @@ fn a_producer_process_killed_mid_stream_fails_its_consumer() {
         ws: ws.clone(),
     });
     let outcome = std::thread::scope(|s| {
-        let run = s.spawn(|| Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap());
+        let run = s.spawn(|| Executor::new(&ws).with_jobs(2).run([sum.erased()]).unwrap());
         while SEEN.load(Ordering::SeqCst) == 0 && !run.is_finished() {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -1013,7 +1013,7 @@ fn a_producer_process_killed_mid_stream_fails_its_consumer() {
             .is_ok(),
         "{outcome}"
     );
-    let again = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    let again = Executor::new(&ws).with_jobs(2).run([sum.erased()]).unwrap();
     assert!(again.is_success(), "{again}");
     assert_eq!(*sum.result(&ws).unwrap(), n * (n - 1) / 2);
 }
@@ -1094,8 +1094,8 @@ fn a_pipelined_consumer_takes_chunks_from_the_writers_memory() {
             lag_behind: None,
         });
         let outcome = Executor::new(&ws)
-            .jobs(2)
-            .pipeline(pipelined)
+            .with_jobs(2)
+            .with_pipeline(pipelined)
             .run([sum.erased()])
             .unwrap();
         assert!(outcome.is_success(), "{outcome}");
@@ -1126,7 +1126,7 @@ fn a_consumer_behind_its_writer_reads_the_rest_from_the_files() {
         from_memory: &FROM_MEMORY,
         lag_behind: Some(ws.clone()),
     });
-    let outcome = Executor::new(&ws).jobs(2).run([sum.erased()]).unwrap();
+    let outcome = Executor::new(&ws).with_jobs(2).run([sum.erased()]).unwrap();
     assert!(outcome.is_success(), "{outcome}");
     assert_eq!(*sum.result(&ws).unwrap(), (n, numbers_sum(n)));
     let stored = numbers.result(&ws).unwrap();

@@ -61,6 +61,8 @@ pub struct Executor {
     refresh_ids: Vec<String>,
     pipeline: bool,
     progress: bool,
+    run_name: Option<String>,
+    step_names: Vec<(String, DynStep)>,
 }
 
 /// What a worker reports.
@@ -91,7 +93,42 @@ impl Executor {
             refresh_ids: Vec::new(),
             pipeline: true,
             progress: true,
+            run_name: None,
+            step_names: Vec::new(),
         }
+    }
+
+    /// Records `step` under `name` in the runs of this executor when it is part of their graph
+    /// (a target or not), for [`Run::result`](crate::Run::result): a config-file pipeline names
+    /// every step of its file this way.
+    pub fn name_step(&mut self, name: impl Into<String>, step: impl Into<DynStep>) -> &mut Self {
+        self.step_names.push((name.into(), step.into()));
+        self
+    }
+
+    /// Names the runs this executor registers (default: a memorable generated name such as
+    /// `brisk-tango-42`). A run name must be new in the workspace.
+    pub fn run_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.run_name = Some(name.into());
+        self
+    }
+
+    /// As [`run`](Executor::run), giving each target the name the run records it under (for
+    /// [`Run::result`](crate::Run::result)).
+    ///
+    /// # Errors
+    /// As [`run`](Executor::run).
+    pub fn run_named<I, N, T>(&self, targets: I) -> Result<Outcome>
+    where
+        I: IntoIterator<Item = (N, T)>,
+        N: Into<String>,
+        T: Into<DynStep>,
+    {
+        let (names, steps): (Vec<String>, Vec<DynStep>) = targets
+            .into_iter()
+            .map(|(n, t)| (n.into(), t.into()))
+            .unzip();
+        self.run_inner(steps, names)
     }
 
     /// Sets the number of workers (at least 1).
@@ -131,13 +168,22 @@ impl Executor {
     ///
     /// Step failures are in the outcome, not an error (see [`Outcome::check`]).
     ///
+    /// Each call registers a run in the workspace (see [`run_name`](Executor::run_name) and
+    /// [`Workspace::run`]): its steps, its targets under their step type's short name, and
+    /// the provenance of this process. The run is a root of garbage collection.
+    ///
     /// # Errors
-    /// A step whose id cannot be computed ([`Error::InvalidStep`]).
+    /// A step whose id cannot be computed ([`Error::InvalidStep`]); a run name already taken
+    /// ([`Error::Run`]).
     pub fn run<I>(&self, targets: I) -> Result<Outcome>
     where
         I: IntoIterator,
         I::Item: Into<DynStep>,
     {
+        self.run_inner(targets.into_iter().map(Into::into).collect(), Vec::new())
+    }
+
+    fn run_inner(&self, targets: Vec<DynStep>, names: Vec<String>) -> Result<Outcome> {
         let started_at = Instant::now();
         let (start_tx, start_rx) = crossbeam_channel::unbounded::<String>();
         let scope = Scope::new(HashSet::new(), Some(start_tx));
@@ -148,10 +194,23 @@ impl Executor {
         for id in &self.refresh_ids {
             scope.add_refresh(id.clone());
         }
-        let graph = Graph::build(targets.into_iter().map(Into::into))?;
+        let named = names
+            .into_iter()
+            .zip(&targets)
+            .chain(self.step_names.iter().map(|(n, s)| (n.clone(), s)))
+            .map(|(n, t)| Ok((t.unique_id()?, n)))
+            .collect::<Result<Vec<_>>>()?;
+        let graph = Graph::build(targets.into_iter())?;
+        let run = self
+            .workspace
+            .register_run(self.run_name.as_deref(), &graph, &named)?;
         let view = (self.progress && view::enabled()).then(|| view::View::start(&scope));
         let mut outcome = self.execute(&graph, &scope, &start_rx);
         drop(view);
+        if let Some(run) = &run {
+            self.workspace.end_run(run);
+        }
+        outcome.run = run;
         outcome.elapsed = started_at.elapsed();
         Ok(outcome)
     }
@@ -424,6 +483,7 @@ impl Executor {
         Outcome {
             steps,
             elapsed: Duration::ZERO,
+            run: None,
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Outcome {
     pub steps: Vec<StepOutcome>,
     /// The run's wall-clock time.
     pub elapsed: Duration,
+    /// The name of the run registered in the workspace (`None` on a read-only workspace).
+    pub run: Option<String>,
 }
 
 impl Outcome {
@@ -204,6 +206,7 @@ mod tests {
                 row("E-1", Status::NotNeeded, false),
             ],
             elapsed: Duration::from_millis(20),
+            run: None,
         };
         let table = outcome.to_string();
         let lines: Vec<&str> = table.lines().collect();

@@ -275,18 +275,14 @@ impl Out {
         self.bytes.extend_from_slice(data);
     }
 
-    fn append(&mut self, child: Out) {
-        self.bytes.extend_from_slice(&child.bytes);
-        self.refs.extend(child.refs);
-    }
-
     fn int(&mut self, negative: bool, magnitude: u128) {
         self.byte(tag::INT);
         self.byte(u8::from(negative));
         let n = 16 - (magnitude.leading_zeros() / 8) as usize;
         self.byte(n as u8);
+        let le = magnitude.to_le_bytes();
         self.bytes
-            .extend(magnitude.to_le_bytes().iter().take(n).copied());
+            .extend_from_slice(le.get(..n).unwrap_or_default());
     }
 
     fn signed(&mut self, v: i128) {
@@ -303,6 +299,161 @@ impl Out {
         };
         self.byte(tag::FLOAT);
         self.bytes.extend_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// One entry of a map, set or struct, written in place into the parent's buffer: its bytes are
+/// `start..end`, made of a key `start..mid` and a value `mid..end` (a set element is all key);
+/// the step references met inside it are `refs_start..refs_end` of [`Out::refs`].
+#[derive(Clone, Copy)]
+struct Entry {
+    /// A struct field's name, which orders the fields (rather than its encoded bytes, whose
+    /// length comes first); `None` for map entries and set elements.
+    name: Option<&'static str>,
+    start: usize,
+    mid: usize,
+    end: usize,
+    refs_start: usize,
+    refs_end: usize,
+}
+
+/// The entries of one map, set or struct, written in place after its header, and put in
+/// canonical order (struct field name, or key bytes; then value bytes) by [`Entries::finish`].
+/// Writing entries in place and moving them only when they are out of order costs no
+/// allocation per entry.
+struct Entries {
+    /// Where the 8-byte count of the header is.
+    count_at: usize,
+    entries: Vec<Entry>,
+    /// Where the entry being written started (bytes, refs), and where its key ended.
+    open: Option<(usize, usize, Option<usize>)>,
+}
+
+impl Entries {
+    /// Writes the header (`tag` and a count filled in by `finish`).
+    fn start(out: &mut Out, tag: u8) -> Self {
+        out.byte(tag);
+        let count_at = out.bytes.len();
+        out.len(0);
+        Entries {
+            count_at,
+            entries: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Starts an entry at the current end of `out`.
+    fn begin(&mut self, out: &Out) {
+        self.open = Some((out.bytes.len(), out.refs.len(), None));
+    }
+
+    /// Marks the end of the open entry's key.
+    fn key_done(&mut self, out: &Out) {
+        if let Some((_, _, mid)) = &mut self.open {
+            *mid = Some(out.bytes.len());
+        }
+    }
+
+    /// Closes the open entry.
+    fn end(&mut self, out: &Out, name: Option<&'static str>) {
+        let Some((start, refs_start, mid)) = self.open.take() else {
+            return;
+        };
+        let end = out.bytes.len();
+        self.entries.push(Entry {
+            name,
+            start,
+            mid: mid.unwrap_or(end),
+            end,
+            refs_start,
+            refs_end: out.refs.len(),
+        });
+    }
+
+    /// Fills in the count and puts the entries in canonical order.
+    fn finish(self, out: &mut Out) {
+        let Entries {
+            count_at, entries, ..
+        } = self;
+        if let Some(slot) = out.bytes.get_mut(count_at..count_at + 8) {
+            slot.copy_from_slice(&(entries.len() as u64).to_le_bytes());
+        }
+        let bytes = &out.bytes;
+        let slice = |a: usize, b: usize| bytes.get(a..b).unwrap_or_default();
+        // What orders an entry: a struct field's name, a map key's or set element's bytes.
+        let key = |e: &Entry| match e.name {
+            Some(name) => name.as_bytes(),
+            None => slice(e.start, e.mid),
+        };
+        let order = |x: &Entry, y: &Entry| {
+            key(x)
+                .cmp(key(y))
+                .then_with(|| slice(x.mid, x.end).cmp(slice(y.mid, y.end)))
+        };
+        if entries
+            .windows(2)
+            .all(|w| order(&w[0], &w[1]) != std::cmp::Ordering::Greater)
+        {
+            return;
+        }
+        // Sort (first 16 key bytes, index) pairs: most comparisons end at the prefix, and the
+        // pairs are small to move. Entries that compare equal have equal bytes (and
+        // references), so their order among themselves does not matter.
+        let mut keyed: Vec<(u128, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let k = key(e);
+                let mut head = [0u8; 16];
+                let n = k.len().min(16);
+                head[..n].copy_from_slice(&k[..n]);
+                (u128::from_be_bytes(head), i as u32)
+            })
+            .collect();
+        // Plain tuple order first (fast), then the runs of equal prefixes by the whole order.
+        keyed.sort_unstable();
+        let full = |a: &(u128, u32), b: &(u128, u32)| match (
+            entries.get(a.1 as usize),
+            entries.get(b.1 as usize),
+        ) {
+            (Some(x), Some(y)) => order(x, y),
+            _ => std::cmp::Ordering::Equal,
+        };
+        let mut run = 0;
+        while run < keyed.len() {
+            let prefix = keyed.get(run).map(|k| k.0);
+            let len = keyed
+                .get(run..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|k| Some(k.0) == prefix)
+                .count();
+            if len > 1 {
+                if let Some(same) = keyed.get_mut(run..run + len) {
+                    same.sort_unstable_by(full);
+                }
+            }
+            run += len.max(1);
+        }
+        // The entries lie back to back after the header, in the order they were written.
+        let first = count_at + 8;
+        let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
+        let mut sorted = Vec::with_capacity(out.bytes.len() - first);
+        let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+        for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
+            sorted.extend_from_slice(slice(e.start, e.end));
+            refs.extend(
+                out.refs
+                    .get(e.refs_start..e.refs_end)
+                    .unwrap_or_default()
+                    .iter()
+                    .cloned(),
+            );
+        }
+        out.bytes.truncate(first);
+        out.bytes.extend_from_slice(&sorted);
+        out.refs.truncate(refs_first);
+        out.refs.extend(refs);
     }
 }
 
@@ -524,11 +675,18 @@ impl<'o> Serializer for Enc<'o> {
         Ok(SeqEnc::new(self.out, false))
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<MapEnc<'o>, CanonicalError> {
+    fn serialize_map(self, len: Option<usize>) -> Result<MapEnc<'o>, CanonicalError> {
+        let mut entries = Entries::start(self.out, tag::MAP);
+        if let Some(n) = len {
+            entries.entries.reserve(n);
+            // A guess (a short key and a small value per entry) that saves regrowing the
+            // buffer many times for a large map.
+            self.out.bytes.reserve(n.saturating_mul(24));
+        }
         Ok(MapEnc {
             out: self.out,
-            entries: Vec::new(),
-            pending_key: None,
+            entries,
+            pending_key: false,
         })
     }
 
@@ -537,9 +695,10 @@ impl<'o> Serializer for Enc<'o> {
         _name: &'static str,
         _len: usize,
     ) -> Result<StructEnc<'o>, CanonicalError> {
+        let fields = Entries::start(self.out, tag::STRUCT);
         Ok(StructEnc {
             out: self.out,
-            fields: Vec::new(),
+            fields,
         })
     }
 
@@ -552,9 +711,10 @@ impl<'o> Serializer for Enc<'o> {
     ) -> Result<StructEnc<'o>, CanonicalError> {
         self.out.byte(tag::VARIANT);
         self.out.text(variant.as_bytes());
+        let fields = Entries::start(self.out, tag::STRUCT);
         Ok(StructEnc {
             out: self.out,
-            fields: Vec::new(),
+            fields,
         })
     }
 
@@ -581,14 +741,14 @@ struct SeqEnc<'o> {
 enum SeqKind {
     /// Elements are written in place; the count at `count_at` is filled in by `end`.
     Ordered { count_at: usize, count: u64 },
-    /// Elements are buffered and written sorted by `end`.
-    Unordered(Vec<Out>),
+    /// Elements are written in place and put in order by `end`.
+    Unordered(Entries),
 }
 
 impl<'o> SeqEnc<'o> {
     fn new(out: &'o mut Out, unordered: bool) -> Self {
         let kind = if unordered {
-            SeqKind::Unordered(Vec::new())
+            SeqKind::Unordered(Entries::start(out, tag::SET))
         } else {
             out.byte(tag::SEQ);
             let count_at = out.bytes.len();
@@ -608,7 +768,12 @@ impl<'o> SeqEnc<'o> {
                 })
             }
             SeqKind::Unordered(items) => {
-                items.push(encode(value, false)?);
+                items.begin(self.out);
+                value.serialize(Enc {
+                    out: self.out,
+                    unordered: false,
+                })?;
+                items.end(self.out, None);
                 Ok(())
             }
         }
@@ -621,14 +786,7 @@ impl<'o> SeqEnc<'o> {
                     slot.copy_from_slice(&count.to_le_bytes());
                 }
             }
-            SeqKind::Unordered(mut items) => {
-                items.sort_by(|a, b| a.bytes.cmp(&b.bytes));
-                self.out.byte(tag::SET);
-                self.out.len(items.len());
-                for item in items {
-                    self.out.append(item);
-                }
-            }
+            SeqKind::Unordered(items) => items.finish(self.out),
         }
         Ok(())
     }
@@ -686,11 +844,12 @@ impl ser::SerializeTupleVariant for SeqEnc<'_> {
     }
 }
 
-/// Map: entries buffered, written sorted by (key bytes, value bytes).
+/// Map: entries written in place, put in order (key bytes, value bytes) by `end`.
 struct MapEnc<'o> {
     out: &'o mut Out,
-    entries: Vec<(Out, Out)>,
-    pending_key: Option<Out>,
+    entries: Entries,
+    /// A key has been written and its value not yet.
+    pending_key: bool,
 }
 
 impl ser::SerializeMap for MapEnc<'_> {
@@ -698,45 +857,52 @@ impl ser::SerializeMap for MapEnc<'_> {
     type Error = CanonicalError;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Self::Error> {
-        if self.pending_key.is_some() {
+        if self.pending_key {
             return Err(CanonicalError(
                 "map serialized two keys without a value between them".into(),
             ));
         }
-        self.pending_key = Some(encode(key, false)?);
+        self.entries.begin(self.out);
+        key.serialize(Enc {
+            out: self.out,
+            unordered: false,
+        })?;
+        self.entries.key_done(self.out);
+        self.pending_key = true;
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        let key = self.pending_key.take().ok_or_else(|| {
-            CanonicalError("map serialized a value without a key before it".into())
+        if !self.pending_key {
+            return Err(CanonicalError(
+                "map serialized a value without a key before it".into(),
+            ));
+        }
+        value.serialize(Enc {
+            out: self.out,
+            unordered: false,
         })?;
-        self.entries.push((key, encode(value, false)?));
+        self.entries.end(self.out, None);
+        self.pending_key = false;
         Ok(())
     }
 
     fn end(self) -> Result<(), Self::Error> {
-        if self.pending_key.is_some() {
+        if self.pending_key {
             return Err(CanonicalError(
                 "map serialized a key without a value after it".into(),
             ));
         }
-        let mut entries = self.entries;
-        entries.sort_by(|(ka, va), (kb, vb)| ka.bytes.cmp(&kb.bytes).then(va.bytes.cmp(&vb.bytes)));
-        self.out.byte(tag::MAP);
-        self.out.len(entries.len());
-        for (key, value) in entries {
-            self.out.append(key);
-            self.out.append(value);
-        }
+        self.entries.finish(self.out);
         Ok(())
     }
 }
 
-/// Struct or struct-variant payload: fields buffered, written sorted by (name, value bytes).
+/// Struct or struct-variant payload: fields written in place (name, value), put in order
+/// (name, value bytes) by `end`.
 struct StructEnc<'o> {
     out: &'o mut Out,
-    fields: Vec<(&'static str, Out)>,
+    fields: Entries,
 }
 
 impl StructEnc<'_> {
@@ -745,19 +911,19 @@ impl StructEnc<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), CanonicalError> {
-        self.fields.push((key, encode(value, false)?));
+        self.fields.begin(self.out);
+        self.out.text(key.as_bytes());
+        self.fields.key_done(self.out);
+        value.serialize(Enc {
+            out: self.out,
+            unordered: false,
+        })?;
+        self.fields.end(self.out, Some(key));
         Ok(())
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
-        let mut fields = self.fields;
-        fields.sort_by(|(na, va), (nb, vb)| na.cmp(nb).then(va.bytes.cmp(&vb.bytes)));
-        self.out.byte(tag::STRUCT);
-        self.out.len(fields.len());
-        for (name, value) in fields {
-            self.out.text(name.as_bytes());
-            self.out.append(value);
-        }
+        self.fields.finish(self.out);
         Ok(())
     }
 }
@@ -1258,6 +1424,39 @@ mod tests {
         assert_eq!(bytes(&"x".to_string()), bytes("x"));
         assert_eq!(bytes(&Box::new(1u8)), bytes(&1u8));
         assert_eq!(bytes(&std::path::PathBuf::from("a/b")), bytes("a/b"));
+    }
+
+    #[test]
+    fn keys_sharing_more_than_sixteen_bytes_are_ordered_by_the_whole_key() {
+        // Entries are sorted on their first 16 bytes, then on the whole key: keys alike in
+        // their first 16 bytes (tag, length and 7 text bytes) must still be canonical.
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("shared-prefix-{:03}-{}", (i * 7919) % 300, i % 3))
+            .collect();
+        let btree: BTreeMap<String, u32> = keys.iter().map(|k| (k.clone(), 1)).collect();
+        let mut rev = keys.clone();
+        rev.reverse();
+        let hash: HashMap<String, u32> = rev.iter().map(|k| (k.clone(), 1)).collect();
+        assert_eq!(bytes(&btree), bytes(&hash));
+        // The entries are in key-byte order: equal-length keys in text order.
+        let c = bytes(&hash);
+        let pos = |k: &str| {
+            c.windows(k.len())
+                .position(|w| w == k.as_bytes())
+                .expect("key in the bytes")
+        };
+        let mut ordered = keys.clone();
+        ordered.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        assert!(ordered.windows(2).all(|w| pos(&w[0]) < pos(&w[1])));
+        // A bag with duplicates and shared prefixes: every order gives the same bytes.
+        #[derive(Serialize)]
+        struct Bag(#[serde(serialize_with = "sorted")] Vec<String>);
+        let mut bag: Vec<String> = keys.iter().chain(keys.iter().take(50)).cloned().collect();
+        let a = bytes(&Bag(bag.clone()));
+        bag.reverse();
+        assert_eq!(a, bytes(&Bag(bag.clone())));
+        bag.sort();
+        assert_eq!(a, bytes(&Bag(bag)));
     }
 
     #[test]

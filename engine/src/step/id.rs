@@ -41,6 +41,23 @@ fn valid_segment(s: &str) -> bool {
 
 /// The unique id of `step` and the unique ids of the steps it references.
 pub(crate) fn unique_id<S: Step>(step: &S) -> Result<(String, Vec<String>)> {
+    identity(step).map(|i| (i.unique_id, i.step_refs))
+}
+
+/// A step's unique id with its pre-image.
+pub(crate) struct Identity {
+    /// The unique id.
+    pub(crate) unique_id: String,
+    /// The unique ids of the steps the arguments refer to.
+    pub(crate) step_refs: Vec<String>,
+    /// The canonical encoding of the header (scheme, name, version, format).
+    pub(crate) header: Vec<u8>,
+    /// The canonical encoding of the arguments.
+    pub(crate) args: Vec<u8>,
+}
+
+/// The unique id of `step` and its pre-image.
+pub(crate) fn identity<S: Step>(step: &S) -> Result<Identity> {
     let invalid = |reason: String| Error::InvalidStep {
         name: S::NAME.into(),
         reason,
@@ -92,5 +109,30 @@ pub(crate) fn unique_id<S: Step>(step: &S) -> Result<(String, Vec<String>)> {
         Some(v) => format!("{short}-{v}-{hash}"),
         None => format!("{short}-{hash}"),
     };
-    Ok((id, args.step_refs))
+    Ok(Identity {
+        unique_id: id,
+        step_refs: args.step_refs,
+        header: head.bytes,
+        args: args.bytes,
+    })
+}
+
+/// The content key of a step: its pre-image with every step reference replaced by the manifest
+/// id of that upstream step's stored result (`manifest_of`; `None` if any has none). Two
+/// deterministic steps with equal content keys run the same code on byte-identical inputs, so
+/// one's result may stand for the other's (early cutoff).
+pub(crate) fn content_key(
+    header: &[u8],
+    args: &[u8],
+    manifest_of: &mut dyn FnMut(&str) -> Option<String>,
+) -> Option<String> {
+    let tree = super::preimage::Arg::decode(args).ok()?;
+    let mut replaced = Vec::with_capacity(args.len());
+    tree.encode_with(&mut replaced, manifest_of)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"milonga.content-key.v1");
+    hasher.update(&(header.len() as u64).to_le_bytes());
+    hasher.update(header);
+    hasher.update(&replaced);
+    Some(hasher.finalize().to_hex().to_string())
 }

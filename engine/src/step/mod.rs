@@ -4,6 +4,7 @@
 pub mod canonical;
 mod erased;
 mod id;
+pub(crate) mod preimage;
 mod progress;
 mod rng;
 mod run;
@@ -27,6 +28,9 @@ pub use rng::StepRng;
 pub use unstored::Unstored;
 
 use scope::{Flight, Scope};
+
+pub(crate) use id::identity;
+pub(crate) use run::load_stored;
 
 /// What `result()` of step `S` returns (inside an `Arc`): the value its format reads back, which
 /// is the step's output itself or a lazy handle over it.

@@ -10,7 +10,9 @@ use super::scope::{self, Flight, Scope};
 use super::{id, Context, Fresh, ResultOf, Step, StepRef};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::workspace::{now_millis, StepArtifactWriter, StepInfo, StepState, Workspace};
+use crate::workspace::{
+    now_millis, NewRecord, Provenance, StepArtifactWriter, StepInfo, StepState, Workspace,
+};
 
 fn panic_text(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -23,10 +25,8 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 }
 
 fn owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{}@{host}", std::process::id())
+    let p = Provenance::current();
+    format!("{}@{}", p.pid, p.host)
 }
 
 /// Loads a completed step's result through its format, checking that the stored format is the
@@ -47,6 +47,18 @@ fn load<S: Step>(ws: &Workspace, info: &StepInfo, format: &S::Format) -> Result<
         .cache_lock()
         .insert(info.unique_id.clone(), cached, size);
     Ok(value)
+}
+
+/// The stored result of a completed step read as `S` with its default format (for results
+/// fetched by unique id or by run, without the step's value).
+pub(crate) fn load_stored<S: Step>(ws: &Workspace, info: &StepInfo) -> Result<Arc<ResultOf<S>>> {
+    if let Some(v) = cached::<S>(ws, &info.unique_id) {
+        return Ok(v);
+    }
+    if info.state == StepState::Completed {
+        ws.inner.touch(info);
+    }
+    load::<S>(ws, info, &S::Format::default())
 }
 
 fn cached<S: Step>(ws: &Workspace, unique_id: &str) -> Option<Arc<ResultOf<S>>> {
@@ -115,11 +127,17 @@ fn stored<S: Step>(
     format: &S::Format,
     read: bool,
 ) -> Result<Option<Option<Arc<ResultOf<S>>>>> {
-    if let Some(v) = cached::<S>(ws, unique_id) {
-        return Ok(Some(read.then_some(v)));
+    // Only a value may come from the memory cache: making sure the result is *stored* (the
+    // executor's `ensure`) asks the database, because another process may have removed the
+    // record (a garbage collection) since this process cached the value.
+    if read {
+        if let Some(v) = cached::<S>(ws, unique_id) {
+            return Ok(Some(Some(v)));
+        }
     }
     if let Some(info) = ws.inner.db.get(unique_id)? {
         if info.state == StepState::Completed {
+            ws.inner.touch(&info);
             if !read {
                 return Ok(Some(None));
             }
@@ -188,14 +206,16 @@ fn resolve<S: Step>(
             lock
         }
     };
-    if scope.take_refresh(&unique_id) {
+    let refreshing = scope.take_refresh(&unique_id);
+    if refreshing {
         ws.inner.cache_lock().remove(&unique_id);
     } else if let Some(v) = stored::<S>(ws, &unique_id, &format, read)? {
         tracing::debug!(target: "milonga::step", step = %unique_id, "cache hit after waiting");
         return Ok((v, Fresh::Loaded));
     }
 
-    let (_, deps) = id::unique_id(step)?;
+    let ident = id::identity(step)?;
+    let deps = ident.step_refs.clone();
     let seed = seed_of(&unique_id);
     let mut metadata = step.metadata();
     if !S::DETERMINISTIC {
@@ -218,8 +238,57 @@ fn resolve<S: Step>(
         attempts: 1,
         owner: Some(owner()),
         dependencies: deps,
+        preimage: Some(ident.args.clone()),
+        nondeterministic: !S::DETERMINISTIC,
+        provenance: None,
+        reused_from: None,
+        last_access: None,
     };
-    ws.inner.db.mark_running(&info)?;
+    let provenance_id = ws.inner.db.put_provenance(Provenance::current())?;
+    // Early cutoff: inputs by content. A deterministic step whose inputs are all stored gets a
+    // content key; a completed step with the same key ran the same code on byte-identical
+    // inputs, and its result stands for this one's (unless this step is being refreshed).
+    let content_key = if S::DETERMINISTIC && !ident.step_refs.is_empty() {
+        id::content_key(&ident.header, &ident.args, &mut |dep| {
+            let d = ws.inner.db.get(dep).ok()??;
+            (d.state == StepState::Completed)
+                .then_some(d.manifest_id)?
+                .map(|m| m.to_hex())
+        })
+    } else {
+        None
+    };
+    let mut extra = NewRecord {
+        provenance_id: Some(&provenance_id),
+        content_key: content_key.as_deref(),
+        reused: None,
+    };
+    if let (Some(key), false) = (&content_key, refreshing) {
+        // Held from finding the earlier result until this record refers to its manifest, so
+        // that a collection cannot remove it in between.
+        let _gc = ws.inner.gc_shared()?;
+        if let Some((earlier, manifest)) =
+            ws.inner.db.completed_with_content_key(key, &unique_id)?
+        {
+            if ws.inner.load_manifest(&manifest).is_ok() {
+                extra.reused = Some((&earlier, &manifest));
+                ws.inner.db.clear_partial(&unique_id)?;
+                ws.inner.db.mark_running(&info, &extra)?;
+                tracing::info!(target: "milonga::step", step = %unique_id, reused = %earlier,
+                    "early cutoff: inputs identical in content to an earlier step's, result reused");
+                drop(_gc);
+                if !read {
+                    return Ok((None, Fresh::Loaded));
+                }
+                let info = ws.inner.db.get(&unique_id)?.ok_or_else(|| Error::State {
+                    unique_id: unique_id.clone(),
+                    reason: "the record vanished after completion".into(),
+                })?;
+                return Ok((Some(load::<S>(ws, &info, &format)?), Fresh::Loaded));
+            }
+        }
+    }
+    ws.inner.db.mark_running(&info, &extra)?;
     scope.started(&unique_id);
     tracing::info!(target: "milonga::step", step = %unique_id, "step started");
     let started = std::time::Instant::now();

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 use milonga_sdk::{ContentId, FileEntry};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::provenance::Provenance;
 use crate::error::{Error, Result};
 
-/// The schema version this build writes and reads.
-pub const METADATA_SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes and reads (and upgrades older ones to).
+pub const METADATA_SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = r#"
+/// Schema 1 (the first release). A new database is created as schema 1 and upgraded by the same
+/// migrations as an old one, so that a new and an upgraded database cannot differ.
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS steps (
     unique_id      TEXT PRIMARY KEY NOT NULL,
@@ -49,8 +52,56 @@ CREATE TABLE IF NOT EXISTS partial_files (
 );
 "#;
 
+/// Schema 1 → 2: the id pre-image, provenance, early cutoff and last access of every step; runs.
+const MIGRATE_1_TO_2: &str = r#"
+ALTER TABLE steps ADD COLUMN args BLOB;
+ALTER TABLE steps ADD COLUMN nondeterministic INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE steps ADD COLUMN provenance_id TEXT;
+ALTER TABLE steps ADD COLUMN content_key TEXT;
+ALTER TABLE steps ADD COLUMN reused_from TEXT;
+ALTER TABLE steps ADD COLUMN last_access INTEGER;
+CREATE INDEX IF NOT EXISTS steps_by_type ON steps (step_type);
+CREATE INDEX IF NOT EXISTS steps_by_content_key ON steps (content_key)
+    WHERE content_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS provenance (
+    id   TEXT PRIMARY KEY NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    name          TEXT NOT NULL UNIQUE,
+    started_at    INTEGER NOT NULL,
+    ended_at      INTEGER,
+    provenance_id TEXT
+);
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id    INTEGER NOT NULL,
+    unique_id TEXT NOT NULL,
+    name      TEXT,
+    target    INTEGER NOT NULL,
+    PRIMARY KEY (run_id, unique_id),
+    UNIQUE (run_id, name)
+);
+CREATE INDEX IF NOT EXISTS run_steps_by_step ON run_steps (unique_id);
+"#;
+
+/// The columns of a step record, as read by [`read_row`], for a database of `version`: columns a
+/// schema-1 database (read-only, not upgraded) lacks read as NULL.
+fn step_columns(version: i64) -> &'static str {
+    if version >= 2 {
+        "unique_id, step_type, version, state, manifest_id, format_id, format_version,
+         started_at, ended_at, error, metadata, attempts, owner,
+         args, nondeterministic, provenance_id, reused_from, last_access"
+    } else {
+        "unique_id, step_type, version, state, manifest_id, format_id, format_version,
+         started_at, ended_at, error, metadata, attempts, owner,
+         NULL, 0, NULL, NULL, NULL"
+    }
+}
+
 /// The state of a step's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepState {
     /// Known but never finished (a recorded attempt that died, or never started).
     Incomplete,
@@ -73,7 +124,7 @@ impl StepState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "INCOMPLETE" => StepState::Incomplete,
             "RUNNING" => StepState::Running,
@@ -121,13 +172,64 @@ pub struct StepInfo {
     pub owner: Option<String>,
     /// Unique ids of the steps this one takes as inputs.
     pub dependencies: Vec<String>,
+    /// The canonical encoding of the step's arguments: the part of its id pre-image that is not
+    /// in the other fields (see [`StepInfo::arguments`]). `None` in records written before
+    /// schema 2.
+    pub preimage: Option<Vec<u8>>,
+    /// Whether the step is non-deterministic (its id also hashed a per-run nonce).
+    pub nondeterministic: bool,
+    /// Where, how and by what the last attempt ran. `None` in records written before schema 2.
+    pub provenance: Option<Provenance>,
+    /// Early cutoff: the result was not computed but reused from this earlier step, whose inputs
+    /// had byte-identical content.
+    pub reused_from: Option<String>,
+    /// When the result was last read or written, in milliseconds since the Unix epoch (updated
+    /// at most once per [`Workspace::set_access_granularity`](crate::Workspace::set_access_granularity)).
+    pub last_access: Option<i64>,
+}
+
+impl StepInfo {
+    /// The step's arguments as readable JSON, rendered from the stored id pre-image (step
+    /// references appear as `{"$ref": "<upstream unique id>"}`); `None` for records written
+    /// before schema 2.
+    ///
+    /// # Errors
+    /// A pre-image that does not decode (a damaged record).
+    pub fn arguments(&self) -> Result<Option<serde_json::Value>> {
+        let Some(bytes) = &self.preimage else {
+            return Ok(None);
+        };
+        let args = crate::step::preimage::Arg::decode(bytes).map_err(|reason| {
+            Error::Format(milonga_sdk::Error::corrupt(
+                format!("id pre-image of step {}", self.unique_id),
+                0,
+                reason,
+            ))
+        })?;
+        Ok(Some(args.to_json()))
+    }
 }
 
 /// The metadata database of a workspace.
 pub(crate) struct Db {
     conn: Mutex<Connection>,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     read_only: bool,
+    /// The schema version of the database (older than [`METADATA_SCHEMA_VERSION`] only when read-only).
+    pub(crate) version: i64,
+    /// Provenance records already read, by id (they never change).
+    provenance_cache: Mutex<std::collections::HashMap<String, Provenance>>,
+}
+
+/// What a schema-2 step record holds beyond [`StepInfo`]'s fields.
+#[derive(Default)]
+pub(crate) struct NewRecord<'a> {
+    /// The id of the process's provenance record.
+    pub(crate) provenance_id: Option<&'a str>,
+    /// The content key of the step's pre-image (inputs by content), for early cutoff.
+    pub(crate) content_key: Option<&'a str>,
+    /// Early cutoff: the earlier step whose result is reused, and its manifest.
+    pub(crate) reused: Option<(&'a str, &'a ContentId)>,
 }
 
 /// How long a database operation waits for another process's lock.
@@ -165,9 +267,9 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
-/// Checks the schema version of the database behind `conn`; returns whether the database is
-/// blank (no tables: a new workspace).
-fn check_schema(conn: &Connection, path: &Path) -> Result<bool> {
+/// Checks the schema version of the database behind `conn`; returns it, or `None` for a blank
+/// database (no tables: a new workspace).
+fn check_schema(conn: &Connection, path: &Path) -> Result<Option<i64>> {
     let bad = |reason: String| Error::BadSchema {
         path: path.to_owned(),
         reason,
@@ -181,7 +283,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<bool> {
     })()
     .map_err(|e| not_a_database(path, e))?;
     if tables.is_empty() {
-        return Ok(true);
+        return Ok(None);
     }
     if !tables.iter().any(|t| t == "schema_version") {
         return Err(bad(format!(
@@ -219,7 +321,34 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<bool> {
             supported: METADATA_SCHEMA_VERSION,
         }),
         Some(found) if found < 1 => Err(bad(format!("invalid schema version {found}"))),
-        Some(_) => Ok(false),
+        Some(found) => Ok(Some(found)),
+    }
+}
+
+/// Upgrades the database behind `conn` to [`METADATA_SCHEMA_VERSION`] in place, in one transaction that
+/// re-reads the version first (another process may have upgraded it meanwhile). A crash leaves
+/// the old schema or the new one.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let err = |e| Error::db(path, e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let result = (|| {
+        let version: i64 = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version < 2 {
+            tracing::info!(target: "milonga::workspace", db = %path.display(), "upgrading the metadata database from schema {version} to 2");
+            conn.execute_batch(MIGRATE_1_TO_2).map_err(err)?;
+            conn.execute("UPDATE schema_version SET version = 2", [])
+                .map_err(err)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 
@@ -268,18 +397,20 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(ms));
                 }
                 Err(e) => return Err(e),
-                Ok(conn) => {
+                Ok((conn, version)) => {
                     return Ok(Db {
                         conn: Mutex::new(conn),
                         path: shown,
                         read_only,
+                        version,
+                        provenance_cache: Mutex::default(),
                     })
                 }
             }
         }
     }
 
-    fn set_up(path: Option<&Path>, shown: &Path) -> Result<Connection> {
+    fn set_up(path: Option<&Path>, shown: &Path) -> Result<(Connection, i64)> {
         let err = |e| Error::db(shown, e);
         let conn = match path {
             Some(p) => Connection::open(p).map_err(err)?,
@@ -299,23 +430,27 @@ impl Db {
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(|e| not_a_database(shown, e))?;
         }
-        if blank {
+        if blank.is_none() {
             // Idempotent, in one transaction: concurrent creators all end with one schema and
-            // one version row.
+            // one version row (schema 1, upgraded below like any schema-1 database).
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA}
+                "BEGIN IMMEDIATE; {SCHEMA_V1}
                  INSERT INTO schema_version (version)
-                    SELECT {METADATA_SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+/// The schema version this build writes and reads (and upgrades older ones to).
+pub const METADATA_SCHEMA_VERSION: i64 = 2;
                  COMMIT;"
             ))
             .map_err(err)?;
-            // Another creator may have won with a version of its own.
-            check_schema(&conn, shown)?;
         }
-        Ok(conn)
+        // Another creator may have won with a version of its own.
+        let version = check_schema(&conn, shown)?.unwrap_or(1);
+        if version < METADATA_SCHEMA_VERSION {
+            migrate(&conn, shown)?;
+        }
+        Ok((conn, METADATA_SCHEMA_VERSION))
     }
 
-    fn set_up_read_only(path: &Path) -> Result<Connection> {
+    fn set_up_read_only(path: &Path) -> Result<(Connection, i64)> {
         let err = |e| Error::db(path, e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -334,18 +469,19 @@ impl Db {
             // create: read the file as immutable instead.
             Err(_) => Connection::open_with_flags(immutable_uri(path), flags).map_err(err)?,
         };
-        if check_schema(&conn, path)? {
-            return Err(Error::NotAWorkspace {
+        match check_schema(&conn, path)? {
+            None => Err(Error::NotAWorkspace {
                 path: path.parent().unwrap_or(path).to_owned(),
                 reason: format!("{} is empty (and read-only)", path.display()),
-            });
+            }),
+            // An older schema is read as it is (it cannot be upgraded without writing).
+            Some(version) => Ok((conn, version)),
         }
-        Ok(conn)
     }
 
     /// Refuses writes to a database opened read-only (the workspace checks first; this is the
     /// last line).
-    fn writable(&self) -> Result<()> {
+    pub(super) fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly {
                 path: self.path.clone(),
@@ -355,22 +491,21 @@ impl Db {
         Ok(())
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| Error::db(&self.path, e))
     }
 
     /// The record of `unique_id`, if any.
     pub(crate) fn get(&self, unique_id: &str) -> Result<Option<StepInfo>> {
+        let cols = step_columns(self.version);
         let row = self.with(|c| {
-            c.query_row(
-                "SELECT unique_id, step_type, version, state, manifest_id, format_id, format_version,
-                        started_at, ended_at, error, metadata, attempts, owner
-                 FROM steps WHERE unique_id = ?1",
-                [unique_id],
-                read_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("SELECT {cols} FROM steps WHERE unique_id = ?1"))?
+                .query_row([unique_id], read_row)
+                .optional()
         })?;
         match row {
             None => Ok(None),
@@ -403,18 +538,27 @@ impl Db {
 
     /// Every step record.
     pub(crate) fn all(&self) -> Result<Vec<StepInfo>> {
+        self.select_where("1 ORDER BY unique_id", [])
+    }
+
+    /// The step records matching the SQL condition `condition` (over table `steps`), with `params`.
+    pub(crate) fn select_where(
+        &self,
+        condition: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StepInfo>> {
+        let cols = step_columns(self.version);
         let rows = self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT unique_id, step_type, version, state, manifest_id, format_id, format_version,
-                        started_at, ended_at, error, metadata, attempts, owner
-                 FROM steps ORDER BY unique_id",
-            )?;
-            let rows = st.query_map([], read_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {cols} FROM steps WHERE {condition}"))?;
+            let rows = st
+                .query_map(params, read_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })?;
         rows.into_iter()
             .map(|raw| {
-                let deps = self.deps(&raw.0)?;
+                let deps = self.deps(&raw.unique_id)?;
                 self.finish_row(raw, deps)
             })
             .collect()
@@ -437,49 +581,136 @@ impl Db {
             Error::Format(milonga_sdk::Error::corrupt(
                 self.path.display(),
                 0,
-                format!("step {}: invalid {what}", raw.0),
+                format!("step {}: invalid {what}", raw.unique_id),
             ))
         };
-        let state = StepState::parse(&raw.3).ok_or_else(|| bad("state"))?;
-        let manifest_id = match &raw.4 {
+        let state = StepState::parse(&raw.state).ok_or_else(|| bad("state"))?;
+        let manifest_id = match &raw.manifest_id {
             None => None,
             Some(h) => Some(ContentId::from_hex(h).ok_or_else(|| bad("manifest id"))?),
         };
-        let metadata = serde_json::from_str(&raw.10).map_err(|_| bad("metadata JSON"))?;
+        let metadata = serde_json::from_str(&raw.metadata).map_err(|_| bad("metadata JSON"))?;
+        let provenance = match &raw.provenance_id {
+            None => None,
+            Some(id) => self.provenance(id)?,
+        };
         Ok(StepInfo {
-            unique_id: raw.0.clone(),
-            step_type: raw.1.clone(),
-            version: raw.2.clone(),
+            format_version: u32::try_from(raw.format_version).map_err(|_| bad("format version"))?,
+            unique_id: raw.unique_id,
+            step_type: raw.step_type,
+            version: raw.version,
             state,
             manifest_id,
-            format_id: raw.5.clone(),
-            format_version: u32::try_from(raw.6).map_err(|_| bad("format version"))?,
-            started_at: raw.7,
-            ended_at: raw.8,
-            error: raw.9.clone(),
+            format_id: raw.format_id,
+            started_at: raw.started_at,
+            ended_at: raw.ended_at,
+            error: raw.error,
             metadata,
-            attempts: u32::try_from(raw.11).unwrap_or(0),
-            owner: raw.12.clone(),
+            attempts: u32::try_from(raw.attempts).unwrap_or(0),
+            owner: raw.owner,
             dependencies,
+            preimage: raw.args,
+            nondeterministic: raw.nondeterministic != 0,
+            provenance,
+            reused_from: raw.reused_from,
+            last_access: raw.last_access,
         })
+    }
+
+    /// The provenance record `id` (cached: records never change).
+    pub(crate) fn provenance(&self, id: &str) -> Result<Option<Provenance>> {
+        if let Some(p) = self
+            .provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(Some(p.clone()));
+        }
+        if self.version < 2 {
+            return Ok(None);
+        }
+        let json: Option<String> = self.with(|c| {
+            c.prepare_cached("SELECT json FROM provenance WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()
+        })?;
+        let Some(json) = json else { return Ok(None) };
+        let p: Provenance = serde_json::from_str(&json).map_err(|e| {
+            Error::Format(milonga_sdk::Error::corrupt(
+                self.path.display(),
+                0,
+                format!("provenance record {id}: invalid JSON: {e}"),
+            ))
+        })?;
+        self.provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), p.clone());
+        Ok(Some(p))
+    }
+
+    /// Stores a provenance record (once; the id is a hash of its JSON) and returns its id.
+    pub(crate) fn put_provenance(&self, p: &Provenance) -> Result<String> {
+        self.writable()?;
+        let json = serde_json::to_string(p).map_err(|e| Error::State {
+            unique_id: String::new(),
+            reason: format!("cannot encode provenance: {e}"),
+        })?;
+        let id = blake3::hash(json.as_bytes()).to_hex()[..32].to_owned();
+        if self
+            .provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return Ok(id);
+        }
+        self.with(|c| {
+            c.prepare_cached("INSERT OR IGNORE INTO provenance (id, json) VALUES (?1, ?2)")?
+                .execute(params![id, json])
+        })?;
+        self.provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), p.clone());
+        Ok(id)
     }
 
     /// Records that `info.unique_id` starts an attempt now (state RUNNING), with its
     /// dependencies.
-    pub(crate) fn mark_running(&self, info: &StepInfo) -> Result<()> {
+    ///
+    /// `extra` carries what schema 2 adds: the provenance record's id and the content key (for
+    /// early cutoff). With `reused_from` set, the record is written COMPLETED at once, pointing
+    /// at `manifest` (the reused result).
+    pub(crate) fn mark_running(&self, info: &StepInfo, extra: &NewRecord<'_>) -> Result<()> {
         self.writable()?;
+        let state = if extra.reused.is_some() {
+            "COMPLETED"
+        } else {
+            "RUNNING"
+        };
+        let manifest = extra.reused.map(|(_, m)| m.to_hex());
+        let ended = extra.reused.map(|_| now_millis());
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO steps (unique_id, step_type, version, state, format_id, format_version,
-                                    started_at, ended_at, error, metadata, attempts, owner)
-                 VALUES (?1, ?2, ?3, 'RUNNING', ?4, ?5, ?6, NULL, NULL, ?7, 1, ?8)
+                                    started_at, ended_at, error, metadata, attempts, owner,
+                                    args, nondeterministic, provenance_id, content_key,
+                                    reused_from, last_access, manifest_id)
+                 VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?16, NULL, ?7, 1, ?8, ?10, ?11, ?12, ?13,
+                         ?14, ?6, ?15)
                  ON CONFLICT (unique_id) DO UPDATE SET
-                    step_type = excluded.step_type, version = excluded.version, state = 'RUNNING',
-                    manifest_id = NULL, format_id = excluded.format_id,
+                    step_type = excluded.step_type, version = excluded.version,
+                    state = excluded.state, manifest_id = excluded.manifest_id,
+                    format_id = excluded.format_id,
                     format_version = excluded.format_version, started_at = excluded.started_at,
-                    ended_at = NULL, error = NULL, metadata = excluded.metadata,
-                    attempts = steps.attempts + 1, owner = excluded.owner",
+                    ended_at = excluded.ended_at, error = NULL, metadata = excluded.metadata,
+                    attempts = steps.attempts + 1, owner = excluded.owner, args = excluded.args,
+                    nondeterministic = excluded.nondeterministic,
+                    provenance_id = excluded.provenance_id, content_key = excluded.content_key,
+                    reused_from = excluded.reused_from, last_access = excluded.last_access",
                 params![
                     info.unique_id,
                     info.step_type,
@@ -489,6 +720,14 @@ impl Db {
                     info.started_at,
                     info.metadata.to_string(),
                     info.owner,
+                    state,
+                    info.preimage,
+                    info.nondeterministic,
+                    extra.provenance_id,
+                    extra.content_key,
+                    extra.reused.map(|(id, _)| id),
+                    manifest,
+                    ended,
                 ],
             )?;
             tx.execute(
@@ -503,6 +742,37 @@ impl Db {
             }
             tx.commit()
         })
+    }
+
+    /// A completed step (other than `except`) whose content key is `key`, with its manifest.
+    pub(crate) fn completed_with_content_key(
+        &self,
+        key: &str,
+        except: &str,
+    ) -> Result<Option<(String, ContentId)>> {
+        if self.version < 2 {
+            return Ok(None);
+        }
+        let row: Option<(String, Option<String>)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT unique_id, manifest_id FROM steps
+                 WHERE content_key = ?1 AND state = 'COMPLETED' AND unique_id != ?2
+                 ORDER BY ended_at DESC LIMIT 1",
+            )?
+            .query_row(params![key, except], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })?;
+        Ok(row.and_then(|(id, m)| Some((id, ContentId::from_hex(&m?)?))))
+    }
+
+    /// Records that a step's result was read at `now`.
+    pub(crate) fn touch(&self, unique_id: &str, now: i64) -> Result<()> {
+        self.writable()?;
+        self.with(|c| {
+            c.prepare_cached("UPDATE steps SET last_access = ?2 WHERE unique_id = ?1")?
+                .execute(params![unique_id, now])
+        })?;
+        Ok(())
     }
 
     /// Records a failed attempt.
@@ -524,7 +794,8 @@ impl Db {
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx.execute(
-                "UPDATE steps SET state = 'COMPLETED', manifest_id = ?2, ended_at = ?3, error = NULL
+                "UPDATE steps SET state = 'COMPLETED', manifest_id = ?2, ended_at = ?3, error = NULL,
+                        last_access = ?3
                  WHERE unique_id = ?1",
                 params![unique_id, manifest.to_hex(), now_millis()],
             )?;
@@ -618,36 +889,47 @@ impl Db {
     }
 }
 
-type RawRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    String,
-    i64,
-    Option<String>,
-);
+/// A step row as stored, before validation.
+struct RawRow {
+    unique_id: String,
+    step_type: String,
+    version: Option<String>,
+    state: String,
+    manifest_id: Option<String>,
+    format_id: String,
+    format_version: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    error: Option<String>,
+    metadata: String,
+    attempts: i64,
+    owner: Option<String>,
+    args: Option<Vec<u8>>,
+    nondeterministic: i64,
+    provenance_id: Option<String>,
+    reused_from: Option<String>,
+    last_access: Option<i64>,
+}
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-    ))
+    Ok(RawRow {
+        unique_id: r.get(0)?,
+        step_type: r.get(1)?,
+        version: r.get(2)?,
+        state: r.get(3)?,
+        manifest_id: r.get(4)?,
+        format_id: r.get(5)?,
+        format_version: r.get(6)?,
+        started_at: r.get(7)?,
+        ended_at: r.get(8)?,
+        error: r.get(9)?,
+        metadata: r.get(10)?,
+        attempts: r.get(11)?,
+        owner: r.get(12)?,
+        args: r.get(13)?,
+        nondeterministic: r.get(14)?,
+        provenance_id: r.get(15)?,
+        reused_from: r.get(16)?,
+        last_access: r.get(17)?,
+    })
 }

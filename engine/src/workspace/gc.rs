@@ -1,17 +1,110 @@
-//! Garbage collection: objects that no step refers to any more.
+//! Garbage collection: objects that no step refers to any more, and retention policies that
+//! decide which runs and step records to keep.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::time::{Duration, SystemTime};
 
 use milonga_sdk::ContentId;
 
-use super::Workspace;
+use super::{StepInfo, StepState, Workspace};
 use crate::error::{Error, Result};
 
-/// What [`Workspace::gc`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What [`Workspace::gc_with`] keeps: runs are roots, and a step record that no run has is kept
+/// unless a policy says it goes. With no policy set, only unreferenced objects go (as
+/// [`Workspace::gc`]).
+///
+/// ```
+/// # use std::time::Duration;
+/// let policy = milonga::GcPolicy::new()
+///     .with_keep_last_runs(10)
+///     .with_max_age(Duration::from_secs(30 * 86_400))
+///     .with_dry_run(true);
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcPolicy {
+    /// Keep the newest `n` runs; older runs are removed (with the records of their steps that
+    /// no kept run has).
+    pub keep_last_runs: Option<usize>,
+    /// Remove runs that started longer ago than this, and step records no run has that were
+    /// last accessed (or written) longer ago.
+    pub max_age: Option<Duration>,
+    /// Remove step records no run has, least recently accessed first, until the results of the
+    /// remaining records (artifact files, each stored object counted once) add up to at most
+    /// this many bytes. Records that a run has are never removed by size: if they alone exceed
+    /// it, the report says by how much.
+    pub max_size: Option<u64>,
+    /// Objects and staging files younger than this are kept (a writer may be about to record
+    /// them). Default one hour.
+    pub grace: Duration,
+    /// Only report what would go; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy {
+            keep_last_runs: None,
+            max_age: None,
+            max_size: None,
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+impl GcPolicy {
+    /// No retention policy: only unreferenced objects older than an hour go.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`keep_last_runs`](GcPolicy::keep_last_runs).
+    pub fn with_keep_last_runs(mut self, n: usize) -> Self {
+        self.keep_last_runs = Some(n);
+        self
+    }
+
+    /// Sets [`max_age`](GcPolicy::max_age).
+    pub fn with_max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Sets [`max_size`](GcPolicy::max_size).
+    pub fn with_max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// Sets [`grace`](GcPolicy::grace).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets [`dry_run`](GcPolicy::dry_run).
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// What [`Workspace::gc`] did (or, in a dry run, would do).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct GcReport {
+    /// Whether this was a dry run (nothing was changed).
+    pub dry_run: bool,
+    /// Runs removed by the policy, oldest first.
+    pub removed_runs: Vec<String>,
+    /// Step records removed by the policy.
+    pub removed_steps: Vec<String>,
+    /// With [`GcPolicy::max_size`]: bytes by which the kept results still exceed the limit
+    /// (results of runs are never evicted by size).
+    pub over_size_by: u64,
     /// Objects still referred to by a step (kept).
     pub live_objects: u64,
     /// Unreferenced objects removed.
@@ -25,6 +118,11 @@ pub struct GcReport {
     pub removed_staging_files: u64,
 }
 
+/// A step record's time for age and access order: last access, else end, else start.
+fn last_used(s: &StepInfo) -> i64 {
+    s.last_access.or(s.ended_at).or(s.started_at).unwrap_or(0)
+}
+
 impl Workspace {
     /// Removes objects that no step record, manifest or partial write refers to, and staging
     /// files left by crashed writers. Objects and staging files younger than `grace` are kept,
@@ -36,13 +134,181 @@ impl Workspace {
     /// # Errors
     /// Database and I/O errors, or a corrupt manifest.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
+        self.gc_with(&GcPolicy::new().with_grace(grace))
+    }
+
+    /// Applies the retention `policy` (which runs and step records to keep), then removes the
+    /// objects nothing kept refers to, as [`gc`](Workspace::gc). Safe while other processes
+    /// run steps: the collection holds the gc lock exclusively (writers hold it shared from
+    /// publishing an object until their record refers to it), a step record is removed only
+    /// if no run has it at that moment and it is not running, and a run registered meanwhile
+    /// keeps its steps.
+    ///
+    /// A dry run takes no lock and changes nothing; its report lists the runs and step records
+    /// that would go and counts the objects and bytes that would be freed.
+    ///
+    /// # Errors
+    /// As [`gc`](Workspace::gc).
+    pub fn gc_with(&self, policy: &GcPolicy) -> Result<GcReport> {
         let inner = &self.inner;
-        inner.check_writable(|| "garbage collection".into())?;
+        if !policy.dry_run {
+            inner.check_writable(|| "garbage collection".into())?;
+        }
         // Writers hold this lock shared from publishing an object until the database refers to
         // it: with it held exclusively, every object is either referenced below or garbage.
-        let _gc = inner.gc_exclusive()?;
+        let _gc = if policy.dry_run {
+            None
+        } else {
+            Some(inner.gc_exclusive()?)
+        };
+        let mut report = GcReport {
+            dry_run: policy.dry_run,
+            ..GcReport::default()
+        };
+        let now = crate::workspace::now_millis();
+        let age_cutoff = policy
+            .max_age
+            .map(|a| now.saturating_sub(i64::try_from(a.as_millis()).unwrap_or(i64::MAX)));
+
+        // 1. Runs to remove.
+        let runs = self.runs()?;
+        let mut drop_runs: Vec<String> = Vec::new();
+        let keep_from = policy
+            .keep_last_runs
+            .map_or(0, |n| runs.len().saturating_sub(n));
+        for (i, r) in runs.iter().enumerate() {
+            if i < keep_from || age_cutoff.is_some_and(|c| r.started_at < c) {
+                drop_runs.push(r.name.clone());
+            }
+        }
+        let mut rooted: HashSet<String> = HashSet::new();
+        let mut unrooted_by_runs: HashSet<String> = HashSet::new();
+        for r in &runs {
+            let steps = self.run(&r.name)?.steps;
+            let ids = steps.into_iter().map(|s| s.unique_id);
+            if drop_runs.contains(&r.name) {
+                unrooted_by_runs.extend(ids);
+            } else {
+                rooted.extend(ids);
+            }
+        }
+        unrooted_by_runs.retain(|id| !rooted.contains(id));
+
+        // 2. Step records to remove: those only removed runs had, old unrooted ones, then the
+        // least recently used unrooted ones until under the size.
+        let records = inner.db.all()?;
+        let mut gone: HashSet<String> = HashSet::new();
+        for s in &records {
+            if s.state == StepState::Running {
+                continue;
+            }
+            let old =
+                age_cutoff.is_some_and(|c| last_used(s) < c) && !rooted.contains(&s.unique_id);
+            if unrooted_by_runs.contains(&s.unique_id) || old {
+                gone.insert(s.unique_id.clone());
+            }
+        }
+        // Objects each kept record refers to (a manifest that cannot be read stops everything).
+        let mut files_of: HashMap<String, Vec<(ContentId, u64)>> = HashMap::new();
+        for s in &records {
+            if let Some(mid) = s.manifest_id {
+                let m = inner.load_manifest(&mid).map_err(|e| Error::State {
+                    unique_id: s.unique_id.clone(),
+                    reason: format!(
+                        "its manifest cannot be read, so garbage collection stops before \
+                         removing anything: {e}"
+                    ),
+                })?;
+                files_of.insert(
+                    s.unique_id.clone(),
+                    m.files.iter().map(|f| (f.id, f.len)).collect(),
+                );
+            }
+        }
+        if let Some(limit) = policy.max_size {
+            let mut refs: HashMap<ContentId, (u32, u64)> = HashMap::new();
+            for (id, files) in &files_of {
+                if gone.contains(id) {
+                    continue;
+                }
+                for &(f, len) in files {
+                    refs.entry(f).or_insert((0, len)).0 += 1;
+                }
+            }
+            let mut size: u64 = refs.values().map(|&(_, len)| len).sum();
+            let mut candidates: Vec<&StepInfo> = records
+                .iter()
+                .filter(|s| {
+                    s.state != StepState::Running
+                        && !rooted.contains(&s.unique_id)
+                        && !gone.contains(&s.unique_id)
+                })
+                .collect();
+            candidates.sort_by_key(|s| (last_used(s), s.unique_id.clone()));
+            for s in candidates {
+                if size <= limit {
+                    break;
+                }
+                gone.insert(s.unique_id.clone());
+                for (f, _) in files_of.get(&s.unique_id).into_iter().flatten() {
+                    if let Some(e) = refs.get_mut(f) {
+                        e.0 -= 1;
+                        if e.0 == 0 {
+                            size -= e.1;
+                        }
+                    }
+                }
+            }
+            report.over_size_by = size.saturating_sub(limit);
+        }
+
+        // 3. Apply (or, in a dry run, only list).
+        report.removed_runs = drop_runs.clone();
+        let mut gone: Vec<String> = gone.into_iter().collect();
+        gone.sort();
+        if policy.dry_run {
+            report.removed_steps = gone.clone();
+        } else {
+            for r in &drop_runs {
+                match self.remove_run(r) {
+                    Ok(removed) => report.removed_steps.extend(removed),
+                    // Removed by someone else meanwhile.
+                    Err(Error::Run { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            for id in &gone {
+                if !report.removed_steps.contains(id) && self.remove_unrooted(id)? {
+                    report.removed_steps.push(id.clone());
+                }
+            }
+            report.removed_steps.sort();
+        }
+
+        // 4. Objects.
+        let kept: Vec<StepInfo> = if policy.dry_run {
+            let gone: HashSet<&String> = gone.iter().collect();
+            records
+                .into_iter()
+                .filter(|s| !gone.contains(&s.unique_id))
+                .collect()
+        } else {
+            inner.db.all()?
+        };
+        self.sweep(kept, policy.grace, policy.dry_run, report)
+    }
+
+    /// Removes (or in a dry run counts) the objects that the records `kept` do not refer to.
+    fn sweep(
+        &self,
+        kept: Vec<StepInfo>,
+        grace: Duration,
+        dry_run: bool,
+        mut report: GcReport,
+    ) -> Result<GcReport> {
+        let inner = &self.inner;
         let mut live: HashSet<ContentId> = HashSet::new();
-        for info in inner.db.all()? {
+        for info in kept {
             if let Some(mid) = info.manifest_id {
                 live.insert(mid);
                 let m = inner.load_manifest(&mid).map_err(|e| Error::State {
@@ -70,7 +336,6 @@ impl Workspace {
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age >= grace)
         };
-        let mut report = GcReport::default();
         for id in inner.store.list()? {
             if live.contains(&id) {
                 report.live_objects += 1;
@@ -84,8 +349,13 @@ impl Workspace {
                 }
                 report.freed_bytes += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             }
-            inner.store.remove(&id)?;
+            if !dry_run {
+                inner.store.remove(&id)?;
+            }
             report.removed_objects += 1;
+        }
+        if dry_run {
+            return Ok(report);
         }
         if let Some(root) = self.root() {
             report.freed_bytes += remove_orphan_outboards(root, &old_enough)?;

@@ -3,7 +3,10 @@
 mod artifact;
 mod cache;
 mod db;
+mod explain;
 mod gc;
+mod provenance;
+mod runs;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -14,11 +17,14 @@ use milonga_sdk::{ArtifactHandle, ContentId};
 
 pub use cache::{DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES};
 pub use db::{StepInfo, StepState, METADATA_SCHEMA_VERSION};
-pub use gc::GcReport;
+pub use explain::{Difference, Explanation};
+pub use gc::{GcPolicy, GcReport};
+pub use provenance::Provenance;
+pub use runs::{Run, RunStep, RunSummary};
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
 pub(crate) use cache::MemoryCache;
-pub(crate) use db::now_millis;
+pub(crate) use db::{now_millis, NewRecord};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -69,7 +75,13 @@ pub(crate) struct Inner {
     pub(crate) tmp: Option<Arc<tempfile::TempDir>>,
     /// Opened read-only: nothing may be written.
     pub(crate) read_only: bool,
+    /// A step's last access is recorded when it is older than this (milliseconds).
+    access_granularity: std::sync::atomic::AtomicI64,
 }
+
+/// By default a step's last access is recorded at most once an hour (like `relatime`), so that
+/// reading a result rarely writes the database.
+pub const DEFAULT_ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
 
 /// Whether this process may write the workspace at `root`: its database (if any) opens for
 /// writing and a file can be created in the directory (an unnamed temporary file, gone at
@@ -104,6 +116,10 @@ fn check_database_file(root: &Path) -> Result<()> {
         }),
         Err(e) => Err(Error::io(db.display(), e)),
     }
+}
+
+fn granularity_default() -> std::sync::atomic::AtomicI64 {
+    std::sync::atomic::AtomicI64::new(DEFAULT_ACCESS_GRANULARITY.as_millis() as i64)
 }
 
 impl std::fmt::Debug for Workspace {
@@ -186,6 +202,7 @@ impl Workspace {
                 )),
                 tmp: None,
                 read_only,
+                access_granularity: granularity_default(),
             }),
         })
     }
@@ -225,6 +242,7 @@ impl Workspace {
                 )),
                 tmp: Some(Arc::new(tmp)),
                 read_only: false,
+                access_granularity: granularity_default(),
             }),
         })
     }
@@ -340,6 +358,17 @@ impl Workspace {
         let removed = self.inner.db.remove(unique_id)?;
         let _ = fs::remove_dir_all(self.inner.work_dir(unique_id));
         Ok(removed)
+    }
+
+    /// Sets how stale a step's recorded last access (used by
+    /// [`GcPolicy::MaxSize`](crate::GcPolicy::MaxSize)) may get before a read records it again
+    /// (default [`DEFAULT_ACCESS_GRANULARITY`]; zero records every read from the workspace).
+    /// Results read from this process's memory cache do not count as accesses.
+    pub fn set_access_granularity(&self, granularity: Duration) {
+        self.inner.access_granularity.store(
+            i64::try_from(granularity.as_millis()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Sets the limits of the in-memory result cache: at most `max_entries` results whose
@@ -540,6 +569,27 @@ pub(crate) struct StepLock {
 impl Inner {
     pub(crate) fn cache_lock(&self) -> std::sync::MutexGuard<'_, MemoryCache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a read of a completed step if its last access is older than the granularity
+    /// (best effort: a read never fails because its access could not be recorded).
+    pub(crate) fn touch(&self, info: &StepInfo) {
+        if self.read_only || self.db.version < 2 {
+            return;
+        }
+        let now = now_millis();
+        let granularity = self
+            .access_granularity
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if info
+            .last_access
+            .is_some_and(|t| now.saturating_sub(t) < granularity)
+        {
+            return;
+        }
+        if let Err(e) = self.db.touch(&info.unique_id, now) {
+            tracing::debug!(target: "milonga::workspace", step = %info.unique_id, error = %e, "last access not recorded");
+        }
     }
 
     pub(crate) fn work_dir(&self, unique_id: &str) -> PathBuf {

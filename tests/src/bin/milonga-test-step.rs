@@ -1,7 +1,7 @@
 //! Runs one test step in its own process: `milonga-test-step <workspace> <step> <arg>`.
 //!
 //! Prints `<value> computed` or `<value> loaded`; `exec <jobs>` runs a shared graph with the
-//! executor and prints `<n> computed <m> loaded`.
+//! executor and prints `<n> computed <m> loaded`; `runs <n>` makes `n` named executor runs.
 
 use milonga::{DynStep, Executor, Step, StepRef, Workspace};
 use milonga_tests::{Numbers, Scale, Square, SquareV2, Total};
@@ -61,6 +61,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 outcome.with_status("computed").count(),
                 outcome.with_status("loaded").count()
             );
+            return Ok(());
+        }
+        "runs" => {
+            // `x` executor runs, named `w-0`, `w-1`, ..., each over one `Numbers` and a
+            // `Scale`; every result is read back by run and step name right after its run.
+            for i in 0..x {
+                let name = format!("w-{i}");
+                let step = Scale {
+                    numbers: Numbers {
+                        n: 3 + (i % 4) as u32,
+                    }
+                    .into(),
+                    factor: 1 + (i % 3) as u32,
+                };
+                let want: Vec<u32> = (0..3 + (i % 4) as u32)
+                    .map(|n| n * (1 + (i % 3) as u32))
+                    .collect();
+                Executor::new(&ws)
+                    .with_progress(false)
+                    .with_jobs(2)
+                    .run_name(&name)
+                    .run_named([("scaled", DynStep::new(step))])?
+                    .check()?;
+                let got = ws.run(&name)?.result::<Scale>("scaled")?;
+                if *got != want {
+                    return Err(format!("run {name}: {got:?} != {want:?}").into());
+                }
+            }
+            println!("{x} runs");
             return Ok(());
         }
         other => return Err(format!("unknown step {other}").into()),
