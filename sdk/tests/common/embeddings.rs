@@ -6,6 +6,9 @@
 //! `vectors`: envelope, then `count × dimension` little-endian `i16`s. Reading checks `names`
 //! and the length of `vectors`; `get(i)` reads one vector.
 
+// Its bugs are indexing that is only safe when the checks it switches off are on.
+#![allow(clippy::indexing_slicing)]
+
 use std::io::Write;
 
 use milonga_sdk::{
