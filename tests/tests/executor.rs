@@ -903,12 +903,15 @@ fn spawn_slow_producer(ws: &std::path::Path, n: u64, delay_us: u64) -> std::proc
     .unique_id()
     .unwrap();
     let reader = Workspace::open(ws).unwrap();
+    let mut child = child;
     for _ in 0..6000 {
         if reader.step_info(&id).unwrap().map(|i| i.state) == Some(StepState::Running) {
             return child;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the producer process never started");
 }
 
@@ -1055,7 +1058,7 @@ impl Step for SumLive {
         let reader = ctx.input(&self.input)?;
         let mut items = reader.iter();
         let (mut count, mut sum) = (0u64, 0u64);
-        while let Some(x) = items.next() {
+        for x in items.by_ref() {
             sum += x?;
             count += 1;
             if count == 1 {
