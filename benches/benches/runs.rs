@@ -4,6 +4,9 @@
 //! cargo bench -p milonga-benches --bench runs
 //! ```
 
+// Not a decoder: a panic here is a failing test or tool, not a panic on stored bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 

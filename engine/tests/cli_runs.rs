@@ -1,6 +1,9 @@
 //! The run, explain and retention commands of the `milonga` tool: `runs`, `run-rm`, `explain`,
 //! `gc` policies, each with `--json`.
 
+// Not a decoder: a panic here is a failing test or tool, not a panic on stored bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::process::Command;
 
 use milonga::{BoxError, Context, DynStep, Executor, PostcardFormat, Step, StepRef, Workspace};
