@@ -436,8 +436,7 @@ impl Db {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA_V1}
                  INSERT INTO schema_version (version)
-/// The schema version this build writes and reads (and upgrades older ones to).
-pub const METADATA_SCHEMA_VERSION: i64 = 2;
+                    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
                  COMMIT;"
             ))
             .map_err(err)?;
