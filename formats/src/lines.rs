@@ -116,8 +116,8 @@ macro_rules! lines_settings {
 /// Id `"milonga.jsonl"`, version 1. Lines are written as [`JsonCodec`](crate::JsonCodec)
 /// writes items: the entries of every map sorted by key, so the bytes do not depend on a
 /// `HashMap`'s iteration order, and struct fields in declaration order (the column order
-/// pandas shows). The layout is described in the [module](self) docs and `docs/FORMAT.md`
-/// §8.4; reading returns a lazy [`LinesReader`].
+/// pandas shows). The files are `parts/{seq:06}-{first}-{count}.jsonl` (or `.jsonl.zst`) and
+/// an `index` (`docs/FORMAT.md` §8.4); reading returns a lazy [`LinesReader`].
 ///
 /// ```
 /// use milonga_formats::chunked::Compression;
@@ -245,8 +245,9 @@ where
 /// A [`Stream`] of strings stored as text lines: each string, as its UTF-8 bytes, then `\n`.
 ///
 /// Id `"milonga.text_lines"`, version 1. A string that contains `\n` cannot be written
-/// ([`Error::Encode`]); reading checks each line for valid UTF-8. The layout is described in the
-/// [module](self) docs and `docs/FORMAT.md` §8.4; reading returns a lazy [`LinesReader`].
+/// ([`Error::Encode`]); reading checks each line for valid UTF-8. The files are
+/// `parts/{seq:06}-{first}-{count}.txt` (or `.txt.zst`) and an `index` (`docs/FORMAT.md` §8.4);
+/// reading returns a lazy [`LinesReader`].
 ///
 /// ```
 /// use milonga_formats::{Stream, TextLinesFormat};

@@ -222,9 +222,10 @@ impl FrameDecoder {
             return Err(FrameError::at(0, "not a zstd frame (bad magic number)"));
         }
         let possible = frame_capacity(frame.len());
+        let header = zstd_safe::get_frame_content_size(frame);
         let declared = match expect {
             Expect::Exactly(n) => n,
-            Expect::AtMost(bound) => match zstd_safe::get_frame_content_size(frame) {
+            Expect::AtMost(bound) => match header {
                 Ok(Some(n)) if n <= bound => n,
                 Ok(Some(n)) => {
                     return Err(FrameError::size(format!(
@@ -257,15 +258,36 @@ impl FrameDecoder {
         // Forget any frame an earlier error left half decoded; keeps the dictionary.
         dctx.reset(ResetDirective::SessionOnly)
             .map_err(|code| zstd_error(0, code))?;
+        let start = out.len();
+        let first_reservation = frame.len().saturating_mul(8);
+        // The fast path, for a frame whose header agrees with the expected size and that fits
+        // the output's first reservation (as a frame of a typical ratio does): one call, into
+        // exactly that many bytes. Anything else takes the checked, growing path below.
+        if matches!(header, Ok(Some(h)) if h == declared as u64)
+            && declared <= first_reservation
+            && zstd_safe::find_frame_compressed_size(frame) == Ok(frame.len())
+        {
+            out.reserve_exact(declared);
+            let mut cursor = std::io::Cursor::new(&mut *out);
+            cursor.set_position(start as u64);
+            let produced = dctx
+                .decompress(&mut cursor, frame)
+                .map_err(|code| zstd_error(0, code))?;
+            if produced == declared && out.len() == start + declared {
+                return Ok(());
+            }
+            return Err(FrameError::size(format!(
+                "the length field says {declared} bytes, the zstd frame holds {produced}"
+            )));
+        }
         // A frame of `declared` bytes needs a window of at most max(1 KiB, declared), and never
         // more than 2^27 (zstd's default limit, enough for level 22).
         let window_log = usize::BITS - declared.saturating_sub(1).leading_zeros();
         dctx.set_parameter(DParameter::WindowLogMax(window_log.clamp(10, 27)))
             .map_err(|code| zstd_error(0, code))?;
 
-        let start = out.len();
         let limit = declared + 1;
-        out.reserve(limit.min(frame.len().saturating_mul(8)));
+        out.reserve(limit.min(first_reservation));
         let mut input = InBuffer::around(frame);
         loop {
             let produced = out.len() - start;
