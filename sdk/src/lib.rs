@@ -10,7 +10,8 @@
 //! - [`Codec`]: how one item is encoded, for formats that store many items.
 //! - [`Envelope`]: the header that names the format and version in front of a payload.
 //! - [`Error`]: one structured error type for all of it.
-//! - `testing` (feature `testing`): an in-memory artifact and property checks for formats.
+//! - `testing` (feature `testing`): an in-memory artifact, property checks for formats, and
+//!   `testing::fuzz`, structure-aware fuzzing of a format for cargo-fuzz.
 //!
 //! ```
 //! use milonga_sdk::{ArtifactHandle, ArtifactWriter, Envelope, Error, Format, Result};

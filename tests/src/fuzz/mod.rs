@@ -5,7 +5,7 @@
 //! Each function takes the fuzzer's bytes and panics only when a contract is broken: a decoder
 //! panicked, or a value it accepted does not survive a round-trip.
 //!
-//! The format targets ([`formats`]) are the SDK's `FormatFuzzer`, configured; what is left
+//! The format targets (`formats.rs`) are the SDK's `FormatFuzzer`, configured; what is left
 //! here is specific to the engine: the envelope and manifest decoders, the chunk decoder, and
 //! the stateful store and stream-store targets.
 

@@ -1,5 +1,5 @@
 //! The chunk decoder target (`chunk`): one chunk file of the chunked record file. (A whole
-//! stream artifact is fuzzed through `StreamFormat` in [`super::formats::stream_read`].)
+//! stream artifact is fuzzed through `StreamFormat` in `formats::stream_read`.)
 
 use std::sync::OnceLock;
 
