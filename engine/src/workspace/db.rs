@@ -219,6 +219,8 @@ pub(crate) struct Db {
     pub(crate) version: i64,
     /// Provenance records already read, by id (they never change).
     provenance_cache: Mutex<std::collections::HashMap<String, Provenance>>,
+    /// The id of this process's provenance record, once stored.
+    current_provenance: std::sync::OnceLock<String>,
 }
 
 /// What a schema-2 step record holds beyond [`StepInfo`]'s fields.
@@ -404,6 +406,7 @@ impl Db {
                         read_only,
                         version,
                         provenance_cache: Mutex::default(),
+                        current_provenance: std::sync::OnceLock::new(),
                     })
                 }
             }
@@ -649,6 +652,15 @@ impl Db {
         Ok(Some(p))
     }
 
+    /// Stores this process's provenance record (once per database handle) and returns its id.
+    pub(crate) fn put_current_provenance(&self) -> Result<String> {
+        if let Some(id) = self.current_provenance.get() {
+            return Ok(id.clone());
+        }
+        let id = self.put_provenance(Provenance::current())?;
+        Ok(self.current_provenance.get_or_init(|| id).clone())
+    }
+
     /// Stores a provenance record (once; the id is a hash of its JSON) and returns its id.
     pub(crate) fn put_provenance(&self, p: &Provenance) -> Result<String> {
         self.writable()?;
@@ -693,7 +705,7 @@ impl Db {
         let ended = extra.reused.map(|_| now_millis());
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO steps (unique_id, step_type, version, state, format_id, format_version,
                                     started_at, ended_at, error, metadata, attempts, owner,
                                     args, nondeterministic, provenance_id, content_key,
@@ -710,7 +722,8 @@ impl Db {
                     nondeterministic = excluded.nondeterministic,
                     provenance_id = excluded.provenance_id, content_key = excluded.content_key,
                     reused_from = excluded.reused_from, last_access = excluded.last_access",
-                params![
+            )?
+            .execute(params![
                     info.unique_id,
                     info.step_type,
                     info.version,
@@ -727,8 +740,7 @@ impl Db {
                     extra.reused.map(|(id, _)| id),
                     manifest,
                     ended,
-                ],
-            )?;
+                ])?;
             tx.execute(
                 "DELETE FROM step_deps WHERE unique_id = ?1",
                 [&info.unique_id],
