@@ -103,4 +103,7 @@ fn main() {
         let s = time(&bin, dir.path(), args);
         println!("| `milonga {}` | {:.3} s |", args.join(" "), s);
     }
+    if std::env::var_os("MILONGA_BENCH_KEEP").is_some() {
+        eprintln!("kept the workspace in {}", dir.keep().display());
+    }
 }

@@ -45,6 +45,14 @@ pub(crate) struct StepRow<'a> {
     dependencies: &'a [String],
 }
 
+/// The document `steps --json` prints.
+#[derive(Serialize)]
+struct StepsDoc<'a> {
+    workspace: &'a str,
+    count: usize,
+    steps: Vec<StepRow<'a>>,
+}
+
 /// The stored size of each completed step's result, reading each distinct manifest once (on
 /// every core when there are many).
 pub(crate) fn sizes(ws: &Workspace, steps: &[&StepInfo]) -> HashMap<String, u64> {
@@ -142,11 +150,12 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
                 dependencies: &s.dependencies,
             })
             .collect();
-        print_json(&serde_json::json!({
-            "workspace": ws.url(),
-            "count": rows.len(),
-            "steps": rows,
-        }))?;
+        // Serialized as it is (not through a `serde_json::Value`): 100,000 rows stay cheap.
+        print_json(&StepsDoc {
+            workspace: ws.url(),
+            count: rows.len(),
+            steps: rows,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     use std::io::Write;

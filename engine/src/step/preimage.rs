@@ -526,6 +526,29 @@ mod tests {
         assert!(Arg::decode(&[0x7f]).unwrap_err().contains("unknown tag"));
     }
 
+    proptest::proptest! {
+        /// Any bytes (random, or a valid pre-image with bytes changed) decode to a value or an
+        /// error, never a panic.
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(
+            random in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..256),
+            edits in proptest::collection::vec((proptest::arbitrary::any::<usize>(), proptest::arbitrary::any::<u8>()), 0..4),
+        ) {
+            let _ = Arg::decode(&random);
+            let mut bytes = canonical(&args()).unwrap().bytes;
+            for (i, b) in edits {
+                let n = bytes.len();
+                bytes[i % n] = b;
+            }
+            if let Ok(v) = Arg::decode(&bytes) {
+                // A decoded value renders and re-encodes without panicking too.
+                let _ = v.to_json();
+                let mut again = Vec::new();
+                proptest::prop_assert!(v.encode_with(&mut again, &mut |id| Some(id.to_owned())).is_some());
+            }
+        }
+    }
+
     #[test]
     fn diff_names_the_changed_leaf() {
         let old = Arg::decode(&canonical(&args()).unwrap().bytes).unwrap();

@@ -244,7 +244,7 @@ fn resolve<S: Step>(
         reused_from: None,
         last_access: None,
     };
-    let provenance_id = ws.inner.db.put_provenance(Provenance::current())?;
+    let provenance_id = ws.inner.db.put_current_provenance()?;
     // Early cutoff: inputs by content. A deterministic step whose inputs are all stored gets a
     // content key; a completed step with the same key ran the same code on byte-identical
     // inputs, and its result stands for this one's (unless this step is being refreshed).

@@ -208,9 +208,10 @@ impl Workspace {
                 gone.insert(s.unique_id.clone());
             }
         }
-        // Objects each kept record refers to (a manifest that cannot be read stops everything).
+        // Objects each record refers to, for the size policy (a manifest that cannot be read
+        // stops everything; without the size policy the sweep below reads them).
         let mut files_of: HashMap<String, Vec<(ContentId, u64)>> = HashMap::new();
-        for s in &records {
+        for s in records.iter().filter(|_| policy.max_size.is_some()) {
             if let Some(mid) = s.manifest_id {
                 let m = inner.load_manifest(&mid).map_err(|e| Error::State {
                     unique_id: s.unique_id.clone(),

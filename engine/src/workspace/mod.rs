@@ -361,7 +361,7 @@ impl Workspace {
     }
 
     /// Sets how stale a step's recorded last access (used by
-    /// [`GcPolicy::MaxSize`](crate::GcPolicy::MaxSize)) may get before a read records it again
+    /// [`GcPolicy::max_size`](crate::GcPolicy::max_size)) may get before a read records it again
     /// (default [`DEFAULT_ACCESS_GRANULARITY`]; zero records every read from the workspace).
     /// Results read from this process's memory cache do not count as accesses.
     pub fn set_access_granularity(&self, granularity: Duration) {

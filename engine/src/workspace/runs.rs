@@ -560,7 +560,7 @@ impl Workspace {
             });
             steps.push((n.unique_id.clone(), step_name, n.target));
         }
-        let provenance_id = self.inner.db.put_provenance(Provenance::current())?;
+        let provenance_id = self.inner.db.put_current_provenance()?;
         self.inner
             .db
             .insert_run(name, &steps, Some(&provenance_id))
