@@ -69,7 +69,7 @@ fn two_runs() -> (tempfile::TempDir, String, String) {
     for (name, offset) in [("first", 1), ("second", 2)] {
         Executor::new(&ws)
             .with_progress(false)
-            .run_name(name)
+            .with_run_name(name)
             .run_named([("total", DynStep::new(sum(offset)))])
             .unwrap()
             .check()

@@ -248,7 +248,10 @@ fn double<V: Version>() -> StepRef<Double<V>> {
 fn early_cutoff_after_a_version_bump_that_does_not_change_content() {
     let ws = Workspace::memory().unwrap();
     let exec = |targets: Vec<DynStep>| {
-        let outcome = Executor::new(&ws).with_progress(false).run(targets).unwrap();
+        let outcome = Executor::new(&ws)
+            .with_progress(false)
+            .run(targets)
+            .unwrap();
         outcome.check().unwrap();
         outcome
     };

@@ -92,7 +92,7 @@ fn schema_v1_workspace_upgrades_in_place_and_keeps_its_results() {
     };
     let outcome = milonga::Executor::new(&ws)
         .with_progress(false)
-        .run_name("after-upgrade")
+        .with_run_name("after-upgrade")
         .run([milonga::DynStep::new(wider)])
         .unwrap();
     assert!(outcome.is_success());

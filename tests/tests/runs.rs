@@ -24,7 +24,7 @@ fn runs_survive_processes_and_are_listed_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let first = exec(&ws)
-        .run_name("first")
+        .with_run_name("first")
         .run([DynStep::new(scale(4, 2))])
         .unwrap();
     assert_eq!(first.run.as_deref(), Some("first"));
@@ -39,7 +39,7 @@ fn runs_survive_processes_and_are_listed_in_order() {
     assert_eq!(parts.len(), 3, "adjective-noun-NN: {generated}");
     assert!(parts[2].parse::<u8>().is_ok(), "{generated}");
     exec(&ws)
-        .run_name("third")
+        .with_run_name("third")
         .run([DynStep::new(scale(5, 2))])
         .unwrap();
     drop(ws);
@@ -86,7 +86,7 @@ fn runs_survive_processes_and_are_listed_in_order() {
 fn a_result_is_fetched_by_run_and_step_name() {
     let ws = Workspace::memory().unwrap();
     exec(&ws)
-        .run_name("pair")
+        .with_run_name("pair")
         .run_named([
             ("small", DynStep::new(scale(3, 2))),
             ("big", DynStep::new(scale(3, 10))),
@@ -122,7 +122,7 @@ fn a_result_is_fetched_by_run_and_step_name() {
         "{no_run}"
     );
     let taken = exec(&ws)
-        .run_name("pair")
+        .with_run_name("pair")
         .run([DynStep::new(scale(3, 2))])
         .unwrap_err();
     assert!(
@@ -130,7 +130,7 @@ fn a_result_is_fetched_by_run_and_step_name() {
         "{taken}"
     );
     let bad = exec(&ws)
-        .run_name("two words")
+        .with_run_name("two words")
         .run([DynStep::new(scale(3, 2))])
         .unwrap_err();
     assert!(matches!(bad, Error::Run { .. }));
@@ -144,11 +144,11 @@ fn removing_a_run_makes_only_its_unique_results_collectable() {
     let only_b = scale(5, 2);
     let loose = Square { x: 12, sleep_ms: 0 };
     exec(&ws)
-        .run_name("a")
+        .with_run_name("a")
         .run([DynStep::new(scale(5, 3))])
         .unwrap();
     exec(&ws)
-        .run_name("b")
+        .with_run_name("b")
         .run([DynStep::new(scale(5, 2))])
         .unwrap();
     assert_eq!(*loose.result(&ws).unwrap(), 144, "a result outside any run");
@@ -191,7 +191,7 @@ fn keep_last_runs_and_max_age_remove_old_runs_and_a_dry_run_changes_nothing() {
     let ws = Workspace::open(dir.path()).unwrap();
     for (i, f) in [1u32, 2, 3].iter().enumerate() {
         exec(&ws)
-            .run_name(format!("r{i}"))
+            .with_run_name(format!("r{i}"))
             .run([DynStep::new(scale(6, *f + 10))])
             .unwrap();
     }
@@ -249,7 +249,7 @@ fn max_size_evicts_least_recently_read_results_outside_runs() {
         s.result(&ws).unwrap();
     }
     exec(&ws)
-        .run_name("rooted")
+        .with_run_name("rooted")
         .run([DynStep::new(scale(50, 7))])
         .unwrap();
     let size = |s: &Numbers| -> u64 {

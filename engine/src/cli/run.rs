@@ -70,7 +70,7 @@ pub(crate) fn run(global: &Global, args: Args, registry: &Registry) -> CmdResult
     }
     // The run records every step of the file under its name in the file.
     if let Some(name) = &args.run {
-        executor.run_name(name.clone());
+        executor.with_run_name(name.clone());
     }
     for s in pipeline.steps() {
         executor.name_step(s.name.clone(), s.step.clone());

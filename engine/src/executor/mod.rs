@@ -108,7 +108,7 @@ impl Executor {
 
     /// Names the runs this executor registers (default: a memorable generated name such as
     /// `brisk-tango-42`). A run name must be new in the workspace.
-    pub fn run_name(&mut self, name: impl Into<String>) -> &mut Self {
+    pub fn with_run_name(&mut self, name: impl Into<String>) -> &mut Self {
         self.run_name = Some(name.into());
         self
     }
@@ -168,7 +168,7 @@ impl Executor {
     ///
     /// Step failures are in the outcome, not an error (see [`Outcome::check`]).
     ///
-    /// Each call registers a run in the workspace (see [`run_name`](Executor::run_name) and
+    /// Each call registers a run in the workspace (see [`with_run_name`](Executor::with_run_name) and
     /// [`Workspace::run`]): its steps, its targets under their step type's short name, and
     /// the provenance of this process. The run is a root of garbage collection.
     ///

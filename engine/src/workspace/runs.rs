@@ -57,7 +57,7 @@ pub struct RunStep {
 /// #   fn run(&self, _: &mut Context<'_>) -> Result<u64, milonga::BoxError> { Ok(self.x * self.x) } }
 /// let ws = Workspace::memory()?;
 /// let outcome = Executor::new(&ws)
-///     .run_name("nightly")
+///     .with_run_name("nightly")
 ///     .run_named([("nine", DynStep::new(Square { x: 3 }))])?;
 /// assert_eq!(outcome.run.as_deref(), Some("nightly"));
 /// let run = ws.run("nightly")?;

@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Executor::new(&ws)
                     .with_progress(false)
                     .with_jobs(2)
-                    .run_name(&name)
+                    .with_run_name(&name)
                     .run_named([("scaled", DynStep::new(step))])?
                     .check()?;
                 let got = ws.run(&name)?.result::<Scale>("scaled")?;
