@@ -82,6 +82,7 @@ for t in "${targets[@]}"; do
   fi
   if "${run[@]}" "$corpus" "$seeds" \
       -max_total_time="$share" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -artifact_prefix="fuzz/artifacts/$t/" \
       -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^Done|number_of_executed_runs|new_units_added' "$log" || true
   else
