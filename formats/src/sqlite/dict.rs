@@ -435,6 +435,15 @@ where
                 } else {
                     None
                 };
+                // SQLite trusts its B-tree: an edited page can repeat a key or put one out of
+                // order without SQLite noticing. Keys must come strictly increasing.
+                if after.as_deref().is_some_and(|prev| k <= prev) {
+                    return Err(Error::corrupt(
+                        file,
+                        0,
+                        format!("key {k:02x?} repeats or is out of order: the file is damaged"),
+                    ));
+                }
                 *after = Some(k.to_vec());
                 buf.push_back((key, value));
                 n += 1;
