@@ -5,7 +5,9 @@
 #
 #   --seconds N  total fuzzing time, split evenly across the targets (default 600)
 #   --ci         a short run for CI: 26 seconds of fuzzing in all (2 s per target; about
-#                30 s of wall time with libFuzzer's start-up), after the build
+#                30 s of wall time with libFuzzer's start-up), after the build, from a fixed
+#                seed (FUZZ_SEED, default 1): every CI run tries the same inputs first, so a
+#                CI failure reproduces; exploring new inputs is what the longer runs are for
 #   TARGET...    only these targets (default: every target in fuzz/fuzz_targets/)
 #
 # Works on the stable toolchain: cargo-fuzz needs nightly-only flags (-Z), which
@@ -29,9 +31,11 @@ cd "$(dirname "$0")/.."
 
 total=600
 targets=()
+seed_args=()
+[ -z "${FUZZ_SEED:-}" ] || seed_args=(-seed="$FUZZ_SEED")
 while [ $# -gt 0 ]; do
   case "$1" in
-    --ci) total=26 ;;
+    --ci) total=26; seed_args=(-seed="${FUZZ_SEED:-1}") ;;
     --seconds) total="${2:?--seconds needs a number}"; shift ;;
     --seconds=*) total="${1#--seconds=}" ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -81,7 +85,7 @@ for t in "${targets[@]}"; do
     run=(cargo fuzz run -s "$sanitizer" "$t" --)
   fi
   if "${run[@]}" "$corpus" "$seeds" \
-      -max_total_time="$share" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -max_total_time="$share" ${seed_args[@]+"${seed_args[@]}"} -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
       -artifact_prefix="fuzz/artifacts/$t/" \
       -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^Done|number_of_executed_runs|new_units_added' "$log" || true
@@ -96,6 +100,16 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "==> FAILED: ${failed[*]}" >&2
   for t in "${failed[@]}"; do
     ls -1 "fuzz/artifacts/$t" >&2 || true
+    # The log may be all that is left of a CI machine: print small crashing inputs so that
+    # they can be rebuilt with `base64 -d`.
+    for f in "fuzz/artifacts/$t"/crash-* "fuzz/artifacts/$t"/oom-* "fuzz/artifacts/$t"/timeout-*; do
+      [ -f "$f" ] || continue
+      if [ "$(wc -c <"$f")" -le 65536 ]; then
+        echo "--- $f (base64):" >&2
+        base64 -w 0 "$f" >&2
+        echo >&2
+      fi
+    done
   done
   echo "Reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run -s $sanitizer <target> <file>;" \
     "after the fix, copy the file to fuzz/regressions/<target>/." >&2

@@ -357,8 +357,18 @@ pub fn verify_range(
         let start = g * GROUP_BYTES;
         let end = (start + GROUP_BYTES).min(len);
         buf.resize((end - start) as usize, 0);
-        data.read_exact_at(start, &mut buf)
-            .map_err(|e| Error::io(what.to_string(), e))?;
+        data.read_exact_at(start, &mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // The file is shorter than the length it was committed with.
+                Error::corrupt(
+                    what,
+                    start,
+                    format!("ends before its recorded length of {len} bytes"),
+                )
+            } else {
+                Error::io(what.to_string(), e)
+            }
+        })?;
         let (expected, is_root) = expected_leaf(groups, g, &outboard, id, what)?;
         let actual = group_cv(g, &buf, is_root);
         if actual != expected {

@@ -191,3 +191,31 @@ fn damage_after_a_read_is_found_by_the_next_read_of_the_same_store() {
     );
     assert!(!store.object_path(&id).exists(), "quarantined");
 }
+
+#[test]
+fn an_object_cut_short_after_a_read_is_a_typed_error_on_the_next_range_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let d = data(300_000, 7);
+    let (id, n) = put(&store, &d);
+    // The store keeps the object open after this read; the cut below shortens that same file.
+    assert_eq!(
+        store.read_range(&id, n, 100_000..250_000).unwrap(),
+        &d[100_000..250_000]
+    );
+    let path = store.object_path(&id);
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(&path, perms).unwrap();
+    fs::write(&path, &d[..120_000]).unwrap();
+    let got = store.read_range(&id, n, 100_000..250_000);
+    match &got {
+        Err(Error::Corrupt { file, .. }) | Err(Error::ChecksumMismatch { file, .. }) => {
+            assert!(file.contains(&id.to_hex()), "{file}")
+        }
+        other => panic!("{:?}", other.as_ref().map(Vec::len)),
+    }
+    // A range the shortened file still holds is refused too: the length is wrong.
+    assert!(store.read_range(&id, n, 0..10).is_err());
+}

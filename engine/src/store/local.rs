@@ -525,12 +525,12 @@ impl ObjectStore for LocalStore {
         let what = Described(self, id);
         if let Some(h) = self.cached_handle(id, len) {
             match verify_range(&h.file, len, &h.outboard, id, range.clone(), &what) {
-                Err(Error::ChecksumMismatch { .. }) => {
-                    // The file may have been replaced since it was opened: start over from the
-                    // file system before concluding anything.
+                r @ (Ok(_) | Err(Error::OutOfRange { .. })) => return r,
+                Err(_) => {
+                    // The file may have been replaced or cut since it was opened: start over
+                    // from the file system before concluding anything.
                     self.forget_handle(id);
                 }
-                other => return other,
             }
         }
         let (file, path) = self.check_file(id, Some(len))?;
