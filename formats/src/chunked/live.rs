@@ -17,6 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::chunk::RawBlock;
+
 /// How many bytes of recent chunks a live stream keeps for its followers.
 pub(crate) const WINDOW_BYTES: usize = 4 << 20;
 
@@ -24,18 +26,23 @@ pub(crate) const WINDOW_BYTES: usize = 4 << 20;
 /// dropping it (the follower then reads from the files, and is not waited for again).
 pub(crate) const FOLLOWER_WAIT: Duration = Duration::from_millis(250);
 
-/// One sealed chunk: its items, uncompressed, length-prefixed, back to back.
+/// One sealed chunk: its blocks of items, uncompressed, shared with the writer's compression
+/// job (nothing is copied).
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) seq: u64,
     pub(crate) first_item: u64,
     pub(crate) item_count: u32,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) blocks: Arc<[RawBlock]>,
 }
 
 impl Segment {
-    fn end_item(&self) -> u64 {
+    pub(crate) fn end_item(&self) -> u64 {
         self.first_item + u64::from(self.item_count)
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.data.len()).sum()
     }
 }
 
@@ -105,7 +112,7 @@ impl Live {
         if st.end.is_some() {
             return;
         }
-        st.bytes += segment.payload.len();
+        st.bytes += segment.bytes();
         st.segments.push_back(Arc::new(segment));
         self.changed.notify_all();
         let mut deadline: Option<Instant> = None;
@@ -128,7 +135,7 @@ impl Live {
                 st.followers.retain(|_, next| *next >= front_end);
             }
             if let Some(old) = st.segments.pop_front() {
-                st.bytes -= old.payload.len();
+                st.bytes -= old.bytes();
             }
             deadline = None;
         }

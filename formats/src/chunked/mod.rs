@@ -29,7 +29,7 @@ pub use chunk::{Compression, Items, CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK
 pub use end::{IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
 pub(crate) use reader::item_file;
 pub use reader::{
-    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, DEFAULT_CHUNK_CACHE_BYTES,
+    ChunkedReader, DecodedChunk, DecodedChunks, KnownChunk, Payload, DEFAULT_CHUNK_CACHE_BYTES,
     SEGMENT_BYTES,
 };
 pub use writer::{write_chunked, ChunkOptions, ChunkSink, ResumePoint};

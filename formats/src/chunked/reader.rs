@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use milonga_sdk::outboard::GROUP_BYTES;
 use milonga_sdk::{ArtifactHandle, ArtifactStatus, Error, FileEntry, Result, SharedBytes};
 
-use super::chunk::{ChunkInfo, Decompressor, Items};
+use super::chunk::{ChunkInfo, Decompressor, Items, RawBlock};
 use super::end::{EndRecord, IndexEntry, StreamLayout};
 use super::live::{self, Live, Next};
 use super::writer::check_chunk;
@@ -68,7 +68,76 @@ pub struct DecodedChunk {
     /// How many items `payload` holds.
     pub item_count: u32,
     /// The blocks, decompressed and concatenated: length-prefixed items.
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// The decompressed items of a [`DecodedChunk`]: a buffer of its own (read from the files), or
+/// one block shared with a writer in this process (a followed stream; no copy is made).
+/// Dereferences to the bytes.
+#[derive(Clone)]
+pub struct Payload(PayloadRepr);
+
+#[derive(Clone)]
+enum PayloadRepr {
+    Owned(Vec<u8>),
+    /// Block `index` of a chunk the writer sealed.
+    Shared(Arc<[RawBlock]>, usize),
+}
+
+impl Payload {
+    /// A block of `blocks` shared with the writer.
+    pub(crate) fn shared(blocks: Arc<[RawBlock]>, index: usize) -> Payload {
+        Payload(PayloadRepr::Shared(blocks, index))
+    }
+
+    /// The buffer, if this payload owns one (to reuse it).
+    pub(crate) fn into_buffer(self) -> Option<Vec<u8>> {
+        match self.0 {
+            PayloadRepr::Owned(v) => Some(v),
+            PayloadRepr::Shared(..) => None,
+        }
+    }
+
+    /// The bytes as a vector of their own (a copy when they are shared).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            PayloadRepr::Owned(v) => v,
+            PayloadRepr::Shared(..) => self.to_vec(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(PayloadRepr::Owned(v))
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            PayloadRepr::Owned(v) => v,
+            PayloadRepr::Shared(blocks, i) => blocks.get(*i).map_or(&[][..], |b| &b.data[..]),
+        }
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = matches!(self.0, PayloadRepr::Shared(..));
+        f.debug_struct("Payload")
+            .field("len", &self.len())
+            .field("shared", &shared)
+            .finish()
+    }
 }
 
 impl DecodedChunk {
@@ -353,7 +422,7 @@ impl ChunkedReader {
             first_item: chunk.entry.first_item,
             item_count: chunk.entry.item_count,
             chunk: loaded.chunk,
-            payload: buf,
+            payload: buf.into(),
         })
     }
 
@@ -861,30 +930,52 @@ impl DecodedChunks {
         }
         match cur.live.at(cur.follower, cur.next_item) {
             Next::Segment(s) => {
-                let first = s.first_item;
-                let end = first + u64::from(s.item_count);
+                // The block holding the next item (a follower may join inside a chunk).
+                let mut first = s.first_item;
+                let mut index = 0;
+                for b in s.blocks.iter() {
+                    let end = first + u64::from(b.item_count);
+                    if cur.next_item < end {
+                        break;
+                    }
+                    first = end;
+                    index += 1;
+                }
+                let Some(block) = s.blocks.get(index) else {
+                    // Cannot happen: the segment holds the item. Read it from the files.
+                    cur.rejoin_at = Some(s.end_item());
+                    let (seq, item, ahead) = (s.seq, cur.next_item, cur.ahead);
+                    let files = Self::from_files(cur.reader.clone(), seq, item, ahead);
+                    self.use_files(files);
+                    return None;
+                };
+                let end = first + u64::from(block.item_count);
                 cur.next_item = end;
-                cur.next_seq = s.seq + 1;
-                self.from_memory += 1;
+                if index + 1 == s.blocks.len() {
+                    cur.next_seq = s.seq + 1;
+                    self.from_memory += 1;
+                } else {
+                    cur.next_seq = s.seq;
+                }
                 let name = cur
                     .reader
                     .inner
                     .layout
-                    .chunk_name(s.seq, first, s.item_count);
+                    .chunk_name(s.seq, s.first_item, s.item_count);
                 Some(Some(Ok(DecodedChunk {
                     chunk: KnownChunk {
                         seq: s.seq,
                         name,
                         entry: IndexEntry {
-                            first_item: first,
+                            first_item: s.first_item,
                             item_count: s.item_count,
                             len: 0,
                             id: milonga_sdk::ContentId([0; 32]),
                         },
                     },
                     first_item: first,
-                    item_count: s.item_count,
-                    payload: s.payload.clone(),
+                    item_count: block.item_count,
+                    payload: Payload::shared(Arc::clone(&s.blocks), index),
                 })))
             }
             Next::End => {
@@ -1002,7 +1093,7 @@ impl DecodedChunks {
                             chunk: loaded.chunk.clone(),
                             first_item: seg_first,
                             item_count: items,
-                            payload: buf,
+                            payload: buf.into(),
                         };
                         if tx.send(Msg::Chunk(Ok(seg))).is_err() {
                             return;
@@ -1042,7 +1133,9 @@ impl DecodedChunks {
 
     /// Gives a finished chunk's buffer back for reuse.
     pub fn recycle(&self, chunk: DecodedChunk) {
-        let _ = self.recycle.try_send(chunk.payload);
+        if let Some(buf) = chunk.payload.into_buffer() {
+            let _ = self.recycle.try_send(buf);
+        }
     }
 }
 

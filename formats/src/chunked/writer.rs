@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 use milonga_sdk::{ArtifactWriter, Error, FileEntry, Result};
@@ -210,7 +211,8 @@ struct Job {
     seq: u64,
     first_item: u64,
     item_count: u32,
-    blocks: Vec<RawBlock>,
+    /// Shared with the live stream's followers, if any.
+    blocks: Arc<[RawBlock]>,
 }
 
 /// Where the producer puts encoded items; see [`write_chunked`].
@@ -311,20 +313,13 @@ impl ChunkSink<'_> {
             seq: self.seq,
             first_item: self.first_item,
             item_count: self.chunk_items as u32,
-            blocks: std::mem::take(&mut self.blocks),
+            blocks: std::mem::take(&mut self.blocks).into(),
         };
-        self.live.push(|| {
-            let len = job.blocks.iter().map(|b| b.data.len()).sum();
-            let mut payload = Vec::with_capacity(len);
-            for b in &job.blocks {
-                payload.extend_from_slice(&b.data);
-            }
-            Segment {
-                seq: job.seq,
-                first_item: job.first_item,
-                item_count: job.item_count,
-                payload,
-            }
+        self.live.push(|| Segment {
+            seq: job.seq,
+            first_item: job.first_item,
+            item_count: job.item_count,
+            blocks: Arc::clone(&job.blocks),
         });
         self.seq += 1;
         self.first_item += self.chunk_items;
@@ -411,7 +406,7 @@ where
                                 reason: e.to_string(),
                             }),
                         };
-                        job.blocks = Vec::new();
+                        job.blocks = Arc::from(Vec::new());
                         if done_tx.send((job, r)).is_err() {
                             break;
                         }
