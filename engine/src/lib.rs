@@ -57,7 +57,7 @@ pub mod store;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod workspace;
 
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, SharedError};
 pub use executor::{Executor, Graph, Node, Outcome, Status, StepOutcome};
 pub use manifest::Manifest;
 #[cfg(feature = "pipeline")]

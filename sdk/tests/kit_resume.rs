@@ -69,7 +69,7 @@ impl Format<Input> for Chunks {
         let mut total = durable * PER_CHUNK;
         let mut chunk = Vec::new();
         for item in items {
-            chunk.push(item.map_err(|e| Error::Source(e.to_string()))?);
+            chunk.push(item.map_err(Error::source_failed)?);
             if chunk.len() == PER_CHUNK {
                 let mark = if self.0 == Bug::RenamesResumed && durable > 0 {
                     "r"
