@@ -111,7 +111,7 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// What `run` returns.
     type Output: Send + 'static;
 
-    /// How the output is stored; [`PostcardFormat`](struct@crate::PostcardFormat) for plain serde
+    /// How the output is stored; [`PostcardFormat`](type@crate::PostcardFormat) for plain serde
     /// values.
     type Format: Format<Self::Output> + Default;
 

@@ -291,7 +291,9 @@ where
     /// # Errors
     /// Every input that fails, with its path and the failure; or the directory's I/O error.
     pub fn replay_dir(&self, dir: impl AsRef<Path>) -> std::result::Result<usize, ReplayFailures> {
-        replay_dir(dir, |data| self.check(data).map_err(|f| f.to_string()))
+        replay_dir(dir, |data| {
+            self.check(data).map_err(|f| f.to_string().into())
+        })
     }
 
     /// Makes the files of an input: `Ok(None)` when the input makes no artifact, `Err` when
@@ -832,7 +834,7 @@ impl std::error::Error for ReplayFailures {}
 /// Every file that fails, with its path and message; or the folder's I/O error.
 pub fn replay_dir(
     dir: impl AsRef<Path>,
-    body: impl Fn(&[u8]) -> std::result::Result<(), String>,
+    body: impl Fn(&[u8]) -> std::result::Result<(), crate::BoxError>,
 ) -> std::result::Result<usize, ReplayFailures> {
     let dir = dir.as_ref();
     let mut replayed = None;
@@ -879,7 +881,7 @@ fn input_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, ReplayFailures> 
 fn replay_dir_noting(
     dir: &Path,
     report: Option<&Path>,
-    body: impl Fn(&[u8]) -> std::result::Result<(), String>,
+    body: impl Fn(&[u8]) -> std::result::Result<(), crate::BoxError>,
 ) -> std::result::Result<usize, ReplayFailures> {
     let paths = input_files(dir)?;
     let mut failures = Vec::new();
@@ -896,7 +898,7 @@ fn replay_dir_noting(
         };
         match no_panic(|| body(&data)) {
             Ok(Ok(())) => {}
-            Ok(Err(m)) => failures.push((path.clone(), m)),
+            Ok(Err(m)) => failures.push((path.clone(), m.to_string())),
             Err(p) => failures.push((path.clone(), format!("panicked: {p}"))),
         }
     }

@@ -25,7 +25,7 @@ static VALUE_POSTCARD: LazyLock<FormatFuzzer<FuzzRecord, PostcardFormat>> = Lazy
         .with_arbitrary_values()
 });
 
-/// [`PostcardFormat`](struct@PostcardFormat) reading a [`FuzzRecord`]: seeds, and records made
+/// [`PostcardFormat`](type@PostcardFormat) reading a [`FuzzRecord`]: seeds, and records made
 /// by `arbitrary`.
 pub fn value_postcard(data: &[u8]) {
     VALUE_POSTCARD.run(data);
@@ -47,7 +47,7 @@ static VALUE_JSON_ANY: LazyLock<FormatFuzzer<serde_json::Value, JsonFormat>> =
             .with_roundtrip_compare(false)
     });
 
-/// [`JsonFormat`](struct@JsonFormat) reading a [`FuzzRecord`], and from the same input any
+/// [`JsonFormat`](type@JsonFormat) reading a [`FuzzRecord`], and from the same input any
 /// JSON value.
 pub fn value_json(data: &[u8]) {
     // Floats in arbitrary JSON may come back one ulp off (no `float_roundtrip`), a documented
@@ -62,7 +62,7 @@ static VALUE_TEXT: LazyLock<FormatFuzzer<String, TextFormat>> = LazyLock::new(||
         .with_arbitrary_values()
 });
 
-/// [`TextFormat`](struct@TextFormat).
+/// [`TextFormat`](type@TextFormat).
 pub fn value_text(data: &[u8]) {
     VALUE_TEXT.run(data);
 }
@@ -73,7 +73,7 @@ static VALUE_BYTES: LazyLock<FormatFuzzer<Vec<u8>, BytesFormat>> = LazyLock::new
         .with_arbitrary_values()
 });
 
-/// [`BytesFormat`](struct@BytesFormat).
+/// [`BytesFormat`](type@BytesFormat).
 pub fn value_bytes(data: &[u8]) {
     VALUE_BYTES.run(data);
 }
