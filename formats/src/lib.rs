@@ -65,3 +65,8 @@ pub use sqlite::{
 };
 pub use stream::{Stream, StreamFormat, StreamIter, StreamReader};
 pub use value::{value_encoding, BytesFormat, JsonFormat, PostcardFormat, TextFormat, ValueFormat};
+
+/// The fuzz entry point of the bounded zstd decoder, for the repository's fuzz targets (not a
+/// stable API).
+#[doc(hidden)]
+pub use zstd_frame::fuzz_frame as fuzz_zstd_frame;
