@@ -399,10 +399,10 @@ const FUZZ_DICTIONARY: &[u8] = b"milonga zstd dictionary: the quick brown fox ju
     lazy dog, 0123456789, {\"key\":\"value\",\"n\":[1,2,3]}\n";
 
 /// The fuzz entry point of the bounded zstd decoder (`milonga_formats::fuzz_zstd_frame`, which
-/// the `chunk` fuzz target calls): checks [`FrameDecoder::decode`]'s promises on one input.
+/// the `chunk` fuzz target calls): checks `FrameDecoder::decode`'s promises on one input.
 ///
 /// The first byte picks the case: bit 0 a frame stored without its magic number, bit 1 the
-/// dictionary [`FUZZ_DICTIONARY`], bit 2 a valid frame made here (bits 3-4 pick the zstd level,
+/// dictionary `FUZZ_DICTIONARY`, bit 2 a valid frame made here (bits 3-4 pick the zstd level,
 /// bit 5 a frame checksum) from a body taken from the input and then patched by the rest of the
 /// input (3 bytes per patch: a `u16` offset and a byte to XOR there), otherwise the rest of the
 /// input after a `u16` expected length is the stored frame; bits 6-7 pick what the caller
@@ -433,7 +433,12 @@ pub fn fuzz_frame(data: &[u8]) {
     // A valid frame of a body from the input, patched; or the input as it is.
     let (stored, body) = if ctl & 4 == 4 {
         let (body, patches) = rest.split_at(len.min(rest.len()));
-        let level = [-1, 1, 3, 9][usize::from(ctl >> 3 & 3)];
+        let level = match ctl >> 3 & 3 {
+            0 => -1,
+            1 => 1,
+            2 => 3,
+            _ => 9,
+        };
         let Ok(mut cctx) = zstd_cctx(level, dictionary, ctl & 0x20 != 0, "fuzz") else {
             return;
         };

@@ -203,8 +203,8 @@ fn json_lines_pass_the_kit_with_random_access() {
     // Every file of every generated value is mutated: a few parts per value keep this fast.
     let format = JsonLinesFormat::<Row>::new().with_part_size(300);
     FormatCheck::lazy(&format, rows(), |v| Stream::new(v.clone()), collect)
-        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
-        .cases(16)
+        .with_random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
+        .with_cases(16)
         .assert();
 }
 
@@ -214,8 +214,8 @@ fn compressed_text_lines_pass_the_kit_with_random_access() {
         .with_part_size(100)
         .with_compression(Compression::Zstd { level: 1 });
     FormatCheck::lazy(&format, text_lines(), |v| Stream::new(v.clone()), collect)
-        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
-        .cases(16)
+        .with_random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
+        .with_cases(16)
         .assert();
 }
 
@@ -243,7 +243,7 @@ fn compressed_text_lines_resume_after_errors_and_panics() {
         .with_part_size(10)
         .with_compression(Compression::Zstd { level: 3 });
     ResumeCheck::new(&format, text_lines(), Stream::try_new, collect)
-        .crashes(&[Crash::Error, Crash::Panic])
-        .cases(16)
+        .with_crashes(&[Crash::Error, Crash::Panic])
+        .with_cases(16)
         .assert();
 }

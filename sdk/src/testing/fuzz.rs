@@ -284,7 +284,7 @@ where
     /// Replays every file in `dir` (sorted by name) through [`check`](Self::check): the
     /// regression test for inputs that once crashed the fuzz target. Returns how many it
     /// replayed. Called from a `#[test]`, it replays in a child process (as the kit's checks
-    /// do, see [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that
+    /// do, see [`FormatCheck::with_isolation`](super::FormatCheck::with_isolation)), so that an input that
     /// still makes the reader ask for petabytes is a reported failure naming the file, not
     /// the end of the test binary.
     ///
@@ -825,7 +825,7 @@ impl std::error::Error for ReplayFailures {}
 /// [`replay_dir`](FormatFuzzer::replay_dir).
 ///
 /// Called from a `#[test]`, it replays in a child process (as the kit's checks do, see
-/// [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that makes the
+/// [`FormatCheck::with_isolation`](super::FormatCheck::with_isolation)), so that an input that makes the
 /// process abort (an allocation refused by the meter of
 /// [`allocation_meter!`](crate::allocation_meter), a stack overflow) is a reported failure
 /// naming the file, not the end of the test binary.
