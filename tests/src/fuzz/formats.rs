@@ -58,7 +58,7 @@ where
     FormatFuzzer::lazy(format, |v: &Vec<T>| Stream::new(v.clone()), collect)
         .with_seeds(seeds)
         .with_random_access(
-            |r| Ok(r.len()),
+            |r| r.len(),
             |r, i| r.get(i),
             move |r| r.iter().take(10_000).collect(),
         )
