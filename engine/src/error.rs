@@ -8,6 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The error a step's `run` may return: any error type converts into it with `?`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error shared by everything that reports one failure (the step's error in
+/// [`Error::StepFailed`], reported to each step that needed it).
+pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in the engine.
 ///
 /// Errors about stored bytes (corrupt or missing objects, checksum mismatches, wrong formats) are
@@ -99,6 +103,11 @@ pub enum Error {
         unique_id: String,
         /// The error text (also recorded in the workspace).
         message: String,
+        /// The error the step's `run` (or its format's `write`) returned, when this process ran
+        /// it: downcast it to the step's own error type. `None` for a panic, or a failure
+        /// known only from the workspace's record.
+        #[source]
+        source: Option<SharedError>,
     },
     /// A step definition is not valid (name or version characters, arguments that cannot be
     /// serialized canonically).
@@ -139,6 +148,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// A [`Error::StepFailed`] with a message and no source (a panic, a recorded failure).
+    pub(crate) fn step_failed(unique_id: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::StepFailed {
+            unique_id: unique_id.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::StepFailed`] caused by `source` (its text is the message).
+    pub(crate) fn step_failed_by(unique_id: impl Into<String>, source: SharedError) -> Self {
+        Error::StepFailed {
+            unique_id: unique_id.into(),
+            message: source.to_string(),
+            source: Some(source),
+        }
+    }
+
     pub(crate) fn db(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
         Error::Database {
             path: path.into(),
@@ -162,6 +189,11 @@ impl From<milonga_sdk::Error> for Error {
             milonga_sdk::Error::Io { path, source } => Error::Io {
                 path: PathBuf::from(path),
                 source,
+            },
+            milonga_sdk::Error::Backend(e) => match e.downcast::<Error>() {
+                // An engine error that went through a format comes back as itself.
+                Ok(e) => *e,
+                Err(e) => Error::Format(milonga_sdk::Error::Backend(e)),
             },
             e => Error::Format(e),
         }

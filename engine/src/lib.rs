@@ -6,7 +6,7 @@
 //! step's name, [`VERSION`](Step::VERSION), format and arguments. Steps take other steps as
 //! inputs through [`StepRef`]; re-running a pipeline computes only what is missing, even in a
 //! new process; bumping `VERSION` invalidates. A step's [`Format`] decides how its result is
-//! stored: [`PostcardFormat`](struct@PostcardFormat) for any serde value, or a custom one written against the SDK.
+//! stored: [`PostcardFormat`](type@PostcardFormat) for any serde value, or a custom one written against the SDK.
 //!
 //! ```
 //! use milonga::{Context, PostcardFormat, Step, Workspace};
@@ -57,7 +57,7 @@ pub mod store;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod workspace;
 
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, SharedError};
 pub use executor::{Executor, Graph, Node, Outcome, Status, StepOutcome};
 pub use manifest::Manifest;
 #[cfg(feature = "pipeline")]

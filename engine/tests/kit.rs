@@ -38,9 +38,9 @@ fn manifest_decode_keeps_the_contract() {
         |bytes: &[u8]| Manifest::decode(bytes, "manifest"),
     )
     // Nothing may follow the last file, and every field is fixed-size or length-prefixed.
-    .truncation_must_fail(true)
+    .with_truncation_must_fail(true)
     // Byte 4 is the manifest layout version.
-    .newer_version(|bytes| bytes[4] += 1)
-    .cases(128)
+    .with_newer_version(|bytes| bytes[4] += 1)
+    .with_cases(128)
     .assert();
 }

@@ -40,7 +40,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for PostcardCodec {
 ///
 /// The id is `"json"`. Encoding is deterministic, as the [`Codec`] contract requires: the
 /// entries of every map (a `HashMap` too) are written sorted by key, as the keys of
-/// [`JsonFormat`](struct@crate::JsonFormat) objects are (by the bytes of the key as a JSON
+/// [`JsonFormat`](type@crate::JsonFormat) objects are (by the bytes of the key as a JSON
 /// string; integer and boolean keys become strings, as serde_json writes them). Struct fields
 /// keep their declaration order, so every value without a map gives the bytes it always gave,
 /// and a map's bytes are those of one of the orders the codec could write before: data written

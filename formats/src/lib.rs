@@ -6,9 +6,9 @@
 //!
 //! | format | stores | read back as |
 //! |---|---|---|
-//! | [`PostcardFormat`](struct@PostcardFormat) (the default) | any serde value | the value |
-//! | [`JsonFormat`](struct@JsonFormat) | any serde value, as JSON | the value |
-//! | [`TextFormat`](struct@TextFormat), [`BytesFormat`](struct@BytesFormat) | a `String`, a `Vec<u8>` | the value |
+//! | [`PostcardFormat`](type@PostcardFormat) (the default) | any serde value | the value |
+//! | [`JsonFormat`](type@JsonFormat) | any serde value, as JSON | the value |
+//! | [`TextFormat`](type@TextFormat), [`BytesFormat`](type@BytesFormat) | a `String`, a `Vec<u8>` | the value |
 //! | [`StreamFormat`] | a [`Stream`] of items, in compressed chunks | a lazy [`StreamReader`] |
 //! | [`JsonLinesFormat`], [`TextLinesFormat`] | a [`Stream`] as plain `.jsonl` / text-lines files (optionally `.zst`) | a lazy [`LinesReader`] |
 //! | [`SqliteSequenceFormat`] | any iterator (or a resumable [`SqliteSequenceBuilder`]) | a random-access [`SqliteSequence`] |
@@ -64,4 +64,9 @@ pub use sqlite::{
     SqliteSequenceBuilder, SqliteSequenceFormat,
 };
 pub use stream::{Stream, StreamFormat, StreamIter, StreamReader};
-pub use value::{BytesFormat, JsonFormat, PostcardFormat, TextFormat};
+pub use value::{value_encoding, BytesFormat, JsonFormat, PostcardFormat, TextFormat, ValueFormat};
+
+/// The fuzz entry point of the bounded zstd decoder, for the repository's fuzz targets (not a
+/// stable API).
+#[doc(hidden)]
+pub use zstd_frame::fuzz_frame as fuzz_zstd_frame;

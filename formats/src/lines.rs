@@ -15,15 +15,18 @@
 //! Reading is lazy: [`LinesReader::iter`] loads one part at a time; [`LinesReader::get`] finds
 //! the part through the index and scans that part's lines (the last part scanned is kept, so
 //! nearby lookups are cheap). There is no per-line offset index: a lookup costs one part, not
-//! one line. Reading needs the finished artifact (the index is written last); unlike
-//! [`StreamFormat`](crate::StreamFormat), these formats do not follow a write in progress.
+//! one line. Like [`StreamFormat`](crate::StreamFormat), a reader opened while the write is in
+//! progress follows it part by part, and reports a writer that died as
+//! [`Error::WriterDied`] (see [`LinesReader`]).
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use milonga_sdk::{
-    open_envelope, ArtifactHandle, ArtifactWriter, Envelope, Error, Format, Result, SharedBytes,
+    open_envelope, ArtifactHandle, ArtifactStatus, ArtifactWriter, Envelope, Error, Format, Result,
+    SharedBytes,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -655,17 +658,51 @@ impl PartWriter {
 // ---------------------------------------------------------------------------------------------
 // Reading.
 
+/// How long a follower waits for the writer at a time before it looks at the artifact again.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// What a reader knows of the parts: all of them once the index is read, or those a writer
+/// still at work has finished so far.
+#[derive(Debug)]
+struct Known {
+    parts: Vec<Part>,
+    /// The item count, once the index is read (the write is complete).
+    total: Option<u64>,
+}
+
+impl Known {
+    fn items(&self) -> u64 {
+        self.parts.iter().map(|p| p.count).sum()
+    }
+}
+
 /// A stored stream of lines, read lazily: what [`JsonLinesFormat`] and [`TextLinesFormat`]
 /// return.
 ///
 /// [`iter`](Self::iter) loads one part at a time; [`get`](Self::get) loads the part that holds
 /// the item (the last part loaded is kept). Every problem is a typed error naming the part file
 /// and the offset of the line. Clones share the index and the kept part.
+///
+/// # Following a write in progress
+/// A reader opened on an artifact that is still being written (the engine's
+/// `Workspace::follow`, see [`ArtifactStatus`]) follows it: it learns of each part when the
+/// writer finishes that part file, reads every item of the finished parts, and waits for the
+/// next part, or for the index that ends the stream. A part is a finished, content-verified
+/// artifact file before a reader can see it, so a follower never reads half a line or a part
+/// that is still growing. [`len`](Self::len) waits for the end; [`get`](Self::get) waits only
+/// for the part that holds the item. A writer that fails or dies ends the stream with
+/// [`Error::WriterDied`] (after the items of the parts it finished), never a short stream; a
+/// later attempt that resumes the write (see [`Format::durable_items`]) continues after those
+/// parts.
+///
+/// Following is for readers that go through milonga. The part files themselves are plain
+/// `.jsonl`/`.txt` files that other tools read once they are finished, but a file being
+/// written is never visible to them half-done (a part appears whole or not at all), so a
+/// `tail -f` of a growing file is not how to follow one.
 pub struct LinesReader<T> {
     artifact: ArtifactHandle,
     kind: Kind<T>,
-    parts: Arc<Vec<Part>>,
-    len: u64,
+    known: Arc<Mutex<Known>>,
     kept: Arc<Mutex<Option<Arc<LoadedPart>>>>,
 }
 
@@ -674,8 +711,7 @@ impl<T> Clone for LinesReader<T> {
         LinesReader {
             artifact: Arc::clone(&self.artifact),
             kind: self.kind,
-            parts: Arc::clone(&self.parts),
-            len: self.len,
+            known: Arc::clone(&self.known),
             kept: Arc::clone(&self.kept),
         }
     }
@@ -683,120 +719,279 @@ impl<T> Clone for LinesReader<T> {
 
 impl<T> fmt::Debug for LinesReader<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known = self.known();
         f.debug_struct("LinesReader")
             .field("format", &self.kind.id)
-            .field("len", &self.len)
-            .field("parts", &self.parts.len())
+            .field("len", &known.total)
+            .field("parts", &known.parts.len())
             .finish()
     }
 }
 
-impl<T> LinesReader<T> {
-    fn open(artifact: ArtifactHandle, kind: Kind<T>) -> Result<Self> {
-        let bytes = artifact.bytes(INDEX_FILE)?;
-        let all = (*bytes).as_ref();
-        let (_, payload) = open_envelope(all, kind.id, 1, INDEX_FILE)?;
-        let at = all.len() - payload.len();
-        let corrupt = |offset: usize, reason: String| {
-            Error::corrupt(INDEX_FILE, (at + offset) as u64, reason)
+/// Reads the index of a complete artifact: its parts, each present, and the item count.
+fn read_index<T>(artifact: &ArtifactHandle, kind: Kind<T>) -> Result<(Vec<Part>, u64)> {
+    let bytes = artifact.bytes(INDEX_FILE)?;
+    let all = (*bytes).as_ref();
+    let (_, payload) = open_envelope(all, kind.id, 1, INDEX_FILE)?;
+    let at = all.len() - payload.len();
+    let corrupt =
+        |offset: usize, reason: String| Error::corrupt(INDEX_FILE, (at + offset) as u64, reason);
+    let Some((head, mut entries)) = payload.split_first_chunk::<INDEX_HEAD>() else {
+        return Err(corrupt(
+            payload.len(),
+            format!("truncated: the index needs {INDEX_HEAD} bytes after its envelope"),
+        ));
+    };
+    let (total, n) = head.split_at(8);
+    let total = u64::from_le_bytes(total.try_into().unwrap_or_default());
+    let n = u32::from_le_bytes(n.try_into().unwrap_or_default()) as usize;
+    if entries.len() != n.saturating_mul(ENTRY_LEN) {
+        return Err(corrupt(
+            INDEX_HEAD,
+            format!(
+                "{n} parts need {} bytes of entries, the index has {}",
+                n.saturating_mul(ENTRY_LEN),
+                entries.len()
+            ),
+        ));
+    }
+    let mut parts = Vec::with_capacity(n);
+    let mut first = 0u64;
+    while let Some((entry, rest)) = entries.split_first_chunk::<ENTRY_LEN>() {
+        let offset = INDEX_HEAD + parts.len() * ENTRY_LEN;
+        let (count, rest_entry) = entry.split_at(8);
+        let (text_len, compression) = rest_entry.split_at(8);
+        let count = u64::from_le_bytes(count.try_into().unwrap_or_default());
+        let text_len = u64::from_le_bytes(text_len.try_into().unwrap_or_default());
+        let zstd = match compression {
+            [0] => false,
+            [1] => true,
+            other => {
+                return Err(corrupt(
+                    offset + 16,
+                    format!("unknown compression {other:?} (0 = none, 1 = zstd)"),
+                ))
+            }
         };
-        let Some((head, mut entries)) = payload.split_first_chunk::<INDEX_HEAD>() else {
+        if count == 0 || count > text_len || text_len > MAX_PART_BYTES {
             return Err(corrupt(
-                payload.len(),
-                format!("truncated: the index needs {INDEX_HEAD} bytes after its envelope"),
-            ));
-        };
-        let (total, n) = head.split_at(8);
-        let total = u64::from_le_bytes(total.try_into().unwrap_or_default());
-        let n = u32::from_le_bytes(n.try_into().unwrap_or_default()) as usize;
-        if entries.len() != n.saturating_mul(ENTRY_LEN) {
-            return Err(corrupt(
-                INDEX_HEAD,
+                offset,
                 format!(
-                    "{n} parts need {} bytes of entries, the index has {}",
-                    n.saturating_mul(ENTRY_LEN),
-                    entries.len()
+                    "a part of {count} lines in {text_len} bytes (1 or more lines of at \
+                     least one byte, at most 1 GiB)"
                 ),
             ));
         }
-        let mut parts = Vec::with_capacity(n);
-        let mut first = 0u64;
-        while let Some((entry, rest)) = entries.split_first_chunk::<ENTRY_LEN>() {
-            let offset = INDEX_HEAD + parts.len() * ENTRY_LEN;
-            let (count, rest_entry) = entry.split_at(8);
-            let (text_len, compression) = rest_entry.split_at(8);
-            let count = u64::from_le_bytes(count.try_into().unwrap_or_default());
-            let text_len = u64::from_le_bytes(text_len.try_into().unwrap_or_default());
-            let zstd = match compression {
-                [0] => false,
-                [1] => true,
-                other => {
-                    return Err(corrupt(
-                        offset + 16,
-                        format!("unknown compression {other:?} (0 = none, 1 = zstd)"),
-                    ))
-                }
-            };
-            if count == 0 || count > text_len || text_len > MAX_PART_BYTES {
-                return Err(corrupt(
-                    offset,
-                    format!(
-                        "a part of {count} lines in {text_len} bytes (1 or more lines of at \
-                         least one byte, at most 1 GiB)"
-                    ),
-                ));
+        parts.push(Part {
+            first,
+            count,
+            text_len,
+            zstd,
+        });
+        first = first.saturating_add(count);
+        entries = rest;
+    }
+    if first != total {
+        return Err(corrupt(
+            0,
+            format!("the index says {total} items, its parts hold {first}"),
+        ));
+    }
+    // Every part the index names is there, with no other part beside them.
+    let files: std::collections::HashSet<String> =
+        artifact.files().into_iter().map(|f| f.name).collect();
+    for (seq, p) in parts.iter().enumerate() {
+        let name = p.name(seq, kind.ext);
+        if !files.contains(&name) {
+            return Err(Error::MissingFile { file: name });
+        }
+    }
+    Ok((parts, total))
+}
+
+impl<T> LinesReader<T> {
+    fn open(artifact: ArtifactHandle, kind: Kind<T>) -> Result<Self> {
+        // The status first: once it says complete (or failed), the listing is final.
+        let status = artifact.status();
+        let has_index = artifact.files().iter().any(|f| f.name == INDEX_FILE);
+        let known = if has_index || status == ArtifactStatus::Complete {
+            let (parts, total) = read_index(&artifact, kind)?;
+            Known {
+                parts,
+                total: Some(total),
             }
-            parts.push(Part {
-                first,
-                count,
-                text_len,
-                zstd,
-            });
-            first = first.saturating_add(count);
-            entries = rest;
-        }
-        if first != total {
-            return Err(corrupt(
-                0,
-                format!("the index says {total} items, its parts hold {first}"),
-            ));
-        }
-        // Every part the index names is there, with no other part beside them.
-        let files: std::collections::HashSet<String> =
-            artifact.files().into_iter().map(|f| f.name).collect();
-        for (seq, p) in parts.iter().enumerate() {
-            let name = p.name(seq, kind.ext);
-            if !files.contains(&name) {
-                return Err(Error::MissingFile { file: name });
+        } else {
+            // A write in progress (or one that failed): follow it.
+            Known {
+                parts: Vec::new(),
+                total: None,
             }
-        }
+        };
         Ok(LinesReader {
             artifact,
             kind,
-            parts: Arc::new(parts),
-            len: total,
+            known: Arc::new(Mutex::new(known)),
             kept: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// The number of items.
-    pub fn len(&self) -> u64 {
-        self.len
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether there are no items.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Learns what the writer finished since the last look: new parts, in order, each loaded
+    /// and checked, or the index. Returns the status seen and the number of files listed.
+    fn sync(&self) -> Result<(ArtifactStatus, usize)> {
+        let status = self.artifact.status();
+        let files = self.artifact.files();
+        let mut known = self.known();
+        if known.total.is_some() {
+            return Ok((status, files.len()));
+        }
+        if files.iter().any(|f| f.name == INDEX_FILE) {
+            let (parts, total) = read_index(&self.artifact, self.kind)?;
+            if let Some(seq) = (0..known.parts.len()).find(|&i| parts.get(i) != known.parts.get(i))
+            {
+                return Err(Error::corrupt(
+                    INDEX_FILE,
+                    0,
+                    format!("part {seq} is not the part file that was read while it was written"),
+                ));
+            }
+            *known = Known {
+                parts,
+                total: Some(total),
+            };
+            return Ok((status, files.len()));
+        }
+        let mut found = std::collections::BTreeMap::new();
+        for entry in &files {
+            if let Some(rest) = entry.name.strip_prefix(PARTS_DIR) {
+                let (seq, part) = parse_part_name(rest, self.kind.ext).ok_or_else(|| {
+                    Error::corrupt(
+                        &entry.name,
+                        0,
+                        format!("not a part of a {} stream", self.kind.id),
+                    )
+                })?;
+                found.insert(seq, (part, entry));
+            }
+        }
+        while let Some((mut part, entry)) = found.remove(&known.parts.len()) {
+            let seq = known.parts.len();
+            let next = known.items();
+            if part.first != next || part.count == 0 {
+                return Err(Error::corrupt(
+                    &entry.name,
+                    0,
+                    format!("expected part {seq} starting at item {next}, with items"),
+                ));
+            }
+            let bytes = self.artifact.bytes(&entry.name)?;
+            let file = format!("{}: {}", self.artifact.describe(), entry.name);
+            part.text_len = if part.zstd {
+                let mut out = Vec::new();
+                FrameDecoder::new()
+                    .decode(
+                        (*bytes).as_ref(),
+                        Magic::Stored,
+                        Expect::AtMost(MAX_PART_BYTES),
+                        &mut out,
+                    )
+                    .map_err(|e| e.corrupt(&file, 0, 0))?;
+                out.len() as u64
+            } else {
+                entry.len
+            };
+            let loaded = load_part(bytes, seq, &part, file)?;
+            *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(loaded));
+            known.parts.push(part);
+        }
+        Ok((status, files.len()))
+    }
+
+    /// Part `seq` as the index (or the writer, so far) describes it, waiting for a writer at
+    /// work to finish it; `None` past the last part of a complete stream.
+    fn wait_for_part(&self, seq: usize) -> Result<Option<Part>> {
+        let known_part = |known: &Known| match known.parts.get(seq) {
+            Some(p) => Some(Some(p.clone())),
+            None if known.total.is_some() => Some(None),
+            None => None,
+        };
+        loop {
+            if let Some(p) = known_part(&self.known()) {
+                return Ok(p);
+            }
+            let (status, listed) = self.sync()?;
+            if let Some(p) = known_part(&self.known()) {
+                return Ok(p);
+            }
+            match status {
+                ArtifactStatus::Writing => self.artifact.wait_for_change(listed, WAIT_SLICE)?,
+                ArtifactStatus::Complete => {
+                    return Err(Error::MissingFile {
+                        file: INDEX_FILE.into(),
+                    })
+                }
+                ArtifactStatus::Failed(why) => {
+                    let items = self.known().items();
+                    return Err(Error::writer_died(self.artifact.describe(), items, why));
+                }
+                other => {
+                    return Err(Error::unsupported(format!(
+                        "artifact status {other:?} of {}",
+                        self.artifact.describe()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The number of items; a reader following a write waits for the end.
+    ///
+    /// # Errors
+    /// A writer that failed ([`Error::WriterDied`]), a damaged index or part.
+    pub fn len(&self) -> Result<u64> {
+        loop {
+            let next = {
+                let known = self.known();
+                if let Some(total) = known.total {
+                    return Ok(total);
+                }
+                known.parts.len()
+            };
+            self.wait_for_part(next)?;
+        }
+    }
+
+    /// Whether there are no items (a follower waits for the first part or the end).
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.wait_for_part(0)?.is_none())
+    }
+
+    /// Whether the stream is complete (its index read): `false` while a follower has not seen
+    /// the end of the write.
+    pub fn is_complete(&self) -> bool {
+        self.known().total.is_some()
     }
 
     /// The names of the part files, in order: concatenated (and decompressed, for `.zst`
-    /// parts), they are the whole stream as one plain file.
-    pub fn part_files(&self) -> Vec<String> {
-        self.parts
+    /// parts), they are the whole stream as one plain file. A follower waits for the end.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn part_files(&self) -> Result<Vec<String>> {
+        self.len()?;
+        Ok(self
+            .known()
+            .parts
             .iter()
             .enumerate()
             .map(|(seq, p)| p.name(seq, self.kind.ext))
-            .collect()
+            .collect())
     }
 
     /// Part `seq`, from the kept one or loaded (and then kept).
@@ -805,13 +1000,13 @@ impl<T> LinesReader<T> {
         if let Some(p) = kept.filter(|p| p.seq == seq) {
             return Ok(p);
         }
-        let Some(part) = self.parts.get(seq) else {
+        let Some(part) = self.wait_for_part(seq)? else {
             return Err(Error::corrupt(INDEX_FILE, 0, format!("no part {seq}")));
         };
         let name = part.name(seq, self.kind.ext);
         let bytes = self.artifact.bytes(&name)?;
         let file = format!("{}: {name}", self.artifact.describe());
-        let loaded = Arc::new(load_part(bytes, seq, part, file)?);
+        let loaded = Arc::new(load_part(bytes, seq, &part, file)?);
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&loaded));
         Ok(loaded)
     }
@@ -828,29 +1023,43 @@ impl<T> LinesReader<T> {
         })
     }
 
-    /// Item `index`, scanning the part that holds it.
+    /// Item `index`, scanning the part that holds it; a follower waits for that part.
     ///
     /// # Errors
-    /// [`Error::OutOfRange`] past the end; a missing, corrupt or undecodable part.
+    /// [`Error::OutOfRange`] past the end; a missing, corrupt or undecodable part;
+    /// [`Error::WriterDied`] for an item a failed writer never finished.
     pub fn get(&self, index: u64) -> Result<T> {
-        if index >= self.len {
-            return Err(Error::OutOfRange {
-                file: INDEX_FILE.into(),
-                index,
-                len: self.len,
-            });
+        loop {
+            let (holder, next) = {
+                let known = self.known();
+                if let Some(len) = known.total.filter(|&len| index >= len) {
+                    return Err(Error::OutOfRange {
+                        file: INDEX_FILE.into(),
+                        index,
+                        len,
+                    });
+                }
+                let seq = known
+                    .parts
+                    .partition_point(|p| p.first <= index)
+                    .saturating_sub(1);
+                let holder = known
+                    .parts
+                    .get(seq)
+                    .filter(|p| p.first <= index && index - p.first < p.count)
+                    .map(|p| (seq, p.first));
+                (holder, known.parts.len())
+            };
+            if let Some((seq, first)) = holder {
+                let part = self.part(seq)?;
+                return self.decode(&part, (index - first) as usize);
+            }
+            self.wait_for_part(next)?;
         }
-        let seq = self
-            .parts
-            .partition_point(|p| p.first <= index)
-            .saturating_sub(1);
-        let first = self.parts.get(seq).map_or(0, |p| p.first);
-        let part = self.part(seq)?;
-        self.decode(&part, (index - first) as usize)
     }
 
-    /// Every item, in order, one part in memory at a time. After an error it yields nothing
-    /// more.
+    /// Every item, in order, one part in memory at a time; a follower yields the items of
+    /// each part as the writer finishes it. After an error it yields nothing more.
     pub fn iter(&self) -> LinesIter<T> {
         LinesIter {
             reader: self.clone(),
@@ -888,7 +1097,14 @@ impl<T> Iterator for LinesIter<T> {
             if self.done {
                 return None;
             }
-            let count = self.reader.parts.get(self.seq)?.count;
+            let count = match self.reader.wait_for_part(self.seq) {
+                Ok(Some(part)) => part.count,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
             if self.k as u64 >= count {
                 self.seq += 1;
                 self.k = 0;

@@ -6,7 +6,7 @@
 //!
 //! A map's keys are serialized as serde_json writes object keys (strings, or numbers and
 //! booleans as strings) and sorted by the bytes of that string, as the keys of
-//! [`JsonFormat`](struct@crate::JsonFormat) objects are; its values are serialized (sorted in
+//! [`JsonFormat`](type@crate::JsonFormat) objects are; its values are serialized (sorted in
 //! turn) to JSON text first, then written in key order.
 
 use serde::ser::{

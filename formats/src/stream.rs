@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use milonga_sdk::{ArtifactHandle, ArtifactWriter, Codec, Error, Format, Result};
+use milonga_sdk::{ArtifactHandle, ArtifactWriter, BoxError, Codec, Error, Format, Result};
 
 use crate::chunked::{
     write_chunked, ChunkOptions, ChunkedReader, Compression, DecodedChunk, DecodedChunks,
@@ -13,7 +13,7 @@ use crate::chunked::{
 };
 use crate::codec::PostcardCodec;
 
-type BoxIter<T> = Box<dyn Iterator<Item = std::result::Result<T, String>> + Send>;
+type BoxIter<T> = Box<dyn Iterator<Item = std::result::Result<T, BoxError>> + Send>;
 
 /// A sequence of items produced lazily: the value a streaming step returns.
 ///
@@ -44,15 +44,17 @@ impl<T: 'static> Stream<T> {
         }
     }
 
-    /// A stream of fallible items: the first `Err` ends the stream with an error.
+    /// A stream of fallible items: the first `Err` ends the stream with an error
+    /// ([`Error::Source`], whose [`source`](std::error::Error::source) is the item's error).
+    /// `E` is any error type, or a message (`String`, `&str`).
     pub fn try_new<I, E>(items: I) -> Self
     where
         I: IntoIterator<Item = std::result::Result<T, E>>,
         I::IntoIter: Send + 'static,
-        E: fmt::Display,
+        E: Into<BoxError>,
     {
         Stream {
-            items: Box::new(items.into_iter().map(|r| r.map_err(|e| e.to_string()))),
+            items: Box::new(items.into_iter().map(|r| r.map_err(Into::into))),
         }
     }
 
@@ -531,7 +533,7 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
                     );
                     let item = items
                         .next_item()
-                        .map_err(|r| c.item_error(self.next, self.pos, &r))?;
+                        .map_err(|r| c.item_error(self.next, self.pos, r))?;
                     let Some(bytes) = item else {
                         return Err(c.item_error(self.next, self.pos, "missing item"));
                     };
@@ -577,7 +579,7 @@ impl<T, C: Codec<T> + Clone> StreamIter<T, C> {
                     // An item that does not parse is named by its own number and offset, not
                     // the segment's first.
                     items.skip_items(self.next - c.first_item).map_err(|r| {
-                        c.item_error(c.first_item + items.yielded(), items.position(), &r)
+                        c.item_error(c.first_item + items.yielded(), items.position(), r)
                     })?;
                     self.pos = items.position();
                     self.current = Some(c);

@@ -1,6 +1,7 @@
-//! The built-in single-value formats: [`PostcardFormat`](struct@PostcardFormat),
-//! [`JsonFormat`](struct@JsonFormat), [`TextFormat`](struct@TextFormat) and
-//! [`BytesFormat`](struct@BytesFormat).
+//! The built-in single-value formats: [`PostcardFormat`](type@PostcardFormat),
+//! [`JsonFormat`](type@JsonFormat), [`TextFormat`](type@TextFormat) and
+//! [`BytesFormat`](type@BytesFormat), all one generic [`ValueFormat`] over the encoding of the
+//! body.
 //!
 //! Each stores one value as one artifact file named [`"data"`](PostcardFormat::FILE): the SDK
 //! [`Envelope`] (format id and version) followed by the payload. The byte layouts are specified
@@ -37,8 +38,9 @@
 
 use std::any::type_name;
 use std::borrow::Cow;
-use std::fmt::Display;
+use std::fmt::{self, Debug, Display};
 use std::io::{self, BufWriter, Write};
+use std::marker::PhantomData;
 
 use milonga_sdk::{
     open_envelope, ArtifactHandle, ArtifactWriter, Envelope, Error, FileWriter, Format, Result,
@@ -61,7 +63,7 @@ const DEFAULT_THRESHOLD: usize = 512;
 
 /// How a format compresses what it writes. Not needed to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Settings {
+pub struct Settings {
     /// How bodies are compressed.
     compression: Compression,
     /// The smallest body that is compressed, in bytes.
@@ -85,78 +87,207 @@ impl Settings {
     }
 }
 
-/// The id, version, file name, compression settings and `Default` of a single-value format.
-macro_rules! value_format {
-    ($name:ident, $id:literal) => {
-        impl $name {
-            #[doc = concat!("The format id, `\"", $id, "\"`.")]
-            pub const ID: &'static str = $id;
-            /// The version of the bytes this build writes, `2`. It reads versions 1 and 2.
-            pub const VERSION: u32 = 2;
-            /// The name of the artifact file, `"data"`.
-            pub const FILE: &'static str = FILE;
-            /// The zstd level of the default settings, `3`.
-            pub const DEFAULT_LEVEL: i32 = DEFAULT_LEVEL;
-            /// The smallest body the default settings compress: `512` bytes.
-            pub const DEFAULT_THRESHOLD: usize = DEFAULT_THRESHOLD;
-            #[doc = concat!(
-                "The default settings, also [`", stringify!($name), "::default()`](Self::default) ",
-                "and the value [`", stringify!($name), "`](const@", stringify!($name), "): ",
-                "bodies of 512 bytes or more are compressed with zstd level 3."
-            )]
-            pub const DEFAULT: Self = Self {
-                settings: Settings::DEFAULT,
-            };
+/// One value stored as the `"data"` file: the envelope, a compression byte and a body encoded by
+/// `E` (one of the encodings in [`value_encoding`](crate::value_encoding)). Use it through its
+/// names [`PostcardFormat`](type@PostcardFormat), [`JsonFormat`](type@JsonFormat),
+/// [`TextFormat`](type@TextFormat) and [`BytesFormat`](type@BytesFormat), each also a constant
+/// with the default settings.
+///
+/// All four share the layout, the compression settings and the errors described in
+/// the documentation of [`PostcardFormat`](type@PostcardFormat) and in `docs/FORMAT.md` §8.1;
+/// only the body differs.
+pub struct ValueFormat<E> {
+    settings: Settings,
+    encoding: PhantomData<fn() -> E>,
+}
 
-            /// The format that never compresses (it still reads compressed files).
-            #[must_use]
-            pub const fn uncompressed() -> Self {
-                Self::DEFAULT.with_compression(Compression::None)
-            }
+impl<E> Clone for ValueFormat<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
 
-            /// The same settings with bodies compressed with zstd at a level
-            /// ([`Compression::Zstd`]: `1..=22`, or a negative level for zstd's fast modes; `0`
-            /// is zstd's default, level 3), or never compressed ([`Compression::None`]). Bodies
-            /// shorter than the [`threshold`](Self::with_threshold) are never compressed.
-            #[must_use]
-            pub const fn with_compression(self, compression: Compression) -> Self {
-                Self {
-                    settings: Settings {
-                        compression,
-                        threshold: self.settings.threshold,
-                    },
-                }
-            }
+impl<E> Copy for ValueFormat<E> {}
 
-            /// The same settings with bodies shorter than `bytes` stored uncompressed
-            /// (`0` compresses every body).
-            #[must_use]
-            pub const fn with_threshold(self, bytes: usize) -> Self {
-                Self {
-                    settings: Settings {
-                        compression: self.settings.compression,
-                        threshold: bytes,
-                    },
-                }
-            }
+impl<E> PartialEq for ValueFormat<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings
+    }
+}
 
-            /// How bodies are compressed.
-            pub const fn compression(&self) -> Compression {
-                self.settings.compression
-            }
+impl<E> Eq for ValueFormat<E> {}
 
-            /// The smallest body that is compressed, in bytes.
-            pub const fn threshold(&self) -> usize {
-                self.settings.threshold
-            }
-        }
+impl<E: encoding::Encoding> Debug for ValueFormat<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(E::NAME)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
 
-        impl Default for $name {
-            fn default() -> Self {
-                Self::DEFAULT
-            }
-        }
+impl<E: encoding::Encoding> ValueFormat<E> {
+    /// The format id: `"milonga.postcard"`, `"milonga.json"`, `"milonga.text"` or
+    /// `"milonga.bytes"`.
+    pub const ID: &'static str = E::ID;
+    /// The version of the bytes this build writes, `2`. It reads versions 1 and 2.
+    pub const VERSION: u32 = 2;
+    /// The name of the artifact file, `"data"`.
+    pub const FILE: &'static str = FILE;
+    /// The zstd level of the default settings, `3`.
+    pub const DEFAULT_LEVEL: i32 = DEFAULT_LEVEL;
+    /// The smallest body the default settings compress: `512` bytes.
+    pub const DEFAULT_THRESHOLD: usize = DEFAULT_THRESHOLD;
+    /// The default settings, also `default()` and the constant of the format's name (the value
+    /// `PostcardFormat`): bodies of 512 bytes or more are compressed with zstd level 3.
+    pub const DEFAULT: Self = Self {
+        settings: Settings::DEFAULT,
+        encoding: PhantomData,
     };
+
+    /// The format that never compresses (it still reads compressed files).
+    #[must_use]
+    pub const fn uncompressed() -> Self {
+        Self::DEFAULT.with_compression(Compression::None)
+    }
+
+    /// The same settings with bodies compressed with zstd at a level ([`Compression::Zstd`]:
+    /// `1..=22`, or a negative level for zstd's fast modes; `0` is zstd's default, level 3), or
+    /// never compressed ([`Compression::None`]). Bodies shorter than the
+    /// [`threshold`](Self::with_threshold) are never compressed.
+    #[must_use]
+    pub const fn with_compression(self, compression: Compression) -> Self {
+        Self {
+            settings: Settings {
+                compression,
+                threshold: self.settings.threshold,
+            },
+            encoding: PhantomData,
+        }
+    }
+
+    /// The same settings with bodies shorter than `bytes` stored uncompressed (`0` compresses
+    /// every body).
+    #[must_use]
+    pub const fn with_threshold(self, bytes: usize) -> Self {
+        Self {
+            settings: Settings {
+                compression: self.settings.compression,
+                threshold: bytes,
+            },
+            encoding: PhantomData,
+        }
+    }
+
+    /// How bodies are compressed.
+    pub const fn compression(&self) -> Compression {
+        self.settings.compression
+    }
+
+    /// The smallest body that is compressed, in bytes.
+    pub const fn threshold(&self) -> usize {
+        self.settings.threshold
+    }
+}
+
+impl<E: encoding::Encoding> Default for ValueFormat<E> {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl<T, E> Format<T> for ValueFormat<E>
+where
+    T: Send + Sync + 'static,
+    E: encoding::ValueEncoding<T>,
+{
+    type Output = T;
+
+    fn id(&self) -> &str {
+        E::ID
+    }
+
+    fn version(&self) -> u32 {
+        Self::VERSION
+    }
+
+    fn write(&self, value: T, artifact: &dyn ArtifactWriter) -> Result<()> {
+        write_data(artifact, E::ID, Self::VERSION, |sink| {
+            E::write(value, self.settings, sink)
+        })
+    }
+
+    fn read(&self, artifact: ArtifactHandle) -> Result<T> {
+        let (bytes, at, version) = read_data(&artifact, E::ID, Self::VERSION)?;
+        E::read(body(&bytes, at, version, E::PREFIX)?)
+    }
+}
+
+/// What a [`ValueFormat`] needs from the encoding of its body. Not implementable outside this
+/// crate: the four encodings are [`value_encoding`](crate::value_encoding)'s.
+pub(crate) mod encoding {
+    use super::{Body, Prefix, Settings, Sink};
+    use milonga_sdk::Result;
+
+    /// The id and layout of an encoding.
+    pub trait Encoding: 'static {
+        /// The format id.
+        const ID: &'static str;
+        /// The type's name, for `Debug`.
+        const NAME: &'static str;
+        /// Whether an uncompressed body is preceded by its length.
+        const PREFIX: Prefix;
+    }
+
+    /// Writing and reading a `T` as the body.
+    pub trait ValueEncoding<T>: Encoding {
+        /// Writes the payload after the envelope (compression byte and body).
+        fn write(value: T, settings: Settings, sink: &mut Sink) -> Result<()>;
+        /// Decodes the body.
+        fn read(body: Body<'_>) -> Result<T>;
+    }
+}
+
+/// The encodings of a [`ValueFormat`]'s body: the `E` of
+/// [`PostcardFormat`](type@crate::PostcardFormat) = `ValueFormat<Postcard>` and the others.
+pub mod value_encoding {
+    /// The body is the postcard encoding of a serde value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Postcard {}
+    /// The body is a serde value as compact JSON with sorted keys, and a newline.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Json {}
+    /// The body is a `String`'s UTF-8 bytes, after their length.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Text {}
+    /// The body is a `Vec<u8>`'s bytes, after their length.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Bytes {}
+}
+
+use value_encoding::{Bytes, Json, Postcard, Text};
+
+impl encoding::Encoding for Postcard {
+    const ID: &'static str = "milonga.postcard";
+    const NAME: &'static str = "PostcardFormat";
+    const PREFIX: Prefix = Prefix::None;
+}
+
+impl encoding::Encoding for Json {
+    const ID: &'static str = "milonga.json";
+    const NAME: &'static str = "JsonFormat";
+    const PREFIX: Prefix = Prefix::None;
+}
+
+impl encoding::Encoding for Text {
+    const ID: &'static str = "milonga.text";
+    const NAME: &'static str = "TextFormat";
+    const PREFIX: Prefix = Prefix::Length;
+}
+
+impl encoding::Encoding for Bytes {
+    const ID: &'static str = "milonga.bytes";
+    const NAME: &'static str = "BytesFormat";
+    const PREFIX: Prefix = Prefix::Length;
 }
 
 /// Any serde value as [postcard](https://docs.rs/postcard): compact and fast. The default
@@ -173,12 +304,12 @@ macro_rules! value_format {
 ///
 /// # Compression
 /// The payload starts with a compression byte. By default a body (here: the postcard encoding)
-/// of [`DEFAULT_THRESHOLD`](Self::DEFAULT_THRESHOLD) = 512 bytes or more is compressed with
-/// zstd at level [`DEFAULT_LEVEL`](Self::DEFAULT_LEVEL) = 3 (about 2.7 times smaller for
+/// of [`DEFAULT_THRESHOLD`](ValueFormat::DEFAULT_THRESHOLD) = 512 bytes or more is compressed with
+/// zstd at level [`DEFAULT_LEVEL`](ValueFormat::DEFAULT_LEVEL) = 3 (about 2.7 times smaller for
 /// typical records of numbers and words), unless that does not make the payload smaller; a
-/// shorter body is stored as it is. Configure with [`uncompressed()`](Self::uncompressed),
-/// [`with_compression(Compression::Zstd { level })`](Self::with_compression) and
-/// [`with_threshold(bytes)`](Self::with_threshold), for example in a step's
+/// shorter body is stored as it is. Configure with [`uncompressed()`](ValueFormat::uncompressed),
+/// [`with_compression(Compression::Zstd { level })`](ValueFormat::with_compression) and
+/// [`with_threshold(bytes)`](ValueFormat::with_threshold), for example in a step's
 /// `fn format(&self) -> PostcardFormat { PostcardFormat::uncompressed() }`. The four
 /// single-value formats work the same way.
 ///
@@ -191,7 +322,7 @@ macro_rules! value_format {
 /// Postcard writes the value in its own [`Serialize`] order. Structs, `Vec`, `BTreeMap` and
 /// `BTreeSet` always give the same bytes; a `HashMap` or `HashSet` serializes in its iteration
 /// order, which changes between processes, so the same map can give different bytes. Use a
-/// `BTreeMap` where the bytes must be stable, or [`JsonFormat`](struct@JsonFormat) for maps with
+/// `BTreeMap` where the bytes must be stable, or [`JsonFormat`](type@JsonFormat) for maps with
 /// string keys. Compression is single-threaded at a fixed level and deterministic for a given
 /// zstd library version (zstd 1.5.7, pinned by golden-byte tests).
 ///
@@ -221,81 +352,21 @@ macro_rules! value_format {
 /// assert_eq!(back, big);
 /// # Ok::<(), milonga_sdk::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PostcardFormat {
-    settings: Settings,
-}
+pub type PostcardFormat = ValueFormat<Postcard>;
 
-/// [`PostcardFormat`](struct@PostcardFormat) with the default settings, so that
-/// `PostcardFormat` still works as a value (`PostcardFormat.write(..)`, `&PostcardFormat`).
+/// [`PostcardFormat`](type@PostcardFormat) with the default settings, so that `PostcardFormat` still works as a value
+/// (`PostcardFormat.write(..)`, `&PostcardFormat`).
 #[allow(non_upper_case_globals)]
 pub const PostcardFormat: PostcardFormat = PostcardFormat::DEFAULT;
-
-value_format!(PostcardFormat, "milonga.postcard");
-
-impl<T> Format<T> for PostcardFormat
-where
-    T: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    type Output = T;
-
-    fn id(&self) -> &str {
-        Self::ID
-    }
-
-    fn version(&self) -> u32 {
-        Self::VERSION
-    }
-
-    fn write(&self, value: T, artifact: &dyn ArtifactWriter) -> Result<()> {
-        let encode_error = |e: postcard::Error| Error::Encode {
-            what: type_name::<T>().to_owned(),
-            reason: e.to_string(),
-        };
-        if self.settings.level().is_none() {
-            // Streams the value to the file, with no copy in memory.
-            return write_data(artifact, Self::ID, Self::VERSION, |sink| {
-                write_all(sink, &[NONE])?;
-                match postcard::to_io(&value, &mut *sink) {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(sink
-                        .take_error()
-                        .map_or_else(|| encode_error(e), |io| Error::io(FILE, io))),
-                }
-            });
-        }
-        let body = postcard::to_stdvec(&value).map_err(encode_error)?;
-        drop(value);
-        write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.settings, &body, Prefix::None)
-        })
-    }
-
-    fn read(&self, artifact: ArtifactHandle) -> Result<T> {
-        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let body = body(&bytes, at, version, Prefix::None)?;
-        let (value, rest) = postcard::take_from_bytes::<T>(&body.bytes).map_err(|e| {
-            body.origin
-                .decode(format!("postcard, as {}: {e}", type_name::<T>()))
-        })?;
-        if !rest.is_empty() {
-            return Err(body.origin.corrupt(
-                body.bytes.len() - rest.len(),
-                format!("{} trailing bytes after the value", rest.len()),
-            ));
-        }
-        Ok(value)
-    }
-}
 
 /// Any serde value as JSON text: readable by people and other tools.
 ///
 /// Id `"milonga.json"`, version 2. The `"data"` file is the envelope, a compression byte, and
 /// the value as compact JSON (no spaces, no newlines inside) followed by one newline byte
 /// (`0x0a`), which makes truncation detectable even for a top-level number; compressed with
-/// zstd when that body is 512 bytes or more (see [compression](struct@PostcardFormat#compression);
-/// [`JsonFormat::uncompressed()`](Self::uncompressed) keeps every file plain text after the
-/// compression byte). Like [`PostcardFormat`](struct@PostcardFormat), `JsonFormat` is also a
+/// zstd when that body is 512 bytes or more (see [compression](type@PostcardFormat#compression);
+/// [`JsonFormat::uncompressed()`](ValueFormat::uncompressed) keeps every file plain text after the
+/// compression byte). Like [`PostcardFormat`](type@PostcardFormat), `JsonFormat` is also a
 /// constant with the default settings.
 ///
 /// # Determinism
@@ -321,33 +392,87 @@ where
 /// assert_eq!(back, scores);
 /// # Ok::<(), milonga_sdk::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsonFormat {
-    settings: Settings,
-}
+pub type JsonFormat = ValueFormat<Json>;
 
-/// [`JsonFormat`](struct@JsonFormat) with the default settings, so that `JsonFormat` still
-/// works as a value (`JsonFormat.write(..)`, `&JsonFormat`).
+/// [`JsonFormat`](type@JsonFormat) with the default settings, so that `JsonFormat` still works as a value
+/// (`JsonFormat.write(..)`, `&JsonFormat`).
 #[allow(non_upper_case_globals)]
 pub const JsonFormat: JsonFormat = JsonFormat::DEFAULT;
 
-value_format!(JsonFormat, "milonga.json");
+/// A [`String`] stored as its UTF-8 bytes, for text that other tools should be able to read.
+///
+/// Id `"milonga.text"`, version 2. The `"data"` file is the envelope, a compression byte, the
+/// byte length of the text as a little-endian `u64`, and the text, compressed with zstd when it
+/// is 512 bytes or more (see [compression](type@PostcardFormat#compression);
+/// [`TextFormat::uncompressed()`](ValueFormat::uncompressed) keeps the text readable in the file).
+/// Reading checks the length against the file (or the decompressed text) and the text for valid
+/// UTF-8. Writing is deterministic. `TextFormat` is also a constant with the default settings.
+pub type TextFormat = ValueFormat<Text>;
 
-impl<T> Format<T> for JsonFormat
+/// [`TextFormat`](type@TextFormat) with the default settings, so that `TextFormat` still works as a value
+/// (`TextFormat.write(..)`, `&TextFormat`).
+#[allow(non_upper_case_globals)]
+pub const TextFormat: TextFormat = TextFormat::DEFAULT;
+
+/// Raw bytes (`Vec<u8>`) stored as they are.
+///
+/// Id `"milonga.bytes"`, version 2. The `"data"` file is the envelope, a compression byte, the
+/// number of bytes as a little-endian `u64`, and the bytes, compressed with zstd when there are
+/// 512 or more and compression makes them smaller (see
+/// [compression](type@PostcardFormat#compression)). Reading checks the length against the file (or the
+/// decompressed bytes). Writing is deterministic. `BytesFormat` is also a constant with the
+/// default settings.
+pub type BytesFormat = ValueFormat<Bytes>;
+
+/// [`BytesFormat`](type@BytesFormat) with the default settings, so that `BytesFormat` still works as a value
+/// (`BytesFormat.write(..)`, `&BytesFormat`).
+#[allow(non_upper_case_globals)]
+pub const BytesFormat: BytesFormat = BytesFormat::DEFAULT;
+
+impl<T> encoding::ValueEncoding<T> for Postcard
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    type Output = T;
-
-    fn id(&self) -> &str {
-        Self::ID
+    fn write(value: T, settings: Settings, sink: &mut Sink) -> Result<()> {
+        let encode_error = |e: postcard::Error| Error::Encode {
+            what: type_name::<T>().to_owned(),
+            reason: e.to_string(),
+        };
+        if settings.level().is_none() {
+            // Streams the value to the file, with no copy in memory.
+            write_all(sink, &[NONE])?;
+            return match postcard::to_io(&value, &mut *sink) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(sink
+                    .take_error()
+                    .map_or_else(|| encode_error(e), |io| Error::io(FILE, io))),
+            };
+        }
+        let body = postcard::to_stdvec(&value).map_err(encode_error)?;
+        drop(value);
+        write_body(sink, settings, &body, Prefix::None)
     }
 
-    fn version(&self) -> u32 {
-        Self::VERSION
+    fn read(body: Body<'_>) -> Result<T> {
+        let (value, rest) = postcard::take_from_bytes::<T>(&body.bytes).map_err(|e| {
+            body.origin
+                .decode(format!("postcard, as {}: {e}", type_name::<T>()))
+        })?;
+        if !rest.is_empty() {
+            return Err(body.origin.corrupt(
+                body.bytes.len() - rest.len(),
+                format!("{} trailing bytes after the value", rest.len()),
+            ));
+        }
+        Ok(value)
     }
+}
 
-    fn write(&self, value: T, artifact: &dyn ArtifactWriter) -> Result<()> {
+impl<T> encoding::ValueEncoding<T> for Json
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn write(value: T, settings: Settings, sink: &mut Sink) -> Result<()> {
         let mut json = serde_json::to_value(&value).map_err(|e| Error::Encode {
             what: type_name::<T>().to_owned(),
             reason: e.to_string(),
@@ -356,15 +481,13 @@ where
         // Without serde_json's `preserve_order` feature objects are already sorted maps; with it
         // (enabled anywhere in the dependency graph) this restores the sorted order.
         json.sort_all_objects();
-        if self.settings.level().is_none() {
+        if settings.level().is_none() {
             // Streams the text to the file, with no copy in memory.
-            return write_data(artifact, Self::ID, Self::VERSION, |sink| {
-                write_all(sink, &[NONE])?;
-                serde_json::to_writer(&mut *sink, &json)
-                    .map_err(io::Error::from)
-                    .and_then(|()| sink.write_all(b"\n"))
-                    .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)))
-            });
+            write_all(sink, &[NONE])?;
+            return serde_json::to_writer(&mut *sink, &json)
+                .map_err(io::Error::from)
+                .and_then(|()| sink.write_all(b"\n"))
+                .map_err(|e| Error::io(FILE, sink.take_error().unwrap_or(e)));
         }
         let mut body = serde_json::to_vec(&json).map_err(|e| Error::Encode {
             what: type_name::<T>().to_owned(),
@@ -372,14 +495,10 @@ where
         })?;
         drop(json);
         body.push(b'\n');
-        write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.settings, &body, Prefix::None)
-        })
+        write_body(sink, settings, &body, Prefix::None)
     }
 
-    fn read(&self, artifact: ArtifactHandle) -> Result<T> {
-        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let body = body(&bytes, at, version, Prefix::None)?;
+    fn read(body: Body<'_>) -> Result<T> {
         let Some((b'\n', json)) = body.bytes.split_last() else {
             return Err(body.origin.corrupt(
                 body.bytes.len(),
@@ -393,46 +512,12 @@ where
     }
 }
 
-/// A [`String`] stored as its UTF-8 bytes, for text that other tools should be able to read.
-///
-/// Id `"milonga.text"`, version 2. The `"data"` file is the envelope, a compression byte, the
-/// byte length of the text as a little-endian `u64`, and the text, compressed with zstd when it
-/// is 512 bytes or more (see [compression](struct@PostcardFormat#compression);
-/// [`TextFormat::uncompressed()`](Self::uncompressed) keeps the text readable in the file).
-/// Reading checks the length against the file (or the decompressed text) and the text for valid
-/// UTF-8. Writing is deterministic. `TextFormat` is also a constant with the default settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TextFormat {
-    settings: Settings,
-}
-
-/// [`TextFormat`](struct@TextFormat) with the default settings, so that `TextFormat` still
-/// works as a value (`TextFormat.write(..)`, `&TextFormat`).
-#[allow(non_upper_case_globals)]
-pub const TextFormat: TextFormat = TextFormat::DEFAULT;
-
-value_format!(TextFormat, "milonga.text");
-
-impl Format<String> for TextFormat {
-    type Output = String;
-
-    fn id(&self) -> &str {
-        Self::ID
+impl encoding::ValueEncoding<String> for Text {
+    fn write(value: String, settings: Settings, sink: &mut Sink) -> Result<()> {
+        write_body(sink, settings, value.as_bytes(), Prefix::Length)
     }
 
-    fn version(&self) -> u32 {
-        Self::VERSION
-    }
-
-    fn write(&self, value: String, artifact: &dyn ArtifactWriter) -> Result<()> {
-        write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.settings, value.as_bytes(), Prefix::Length)
-        })
-    }
-
-    fn read(&self, artifact: ArtifactHandle) -> Result<String> {
-        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        let body = body(&bytes, at, version, Prefix::Length)?;
+    fn read(body: Body<'_>) -> Result<String> {
         let origin = body.origin;
         match body.bytes {
             Cow::Borrowed(text) => match std::str::from_utf8(text) {
@@ -450,48 +535,13 @@ fn not_utf8(origin: Origin, e: &std::str::Utf8Error) -> Error {
     origin.corrupt(e.valid_up_to(), format!("the text is not valid UTF-8: {e}"))
 }
 
-/// Raw bytes (`Vec<u8>`) stored as they are.
-///
-/// Id `"milonga.bytes"`, version 2. The `"data"` file is the envelope, a compression byte, the
-/// number of bytes as a little-endian `u64`, and the bytes, compressed with zstd when there are
-/// 512 or more and compression makes them smaller (see
-/// [compression](struct@PostcardFormat#compression)). Reading checks the length against the file (or the
-/// decompressed bytes). Writing is deterministic. `BytesFormat` is also a constant with the
-/// default settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BytesFormat {
-    settings: Settings,
-}
-
-/// [`BytesFormat`](struct@BytesFormat) with the default settings, so that `BytesFormat` still
-/// works as a value (`BytesFormat.write(..)`, `&BytesFormat`).
-#[allow(non_upper_case_globals)]
-pub const BytesFormat: BytesFormat = BytesFormat::DEFAULT;
-
-value_format!(BytesFormat, "milonga.bytes");
-
-impl Format<Vec<u8>> for BytesFormat {
-    type Output = Vec<u8>;
-
-    fn id(&self) -> &str {
-        Self::ID
+impl encoding::ValueEncoding<Vec<u8>> for Bytes {
+    fn write(value: Vec<u8>, settings: Settings, sink: &mut Sink) -> Result<()> {
+        write_body(sink, settings, &value, Prefix::Length)
     }
 
-    fn version(&self) -> u32 {
-        Self::VERSION
-    }
-
-    fn write(&self, value: Vec<u8>, artifact: &dyn ArtifactWriter) -> Result<()> {
-        write_data(artifact, Self::ID, Self::VERSION, |sink| {
-            write_body(sink, self.settings, &value, Prefix::Length)
-        })
-    }
-
-    fn read(&self, artifact: ArtifactHandle) -> Result<Vec<u8>> {
-        let (bytes, at, version) = read_data(&artifact, Self::ID, Self::VERSION)?;
-        Ok(body(&bytes, at, version, Prefix::Length)?
-            .bytes
-            .into_owned())
+    fn read(body: Body<'_>) -> Result<Vec<u8>> {
+        Ok(body.bytes.into_owned())
     }
 }
 
@@ -506,14 +556,14 @@ const ZSTD: u8 = 1;
 /// Whether an uncompressed body is preceded by its length (text and bytes) or delimits itself
 /// (postcard, JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prefix {
+pub enum Prefix {
     None,
     Length,
 }
 
 /// Buffers writes to the `"data"` file and keeps the first I/O error, which encoders such as
 /// postcard replace with their own.
-struct Sink {
+pub struct Sink {
     inner: BufWriter<Box<dyn FileWriter>>,
     error: Option<io::Error>,
 }
@@ -628,7 +678,7 @@ fn read_data(
 
 /// Where the bytes of a [`Body`] come from, for errors.
 #[derive(Debug, Clone, Copy)]
-enum Origin {
+pub enum Origin {
     /// Stored as they are, from this offset of the file.
     File(usize),
     /// Decompressed from the zstd frame at this offset of the file.
@@ -666,7 +716,7 @@ impl Origin {
 }
 
 /// The body of a value: the bytes the format's decoder reads.
-struct Body<'a> {
+pub struct Body<'a> {
     bytes: Cow<'a, [u8]>,
     origin: Origin,
 }

@@ -393,6 +393,161 @@ pub(crate) fn compress_stripped<'a>(
     }
 }
 
+/// The raw-content dictionary the fuzz entry point compresses with (when its control byte asks
+/// for one).
+const FUZZ_DICTIONARY: &[u8] = b"milonga zstd dictionary: the quick brown fox jumps over the \
+    lazy dog, 0123456789, {\"key\":\"value\",\"n\":[1,2,3]}\n";
+
+/// The fuzz entry point of the bounded zstd decoder (`milonga_formats::fuzz_zstd_frame`, which
+/// the `chunk` fuzz target calls): checks `FrameDecoder::decode`'s promises on one input.
+///
+/// The first byte picks the case: bit 0 a frame stored without its magic number, bit 1 the
+/// dictionary `FUZZ_DICTIONARY`, bit 2 a valid frame made here (bits 3-4 pick the zstd level,
+/// bit 5 a frame checksum) from a body taken from the input and then patched by the rest of the
+/// input (3 bytes per patch: a `u16` offset and a byte to XOR there), otherwise the rest of the
+/// input after a `u16` expected length is the stored frame; bits 6-7 pick what the caller
+/// expects (exactly the length, one more byte, at most the length, at most 1 GiB).
+///
+/// The promises: decoding never panics; on an error `out` is left as it was and a reported
+/// offset is within the stored bytes; a decoded frame has the expected size, is what zstd's own
+/// decoder makes of the same frame, and decodes the same again with the same (reused) context;
+/// an unpatched frame decodes to its body whenever the expectation allows it.
+///
+/// # Panics
+/// When one of the promises is broken: that is what the fuzzer looks for.
+#[allow(clippy::missing_panics_doc)]
+pub fn fuzz_frame(data: &[u8]) {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let magic = if ctl & 1 == 1 {
+        Magic::Stripped
+    } else {
+        Magic::Stored
+    };
+    let dictionary: &[u8] = if ctl & 2 == 2 { FUZZ_DICTIONARY } else { &[] };
+    let Some((len, rest)) = rest.split_first_chunk::<2>() else {
+        return;
+    };
+    let len = usize::from(u16::from_le_bytes(*len));
+    // A valid frame of a body from the input, patched; or the input as it is.
+    let (stored, body) = if ctl & 4 == 4 {
+        let (body, patches) = rest.split_at(len.min(rest.len()));
+        let level = match ctl >> 3 & 3 {
+            0 => -1,
+            1 => 1,
+            2 => 3,
+            _ => 9,
+        };
+        let Ok(mut cctx) = zstd_cctx(level, dictionary, ctl & 0x20 != 0, "fuzz") else {
+            return;
+        };
+        let mut frame = Vec::new();
+        if compress_stripped(&mut cctx, body, &mut frame, "fuzz").is_err() {
+            return;
+        }
+        if magic == Magic::Stripped {
+            frame.drain(..ZSTD_MAGIC.len());
+        }
+        let mut patched = false;
+        if !frame.is_empty() {
+            for p in patches.chunks_exact(3) {
+                if let [a, b, x] = *p {
+                    let at = usize::from(u16::from_le_bytes([a, b])) % frame.len();
+                    if let Some(byte) = frame.get_mut(at) {
+                        *byte ^= x;
+                        patched |= x != 0;
+                    }
+                }
+            }
+        }
+        (frame, (!patched).then_some(body))
+    } else {
+        (rest.to_vec(), None)
+    };
+    let want = body.map_or(len, <[u8]>::len) as u64;
+    let expect = match ctl >> 6 {
+        0 => Expect::Exactly(want),
+        1 => Expect::Exactly(want + 1),
+        2 => Expect::AtMost(want),
+        _ => Expect::AtMost(1 << 30),
+    };
+    let Ok(mut decoder) = FrameDecoder::with_dictionary(dictionary, "fuzz") else {
+        return;
+    };
+    let decode = |decoder: &mut FrameDecoder| {
+        let mut out = b"kept".to_vec();
+        let r = decoder.decode(&stored, magic, expect, &mut out);
+        assert!(
+            out.starts_with(b"kept"),
+            "decode changed the bytes before its output"
+        );
+        let produced = out.split_off(4);
+        match r {
+            Ok(()) => Ok(produced),
+            Err(e) => {
+                assert!(
+                    produced.is_empty(),
+                    "an error left {} bytes",
+                    produced.len()
+                );
+                if let Some(at) = e.at {
+                    assert!(
+                        at <= stored.len(),
+                        "offset {at} past {} bytes",
+                        stored.len()
+                    );
+                }
+                Err(e)
+            }
+        }
+    };
+    let first = decode(&mut decoder);
+    // The same context again (after an error, too) gives the same answer.
+    assert_eq!(
+        decode(&mut decoder),
+        first,
+        "a reused context decodes differently"
+    );
+    match (&first, body) {
+        (Ok(out), _) => {
+            match expect {
+                Expect::Exactly(n) => assert_eq!(out.len() as u64, n, "not the expected size"),
+                Expect::AtMost(n) => assert!(out.len() as u64 <= n, "more than the bound"),
+            }
+            let mut whole = match magic {
+                Magic::Stored => Vec::new(),
+                Magic::Stripped => ZSTD_MAGIC.to_vec(),
+            };
+            whole.extend_from_slice(&stored);
+            let reference = zstd::bulk::Decompressor::with_dictionary(dictionary)
+                .and_then(|mut d| d.decompress(&whole, out.len()));
+            match reference {
+                Ok(r) => assert!(
+                    r == *out,
+                    "zstd's own decoder makes other bytes of the frame"
+                ),
+                Err(e) => panic!("zstd's own decoder refuses a frame that decoded: {e}"),
+            }
+            if let Some(body) = body {
+                assert!(out == body, "an unpatched frame decodes to other bytes");
+            }
+        }
+        (Err(e), Some(body)) => {
+            let fits = match expect {
+                Expect::Exactly(n) => n == body.len() as u64,
+                Expect::AtMost(n) => n >= body.len() as u64,
+            };
+            assert!(
+                !fits,
+                "an unpatched frame of {} bytes fails: {e}",
+                body.len()
+            );
+        }
+        (Err(_), None) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +566,20 @@ mod tests {
 
     fn frame(body: &[u8]) -> Vec<u8> {
         zstd::bulk::compress(body, 3).unwrap()
+    }
+
+    #[test]
+    fn the_fuzz_entry_point_holds_for_valid_and_damaged_frames() {
+        let body: Vec<u8> = (0..600u32).map(|i| (i % 13) as u8).collect();
+        for ctl in 0..=255u8 {
+            let mut input = vec![ctl];
+            input.extend_from_slice(&(body.len() as u16).to_le_bytes());
+            input.extend_from_slice(&body);
+            super::fuzz_frame(&input);
+            // One patch in the frame's header, one in its blocks.
+            input.extend_from_slice(&[2, 0, 0x40, 9, 0, 0xff]);
+            super::fuzz_frame(&input);
+        }
     }
 
     #[test]

@@ -177,13 +177,13 @@ mod sqlite {
             |v: &Vec<(u32, String)>| v.clone(),
             |seq: SqliteSequence<(u32, String)>| items(&seq),
         )
-        .random_access(|seq| Ok(seq.len()), |seq, i| seq.get(i), items)
-        .newer_version(bump_sqlite_envelope)
+        .with_random_access(|seq| Ok(seq.len()), |seq, i| seq.get(i), items)
+        .with_newer_version(bump_sqlite_envelope)
         // SQLite does not notice every truncation: a file cut inside its last page (which it
         // may never read) still opens and reads. The engine's content hash catches those
         // before the format sees them; here, a truncated file only must not panic.
-        .truncation_must_fail(false)
-        .cases(12)
+        .with_truncation_must_fail(false)
+        .with_cases(12)
         .assert();
     }
 
@@ -221,10 +221,10 @@ mod sqlite {
             |m: &BTreeMap<String, Value>| m.clone().into_iter().collect::<Vec<_>>(),
             |dict: SqliteDict<String, Value>| dict_entries(&dict),
         )
-        .newer_version(bump_sqlite_envelope)
+        .with_newer_version(bump_sqlite_envelope)
         // As for the sequence: SQLite may not notice a cut inside its last page.
-        .truncation_must_fail(false)
-        .cases(8)
+        .with_truncation_must_fail(false)
+        .with_cases(8)
         .assert();
     }
 
@@ -255,8 +255,8 @@ mod sqlite {
             .prop_map(|(splits, metadata)| DatasetDict { splits, metadata });
         FormatCheck::lazy(&format, strategy, Splits::clone, splits)
             // The split files are SQLite sequences: a cut inside a last page may go unseen.
-            .truncation_must_fail(false)
-            .cases(8)
+            .with_truncation_must_fail(false)
+            .with_cases(8)
             .assert();
     }
 }

@@ -99,9 +99,9 @@ fn decode_chunk(bytes: &[u8]) -> Result<ChunkValue> {
 fn chunk_file_through_the_decoder_kit() {
     DecoderCheck::new(chunk_value(), encode_chunk, decode_chunk)
         // The blake3 trailer covers every byte: any cut is an error.
-        .truncation_must_fail(true)
-        .newer_version(|b| bump_layout(b, CHUNK_LAYOUT_VERSION + 1))
-        .cases(48)
+        .with_truncation_must_fail(true)
+        .with_newer_version(|b| bump_layout(b, CHUNK_LAYOUT_VERSION + 1))
+        .with_cases(48)
         .assert();
 }
 
@@ -134,9 +134,9 @@ fn end_record_and_chunk_index_through_the_decoder_kit() {
         |r: &EndRecord| Ok(r.encode()),
         |b: &[u8]| EndRecord::decode(b, "end"),
     )
-    .truncation_must_fail(true)
-    .newer_version(|b| bump_layout(b, END_LAYOUT_VERSION + 1))
-    .cases(48)
+    .with_truncation_must_fail(true)
+    .with_newer_version(|b| bump_layout(b, END_LAYOUT_VERSION + 1))
+    .with_cases(48)
     .assert();
 }
 
@@ -157,15 +157,15 @@ fn stream_format_with_json_items_and_no_compression() {
         |v: &Vec<JsonItem>| Stream::new(v.clone()),
         |r| r.iter().collect(),
     )
-    .random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
-    .newer_version(|files, version| {
+    .with_random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
+    .with_newer_version(|files, version| {
         let Some((_, end)) = files.iter_mut().find(|(n, _)| n == "end") else {
             return false;
         };
         bump_layout(end, u8::try_from(version).unwrap_or(u8::MAX));
         true
     })
-    .cases(12)
+    .with_cases(12)
     .assert();
 }
 
@@ -198,8 +198,8 @@ fn stream_format_with_json_items_and_one_item_per_chunk_resumes() {
         Stream::try_new,
         |r| r.iter().collect(),
     )
-    .crashes(&[Crash::Error, Crash::Panic])
-    .cases(12)
+    .with_crashes(&[Crash::Error, Crash::Panic])
+    .with_cases(12)
     .assert();
 }
 

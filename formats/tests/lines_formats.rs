@@ -61,8 +61,8 @@ fn jsonl_parts_are_plain_json_lines_with_sorted_keys() {
     }
     assert_eq!(artifact.file("index").unwrap(), index);
     let reader = format.read(artifact.handle()).unwrap();
-    assert_eq!(reader.len(), 4);
-    assert_eq!(reader.part_files().len(), 2);
+    assert_eq!(reader.len().unwrap(), 4);
+    assert_eq!(reader.part_files().unwrap().len(), 2);
     assert_eq!(collect(reader.clone()).unwrap(), items);
     assert_eq!(reader.get(3).unwrap(), items[3]);
     assert!(matches!(
@@ -103,9 +103,9 @@ fn zst_parts_are_standard_frames_that_concatenate_to_the_whole_text() {
     let artifact = MemoryArtifact::new();
     format.write(Stream::new(lines.clone()), &artifact).unwrap();
     let reader = format.read(artifact.handle()).unwrap();
-    assert!(reader.part_files().len() > 5);
+    assert!(reader.part_files().unwrap().len() > 5);
     let mut whole = Vec::new();
-    for name in reader.part_files() {
+    for name in reader.part_files().unwrap() {
         assert!(name.ends_with(".txt.zst"), "{name}");
         let part = artifact.file(&name).unwrap();
         // What `zstd -d` does: a standard frame, with its content size and a checksum.
@@ -203,8 +203,8 @@ fn json_lines_pass_the_kit_with_random_access() {
     // Every file of every generated value is mutated: a few parts per value keep this fast.
     let format = JsonLinesFormat::<Row>::new().with_part_size(300);
     FormatCheck::lazy(&format, rows(), |v| Stream::new(v.clone()), collect)
-        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
-        .cases(16)
+        .with_random_access(|r| r.len(), |r, i| r.get(i), |r| collect(r.clone()))
+        .with_cases(16)
         .assert();
 }
 
@@ -214,8 +214,8 @@ fn compressed_text_lines_pass_the_kit_with_random_access() {
         .with_part_size(100)
         .with_compression(Compression::Zstd { level: 1 });
     FormatCheck::lazy(&format, text_lines(), |v| Stream::new(v.clone()), collect)
-        .random_access(|r| Ok(r.len()), |r, i| r.get(i), |r| collect(r.clone()))
-        .cases(16)
+        .with_random_access(|r| r.len(), |r, i| r.get(i), |r| collect(r.clone()))
+        .with_cases(16)
         .assert();
 }
 
@@ -243,7 +243,213 @@ fn compressed_text_lines_resume_after_errors_and_panics() {
         .with_part_size(10)
         .with_compression(Compression::Zstd { level: 3 });
     ResumeCheck::new(&format, text_lines(), Stream::try_new, collect)
-        .crashes(&[Crash::Error, Crash::Panic])
-        .cases(16)
+        .with_crashes(&[Crash::Error, Crash::Panic])
+        .with_cases(16)
         .assert();
+}
+
+/// A `MemoryArtifact` seen by a reader while a writer fills it: `Writing` until `done` is set,
+/// `Failed` once `failed` holds a reason.
+#[derive(Clone, Default)]
+struct Followed {
+    inner: MemoryArtifact,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl milonga_sdk::ArtifactReader for Followed {
+    fn describe(&self) -> String {
+        "followed lines".into()
+    }
+    fn files(&self) -> Vec<milonga_sdk::FileEntry> {
+        self.inner.files()
+    }
+    fn open(&self, name: &str) -> milonga_sdk::Result<Box<dyn milonga_sdk::ReadSeek>> {
+        self.inner.open(name)
+    }
+    fn bytes(&self, name: &str) -> milonga_sdk::Result<milonga_sdk::SharedBytes> {
+        self.inner.bytes(name)
+    }
+    fn local_path(&self, name: &str) -> milonga_sdk::Result<Option<std::path::PathBuf>> {
+        self.inner.local_path(name)
+    }
+    fn status(&self) -> milonga_sdk::ArtifactStatus {
+        use std::sync::atomic::Ordering;
+        if let Some(why) = self.failed.lock().unwrap().clone() {
+            milonga_sdk::ArtifactStatus::Failed(why)
+        } else if self.done.load(Ordering::SeqCst) {
+            milonga_sdk::ArtifactStatus::Complete
+        } else {
+            milonga_sdk::ArtifactStatus::Writing
+        }
+    }
+    fn wait_for_change(
+        &self,
+        known: usize,
+        timeout: std::time::Duration,
+    ) -> milonga_sdk::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.inner.files().len() <= known
+            && self.status() == milonga_sdk::ArtifactStatus::Writing
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+impl Followed {
+    fn handle(&self) -> milonga_sdk::ArtifactHandle {
+        std::sync::Arc::new(self.clone())
+    }
+
+    fn finish(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Lines `0..n`, produced slowly enough that a follower starts before most parts exist.
+fn slow_lines(range: std::ops::Range<u32>) -> impl Iterator<Item = String> + Send {
+    range.map(|i| {
+        if i % 20 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        format!("line {i}")
+    })
+}
+
+fn lines(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("line {i}")).collect()
+}
+
+fn followed_format() -> TextLinesFormat {
+    TextLinesFormat::new()
+        .with_part_size(64)
+        .with_compression(Compression::Zstd { level: 1 })
+}
+
+#[test]
+fn a_reader_follows_lines_until_the_writer_completes() {
+    let art = Followed::default();
+    let n = 600;
+    // Opened before anything is written: no index yet, so the reader follows.
+    let reader = followed_format().read(art.handle()).unwrap();
+    assert!(!reader.is_complete());
+    let iterating = {
+        let reader = reader.clone();
+        std::thread::spawn(move || reader.iter().collect::<Result<Vec<_>, _>>())
+    };
+    let writer = {
+        let art = art.clone();
+        std::thread::spawn(move || {
+            followed_format()
+                .write(Stream::new(slow_lines(0..n)), &art.inner)
+                .unwrap();
+            art.finish();
+        })
+    };
+    // A lookup past what is written waits for the part that holds it.
+    assert_eq!(
+        reader.get(u64::from(n) - 1).unwrap(),
+        format!("line {}", n - 1)
+    );
+    assert_eq!(iterating.join().unwrap().unwrap(), lines(0..n));
+    assert_eq!(reader.len().unwrap(), u64::from(n));
+    assert!(reader.is_complete());
+    assert!(matches!(
+        reader.get(u64::from(n)),
+        Err(Error::OutOfRange { len, .. }) if len == u64::from(n)
+    ));
+    writer.join().unwrap();
+    // The parts the follower read are the index's parts.
+    let whole = followed_format().read(art.inner.handle()).unwrap();
+    assert_eq!(whole.part_files().unwrap(), reader.part_files().unwrap());
+}
+
+#[test]
+fn a_failed_writer_ends_followed_lines_with_writer_died_after_its_durable_lines() {
+    let art = Followed::default();
+    let reader = followed_format().read(art.handle()).unwrap();
+    let consumer = {
+        let reader = reader.clone();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for item in reader.iter() {
+                match item {
+                    Ok(line) => got.push(line),
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+            (got, None)
+        })
+    };
+    let items = slow_lines(0..300)
+        .map(Ok)
+        .chain(std::iter::once(Err("out of disk")));
+    let r = followed_format().write(Stream::try_new(items), &art.inner);
+    assert!(matches!(r, Err(Error::Source(_))), "{r:?}");
+    let durable = followed_format().durable_items(&art.inner).unwrap();
+    assert!(durable > 0 && durable < 300, "{durable}");
+    *art.failed.lock().unwrap() = Some("the step failed: out of disk".into());
+    let (got, err) = consumer.join().unwrap();
+    assert_eq!(got, lines(0..durable as u32));
+    assert!(
+        matches!(&err, Some(Error::WriterDied { items, reason, .. })
+            if *items == durable && reason.contains("out of disk")),
+        "{err:?}"
+    );
+    // Asking for the length, or an item past the durable lines, fails the same way.
+    assert!(matches!(reader.len(), Err(Error::WriterDied { .. })));
+    assert!(matches!(reader.get(durable), Err(Error::WriterDied { .. })));
+    assert_eq!(
+        reader.get(durable - 1).unwrap(),
+        format!("line {}", durable - 1)
+    );
+}
+
+#[test]
+fn a_follower_reads_on_through_a_write_resumed_after_a_killed_writer() {
+    let art = Followed::default();
+    // The first attempt dies after some parts; they stay durable.
+    let items = slow_lines(0..200)
+        .map(Ok)
+        .chain(std::iter::once(Err("killed")));
+    assert!(followed_format()
+        .write(Stream::try_new(items), &art.inner)
+        .is_err());
+    let durable = followed_format().durable_items(&art.inner).unwrap();
+    assert!(durable > 0);
+    // A follower of the second attempt reads the first attempt's parts, then the new ones.
+    let reader = followed_format().read(art.handle()).unwrap();
+    assert_eq!(reader.get(0).unwrap(), "line 0");
+    let consumer = {
+        let reader = reader.clone();
+        std::thread::spawn(move || reader.iter().collect::<Result<Vec<_>, _>>())
+    };
+    let rest = slow_lines(durable as u32..500);
+    followed_format()
+        .write(Stream::new(rest), &art.inner)
+        .unwrap();
+    art.finish();
+    assert_eq!(consumer.join().unwrap().unwrap(), lines(0..500));
+    assert_eq!(reader.len().unwrap(), 500);
+}
+
+#[test]
+fn a_complete_artifact_without_an_index_is_missing_the_index_not_followed() {
+    let art = Followed::default();
+    let items = lines(0..50)
+        .into_iter()
+        .map(Ok)
+        .chain(std::iter::once(Err("stop")));
+    assert!(followed_format()
+        .write(Stream::try_new(items), &art.inner)
+        .is_err());
+    art.finish();
+    let e = followed_format().read(art.handle()).unwrap_err();
+    assert!(
+        matches!(&e, Error::MissingFile { file } if file == "index"),
+        "{e:?}"
+    );
 }

@@ -140,18 +140,19 @@ fn a_failed_writer_is_an_error_not_a_short_stream() {
     assert!(r.is_err());
     *art.failed.lock().unwrap() = Some("the step failed: out of disk".into());
     let (got, err) = consumer.join().unwrap();
-    assert!(
-        matches!(&err, Some(Error::Source(m)) if m.contains("out of disk")),
-        "{err:?}"
-    );
     // Every item of every durable chunk was yielded, in order, before the error.
     let durable = format().durable_items(&art.inner).unwrap();
+    assert!(
+        matches!(&err, Some(Error::WriterDied { reason, items, .. })
+            if reason.contains("out of disk") && *items == durable),
+        "{err:?}"
+    );
     assert!(durable > 0 && durable <= k);
     assert_eq!(got, (0..durable).collect::<Vec<_>>());
     // Asking for the length or an item past the durable prefix fails the same way.
     let reader = format().read(Arc::new(art.clone())).unwrap();
-    assert!(matches!(reader.len(), Err(Error::Source(_))));
-    assert!(matches!(reader.get(durable), Err(Error::Source(_))));
+    assert!(matches!(reader.len(), Err(Error::WriterDied { items, .. }) if items == durable));
+    assert!(matches!(reader.get(durable), Err(Error::WriterDied { .. })));
     assert_eq!(reader.get(durable - 1).unwrap(), durable - 1);
 }
 

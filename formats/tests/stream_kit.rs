@@ -18,8 +18,8 @@ fn stream_format_keeps_the_format_contract() {
         |v: &Vec<Vec<u8>>| Stream::new(v.clone()),
         |r| r.iter().collect(),
     )
-    .random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
-    .newer_version(|files, version| {
+    .with_random_access(|r| r.len(), |r, i| r.get(i), |r| r.iter().collect())
+    .with_newer_version(|files, version| {
         // The files carry their layout versions (the format version is in the manifest):
         // a newer end record layout must be refused.
         let Some((_, end)) = files.iter_mut().find(|(n, _)| n == "end") else {
@@ -31,7 +31,7 @@ fn stream_format_keeps_the_format_contract() {
         end[n - 32..].copy_from_slice(sum.as_bytes());
         true
     })
-    .cases(16)
+    .with_cases(16)
     .run();
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }

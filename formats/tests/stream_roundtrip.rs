@@ -100,7 +100,7 @@ proptest! {
             .chain(std::iter::once(Err("producer died".to_owned())))
             .collect();
         let r = f.write(Stream::try_new(first), &artifact);
-        let died = matches!(r, Err(Error::Source(ref m)) if m == "producer died");
+        let died = matches!(r, Err(Error::Source(ref m)) if m.to_string() == "producer died");
         prop_assert!(died, "{:?}", r);
         let durable = f.durable_items(&artifact).unwrap();
         prop_assert!(durable <= k as u64);

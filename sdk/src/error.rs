@@ -6,6 +6,10 @@ use std::io;
 /// A `Result` whose error is the SDK [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Any error, boxed: what [`Error::Source`], [`Error::Unsupported`] and [`Error::Backend`] carry
+/// (a `String` or `&str` converts into it with `.into()`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong while a format writes or reads an artifact.
 ///
 /// Every variant that concerns stored bytes names the file (an artifact file name, an object id
@@ -112,12 +116,33 @@ pub enum Error {
         /// The sequence's length.
         len: u64,
     },
-    /// The operation is not supported by this backend or format.
+    /// The operation is not supported by this backend or format. Build it with
+    /// [`Error::unsupported`].
     #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// A user-provided step or iterator reported an error while its value was being written.
+    Unsupported(#[source] BoxError),
+    /// A user-provided step or iterator reported an error while its value was being written;
+    /// the error is kept as this error's [`source`](std::error::Error::source). Build it with
+    /// [`Error::source_failed`].
     #[error("the value being written failed: {0}")]
-    Source(String),
+    Source(#[source] BoxError),
+    /// The writer of a stream that is being read while it is written (or was left incomplete)
+    /// failed or died before finishing it: the items past `items` will never come.
+    #[error(
+        "the writer of {file} failed after {items} items, so the stream is incomplete: {reason}"
+    )]
+    WriterDied {
+        /// The artifact (or file) being written.
+        file: String,
+        /// How many items it holds for good.
+        items: u64,
+        /// What the writer (or its record) said when it stopped.
+        reason: String,
+    },
+    /// The storage behind the artifact (the engine's workspace, a remote store) failed in a way
+    /// that is not an I/O error on a file; the backend's own error is kept (downcast it to the
+    /// backend's error type, e.g. `milonga::Error`). Build it with [`Error::backend`].
+    #[error(transparent)]
+    Backend(BoxError),
 }
 
 impl Error {
@@ -138,6 +163,36 @@ impl Error {
         Error::Io {
             path: path.to_string(),
             source,
+        }
+    }
+
+    /// An [`Error::Unsupported`]: `what` is a message (`String`, `&str`) or an error.
+    pub fn unsupported(what: impl Into<BoxError>) -> Self {
+        Error::Unsupported(what.into())
+    }
+
+    /// An [`Error::Source`]: the value being written (a step, an iterator of items) failed with
+    /// `source`, a message or an error, which stays this error's source.
+    pub fn source_failed(source: impl Into<BoxError>) -> Self {
+        Error::Source(source.into())
+    }
+
+    /// An [`Error::WriterDied`]: the writer of `file` stopped after `items` items, saying
+    /// `reason`.
+    pub fn writer_died(file: impl fmt::Display, items: u64, reason: impl fmt::Display) -> Self {
+        Error::WriterDied {
+            file: file.to_string(),
+            items,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// An [`Error::Backend`]: the storage behind an artifact failed with `source`. An SDK error
+    /// given here (boxed) is returned unchanged, so that wrapping never nests.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        match source.into().downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => Error::Backend(other),
         }
     }
 

@@ -71,6 +71,6 @@ pub use codec::Codec;
 pub use envelope::{
     open_envelope, Envelope, LAYOUT_VERSION as ENVELOPE_LAYOUT_VERSION, MAGIC as ENVELOPE_MAGIC,
 };
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use format::Format;
 pub use memory::MemoryArtifact;

@@ -76,7 +76,7 @@ impl MemoryArtifact {
     fn publish(&self, name: &str, bytes: Vec<u8>) -> Result<FileEntry> {
         let mut files = self.lock_files();
         if files.data.contains_key(name) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "file {name:?} was already finished in this artifact"
             )));
         }

@@ -28,8 +28,8 @@ fn envelope_decode_keeps_the_contract() {
     DecoderCheck::new(envelopes(), encode, |bytes: &[u8]| {
         Envelope::decode(bytes, "data").map(|(env, rest)| (env, rest.to_vec()))
     })
-    .newer_version(|bytes| bytes[4] += 1)
-    .cases(128)
+    .with_newer_version(|bytes| bytes[4] += 1)
+    .with_cases(128)
     .assert();
 }
 
@@ -39,8 +39,8 @@ fn envelope_read_from_keeps_the_contract() {
         let env = Envelope::read_from(&mut bytes, "data")?;
         Ok((env, bytes.to_vec()))
     })
-    .newer_version(|bytes| bytes[4] += 1)
-    .cases(128)
+    .with_newer_version(|bytes| bytes[4] += 1)
+    .with_cases(128)
     .assert();
 }
 
@@ -52,6 +52,6 @@ fn a_header_alone_must_be_whole() {
         encode,
         |bytes: &[u8]| Envelope::decode(bytes, "data").map(|(env, rest)| (env, rest.to_vec())),
     )
-    .truncation_must_fail(true)
+    .with_truncation_must_fail(true)
     .assert();
 }

@@ -117,7 +117,7 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
 
 fn failure_of(bug: Bug) -> Failure {
     FormatCheck::new(&Toy(bug), bytes())
-        .cases(16)
+        .with_cases(16)
         .run()
         .expect_err("the kit must catch the bug")
 }
@@ -176,8 +176,8 @@ fn accepting_a_truncated_file_is_caught() {
 #[test]
 fn accepting_a_truncated_file_passes_when_allowed() {
     let r = FormatCheck::new(&Toy(Bug::AcceptsTruncation), bytes())
-        .cases(8)
-        .truncation_must_fail(false)
+        .with_cases(8)
+        .with_truncation_must_fail(false)
         .run();
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
@@ -199,8 +199,8 @@ fn losing_data_is_caught_and_shrunk() {
 #[test]
 fn skipped_checks_do_not_run() {
     let r = FormatCheck::new(&Toy(Bug::IgnoresVersion), bytes())
-        .cases(8)
-        .skip(Check::VersionSkew)
+        .with_cases(8)
+        .with_skipped(Check::VersionSkew)
         .run();
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
@@ -263,13 +263,13 @@ fn seq_check(shifted: bool) -> std::result::Result<(), Failure> {
         |v: &Vec<u32>| v.clone(),
         |out: SeqOutput| Ok(out.items),
     )
-    .random_access(
+    .with_random_access(
         |out| Ok(out.items.len() as u64),
         |out, i| out.get(i),
         |out| Ok(out.items.clone()),
     )
-    .cases(16)
-    .truncation_must_fail(false)
+    .with_cases(16)
+    .with_truncation_must_fail(false)
     .run();
     result
 }
@@ -324,7 +324,7 @@ impl Codec<u16> for OverwritingCodec {
 #[test]
 fn codec_panics_are_caught() {
     let f = DecoderCheck::codec(&PanickyCodec, any::<u16>())
-        .cases(8)
+        .with_cases(8)
         .run()
         .unwrap_err();
     assert_eq!(f.check, Check::NoPanic, "{f}");
@@ -333,7 +333,7 @@ fn codec_panics_are_caught() {
 #[test]
 fn codec_that_does_not_append_is_caught() {
     let f = DecoderCheck::codec(&OverwritingCodec, any::<u16>())
-        .cases(8)
+        .with_cases(8)
         .run()
         .unwrap_err();
     assert_eq!(f.check, Check::RoundTrip, "{f}");
@@ -351,19 +351,19 @@ fn decoder_version_skew_is_checked() {
     };
     let strategy = ("[a-z]{1,8}", any::<u32>()).prop_map(|(id, v)| Envelope::new(&id, v));
     let r = DecoderCheck::new(strategy.clone(), encode, envelope)
-        .newer_version(|b| b[4] += 1)
-        .truncation_must_fail(true)
-        .cases(16)
+        .with_newer_version(|b| b[4] += 1)
+        .with_truncation_must_fail(true)
+        .with_cases(16)
         .run();
     assert!(r.is_ok(), "{}", r.unwrap_err());
     // ...but not a newer format version, which is the format's business, not the envelope's.
     let f = DecoderCheck::new(strategy, encode, envelope)
-        .newer_version(|b| {
+        .with_newer_version(|b| {
             let at = b.len() - 4;
             b[at] = b[at].wrapping_add(1);
         })
-        .only(&[Check::VersionSkew])
-        .cases(4)
+        .with_only(&[Check::VersionSkew])
+        .with_cases(4)
         .run()
         .unwrap_err();
     assert_eq!(f.check, Check::VersionSkew, "{f}");

@@ -42,8 +42,8 @@ fn child_runs_a_failing_check() {
         return;
     }
     let failure = FormatCheck::new(&Panicky, proptest::collection::vec(any::<u8>(), 0..64))
-        .only(&[Check::NoPanic])
-        .cases(4)
+        .with_only(&[Check::NoPanic])
+        .with_cases(4)
         .run()
         .unwrap_err();
     assert_eq!(failure.check, Check::NoPanic);

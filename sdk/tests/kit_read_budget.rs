@@ -115,14 +115,14 @@ fn check(
         Clone::clone,
         |out: U64s| (0..out.len).map(|i| out.get(i)).collect(),
     )
-    .random_access(
+    .with_random_access(
         |out: &U64s| Ok(out.len),
         |out: &U64s, i| out.get(i),
         |out: &U64s| (0..out.len).map(|i| out.get(i)).collect(),
     )
-    .reads_per_get_at_most(budget)
-    .only(&[Check::RoundTrip, Check::RandomAccess, Check::ReadBudget])
-    .cases(8)
+    .with_read_budget(budget)
+    .with_only(&[Check::RoundTrip, Check::RandomAccess, Check::ReadBudget])
+    .with_cases(8)
     .run()
 }
 

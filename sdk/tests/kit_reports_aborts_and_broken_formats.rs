@@ -35,7 +35,7 @@ fn check(
     let mut check = FormatCheck::lazy(format, embeddings(), Clone::clone, |r: EmbeddingsReader| {
         r.all()
     });
-    check.random_access(
+    check.with_random_access(
         |r: &EmbeddingsReader| Ok(r.len()),
         |r: &EmbeddingsReader, i| r.get(i),
         |r: &EmbeddingsReader| r.all(),
@@ -68,7 +68,7 @@ fn the_correct_format_passes_the_kit_and_the_fuzzer() {
         Clone::clone,
         |r| r.all(),
     );
-    check(Bug::None).cases(8).assert();
+    check(Bug::None).with_cases(8).assert();
     let fuzz = fuzzer(Bug::None);
     let mut rng = 0x1234_5678u64;
     for _ in 0..3000 {
@@ -85,12 +85,12 @@ fn a_lying_u64_count_is_a_reported_failure_with_the_input_not_an_abort() {
     // request the allocator refuses (a count of 2^40 or more names), which aborts the process
     // that makes it. The check runs in a child process; this one reads its report.
     let failure = check(Bug::LyingCount)
-        .only(&[Check::Allocation])
-        .allocation_limit(AllocationLimit {
+        .with_only(&[Check::Allocation])
+        .with_allocation_limit(AllocationLimit {
             base: usize::MAX / 4,
             per_input_byte: 0,
         })
-        .mutations(200)
+        .with_mutations(200)
         .run()
         .expect_err("the lying count must be caught");
     eprintln!("{failure}");
@@ -262,7 +262,7 @@ impl milonga_sdk::Format<Vec<u8>> for Aborts {
 #[test]
 fn a_process_abort_in_a_check_is_reported_with_its_case() {
     let failure = FormatCheck::new(&Aborts, proptest::collection::vec(any::<u8>(), 0..8))
-        .cases(4)
+        .with_cases(4)
         .run()
         .expect_err("the abort must be reported");
     assert_eq!(failure.check, Check::NoPanic, "{failure}");

@@ -69,7 +69,7 @@ impl Format<Input> for Chunks {
         let mut total = durable * PER_CHUNK;
         let mut chunk = Vec::new();
         for item in items {
-            chunk.push(item.map_err(|e| Error::Source(e.to_string()))?);
+            chunk.push(item.map_err(Error::source_failed)?);
             if chunk.len() == PER_CHUNK {
                 let mark = if self.0 == Bug::RenamesResumed && durable > 0 {
                     "r"
@@ -138,7 +138,7 @@ fn items() -> impl Strategy<Value = Vec<u8>> {
 
 fn run(bug: Bug) -> std::result::Result<(), milonga_sdk::testing::Failure> {
     ResumeCheck::new(&Chunks(bug), items(), |i| i, Ok)
-        .cases(16)
+        .with_cases(16)
         .run()
 }
 
@@ -167,8 +167,8 @@ fn a_format_that_never_resumes_is_caught_unless_allowed() {
     assert_eq!(f.check, Check::Resume, "{f}");
     assert!(f.message.contains("not resumable"), "{f}");
     ResumeCheck::new(&Chunks(Bug::NeverDurable), items(), |i| i, Ok)
-        .require_durable(false)
-        .cases(8)
+        .with_require_durable(false)
+        .with_cases(8)
         .assert();
 }
 
@@ -185,8 +185,8 @@ fn resumed_files_that_differ_are_caught_unless_not_deterministic() {
     assert_eq!(f.check, Check::Resume, "{f}");
     assert!(f.message.contains("differ"), "{f}");
     ResumeCheck::new(&Chunks(Bug::RenamesResumed), items(), |i| i, Ok)
-        .deterministic(false)
-        .cases(16)
+        .with_deterministic(false)
+        .with_cases(16)
         .assert();
 }
 
@@ -194,9 +194,9 @@ fn resumed_files_that_differ_are_caught_unless_not_deterministic() {
 fn each_crash_kind_alone_passes() {
     for crash in [Crash::Error, Crash::Panic] {
         ResumeCheck::new(&Chunks(Bug::None), items(), |i| i, Ok)
-            .crashes(&[crash])
-            .points(4)
-            .cases(8)
+            .with_crashes(&[crash])
+            .with_points(4)
+            .with_cases(8)
             .assert();
     }
 }

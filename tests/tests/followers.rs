@@ -86,3 +86,74 @@ fn a_follower_started_before_a_writer_killed_before_registering_fails() {
         .expect("the follower of a writer that was killed hangs");
     assert!(outcome.is_err(), "{outcome:?}");
 }
+
+/// Text lines `0..n` in small compressed parts, written slowly.
+#[derive(serde::Serialize)]
+struct SlowLines {
+    n: u32,
+}
+
+impl Step for SlowLines {
+    const NAME: &'static str = "followers::SlowLines";
+    type Output = milonga::Stream<String>;
+    type Format = milonga::TextLinesFormat;
+
+    fn format(&self) -> milonga::TextLinesFormat {
+        milonga::TextLinesFormat::new()
+            .with_part_size(256)
+            .with_compression(milonga::Compression::Zstd { level: 1 })
+    }
+
+    fn run(
+        &self,
+        _ctx: &mut milonga::Context<'_>,
+    ) -> Result<milonga::Stream<String>, milonga::BoxError> {
+        Ok(milonga::Stream::new((0..self.n).map(|i| {
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            format!("line {i}")
+        })))
+    }
+}
+
+#[test]
+fn a_lines_step_is_followed_part_by_part_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open(dir.path()).unwrap();
+    let step = SlowLines { n: 3000 };
+    assert!(step.followable());
+    let (tx, rx) = mpsc::channel();
+    let (opened_tx, opened) = mpsc::channel();
+    {
+        let ws = ws.clone();
+        let step = SlowLines { n: step.n };
+        std::thread::spawn(move || {
+            let outcome = (|| {
+                let reader = ws
+                    .follow_timeout(&step, Some(Duration::from_secs(60)))
+                    .map_err(|e| e.to_string())?;
+                // Opened before the writer starts: the reader follows.
+                let _ = opened_tx.send(reader.is_complete());
+                let mut lines = Vec::new();
+                for line in reader.iter() {
+                    lines.push(line.map_err(|e| e.to_string())?);
+                }
+                Ok::<_, String>((lines, reader.len().map_err(|e| e.to_string())?))
+            })();
+            let _ = tx.send(outcome);
+        });
+    }
+    let complete_at_open = opened.recv_timeout(HANG).expect("the follower opens");
+    assert!(!complete_at_open, "nothing was written yet");
+    step.ensure(&ws).unwrap();
+    let (lines, len) = rx
+        .recv_timeout(HANG)
+        .expect("the follower of a lines step hangs")
+        .unwrap();
+    assert_eq!(len, 3000);
+    assert_eq!(
+        lines,
+        (0..3000).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+}

@@ -265,10 +265,10 @@ impl Executor {
                 node.step.ensure_in(ws, scope, &node.unique_id)
             }))
             .unwrap_or_else(|_| {
-                Err(Error::StepFailed {
-                    unique_id: node.unique_id.clone(),
-                    message: "the executor's worker panicked".into(),
-                })
+                Err(Error::step_failed(
+                    node.unique_id.clone(),
+                    "the executor's worker panicked",
+                ))
             });
             Some(Event::Finished(i, r, t.elapsed()))
         };
@@ -457,10 +457,11 @@ impl Executor {
                             status = Status::Computed;
                             duration = Some(took);
                         }
-                        Some(Err(message)) => {
+                        Some(Err((message, source))) => {
                             status = Status::Failed(Arc::new(Error::StepFailed {
                                 unique_id: node.unique_id.clone(),
                                 message,
+                                source,
                             }));
                         }
                         None => {}

@@ -106,11 +106,18 @@ impl Outcome {
         for s in &self.steps {
             match &s.status {
                 Status::Failed(e) => {
-                    return Err(Error::StepFailed {
-                        unique_id: s.unique_id.clone(),
-                        message: match e.as_ref() {
-                            Error::StepFailed { message, .. } => message.clone(),
-                            other => other.to_string(),
+                    return Err(match e.as_ref() {
+                        Error::StepFailed {
+                            message, source, ..
+                        } => Error::StepFailed {
+                            unique_id: s.unique_id.clone(),
+                            message: message.clone(),
+                            source: source.clone(),
+                        },
+                        other => Error::StepFailed {
+                            unique_id: s.unique_id.clone(),
+                            message: other.to_string(),
+                            source: Some(Arc::clone(e) as crate::SharedError),
                         },
                     })
                 }
@@ -190,10 +197,7 @@ mod tests {
                 row("B-1", Status::Loaded, false),
                 row(
                     "C-1",
-                    Status::Failed(Arc::new(Error::StepFailed {
-                        unique_id: "C-1".into(),
-                        message: "boom".into(),
-                    })),
+                    Status::Failed(Arc::new(Error::step_failed("C-1", "boom"))),
                     false,
                 ),
                 row(

@@ -29,8 +29,8 @@ impl std::fmt::Debug for Rendered {
 
 /// A format whose stored results can be rendered as JSON (by `cat` in the command line).
 ///
-/// Implemented for [`PostcardFormat`](struct@PostcardFormat) and
-/// [`JsonFormat`](struct@JsonFormat) of any serde value, [`TextFormat`](struct@TextFormat),
+/// Implemented for [`PostcardFormat`](type@PostcardFormat) and
+/// [`JsonFormat`](type@JsonFormat) of any serde value, [`TextFormat`](type@TextFormat),
 /// and [`StreamFormat`] of serde items (any codec).
 pub trait JsonOutput<T>: Format<T> {
     /// Reads the result stored in `artifact` and renders it; for a stream, the items of

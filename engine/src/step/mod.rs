@@ -111,7 +111,7 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// What `run` returns.
     type Output: Send + 'static;
 
-    /// How the output is stored; [`PostcardFormat`](struct@crate::PostcardFormat) for plain serde
+    /// How the output is stored; [`PostcardFormat`](type@crate::PostcardFormat) for plain serde
     /// values.
     type Format: Format<Self::Output> + Default;
 
@@ -131,9 +131,16 @@ pub trait Step: Serialize + Send + Sync + 'static {
     /// Whether a consumer may read this step's result while it is still being written (the
     /// executor then starts the consumer as soon as this step has started, and the consumer
     /// reads through [`Workspace::follow`]). The default is true for cacheable steps whose
-    /// format is a stream ([`StreamFormat`](crate::StreamFormat), id `milonga.stream…`).
+    /// format is a stream ([`StreamFormat`](crate::StreamFormat), id `milonga.stream…`, and the
+    /// lines formats [`JsonLinesFormat`](crate::JsonLinesFormat) and
+    /// [`TextLinesFormat`](crate::TextLinesFormat)).
     fn followable(&self) -> bool {
-        Self::CACHEABLE && self.format().id().starts_with("milonga.stream")
+        let format = self.format();
+        let id = format.id();
+        Self::CACHEABLE
+            && (id.starts_with("milonga.stream")
+                || id == crate::TextLinesFormat::ID
+                || id == crate::JsonLinesFormat::<()>::ID)
     }
 
     /// Free-form metadata recorded with the step (not part of its id).

@@ -8,7 +8,7 @@ use milonga_sdk::{ArtifactWriter, Format, MemoryArtifact};
 
 use super::scope::{self, Flight, Scope};
 use super::{id, Context, Fresh, ResultOf, Step, StepRef};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SharedError};
 use crate::manifest::Manifest;
 use crate::workspace::{
     now_millis, NewRecord, Provenance, StepArtifactWriter, StepInfo, StepState, Workspace,
@@ -302,10 +302,7 @@ fn resolve<S: Step>(
         record_failure(ws, &unique_id, &message)?;
         return Err(match e {
             e @ Error::StepFailed { .. } => e,
-            other => Error::StepFailed {
-                unique_id,
-                message: other.to_string(),
-            },
+            other => Error::step_failed_by(unique_id, Arc::new(other)),
         });
     }
     tracing::info!(
@@ -340,8 +337,10 @@ fn uncacheable<S: Step>(
         let memo = compute_in_memory(step, ws, scope, unique_id)
             .map(|v| (v as Arc<dyn Any + Send + Sync>, started.elapsed()))
             .map_err(|e| match e {
-                Error::StepFailed { message, .. } => message,
-                other => other.to_string(),
+                Error::StepFailed {
+                    message, source, ..
+                } => (message, source),
+                other => (other.to_string(), Some(Arc::new(other) as SharedError)),
             });
         match &memo {
             Ok((_, took)) => tracing::info!(
@@ -350,7 +349,7 @@ fn uncacheable<S: Step>(
                 seconds = took.as_secs_f64(),
                 "step finished (in memory)"
             ),
-            Err(error) => {
+            Err((error, _)) => {
                 tracing::warn!(target: "milonga::step", step = %unique_id, %error, "step failed")
             }
         }
@@ -367,9 +366,10 @@ fn uncacheable<S: Step>(
                 })?;
             Ok((v, fresh))
         }
-        Err(message) => Err(Error::StepFailed {
+        Err((message, source)) => Err(Error::StepFailed {
             unique_id: unique_id.to_owned(),
             message: message.clone(),
+            source: source.clone(),
         }),
     }
 }
@@ -380,10 +380,8 @@ fn compute_in_memory<S: Step>(
     scope: &Arc<Scope>,
     unique_id: &str,
 ) -> Result<Arc<ResultOf<S>>> {
-    let failed = |message: String| Error::StepFailed {
-        unique_id: unique_id.to_owned(),
-        message,
-    };
+    let failed = |message: String| Error::step_failed(unique_id, message);
+    let failed_by = |source: SharedError| Error::step_failed_by(unique_id, source);
     let work_dir = std::env::temp_dir().join(format!(
         "milonga-uncacheable-{}-{}",
         std::process::id(),
@@ -403,7 +401,7 @@ fn compute_in_memory<S: Step>(
     let _ = std::fs::remove_dir_all(&work_dir);
     let output = match output {
         Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Ok(Err(e)) => return Err(failed_by(e.into())),
         Err(p) => return Err(failed(panic_text(p.as_ref()))),
     };
     wait_for_followed(&ctx, unique_id)?;
@@ -419,7 +417,7 @@ fn compute_in_memory<S: Step>(
             let artifact = MemoryArtifact::new();
             match catch_unwind(AssertUnwindSafe(|| format.write(output, &artifact))) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Ok(Err(e)) => return Err(failed_by(Arc::new(e))),
                 Err(p) => return Err(failed(panic_text(p.as_ref()))),
             }
             Ok(Arc::new(format.read(artifact.handle())?))
@@ -433,10 +431,10 @@ fn wait_for_followed(ctx: &Context<'_>, unique_id: &str) -> Result<()> {
     let followed = std::mem::take(&mut *ctx.followed.lock().unwrap_or_else(|p| p.into_inner()));
     for (input, flight) in followed {
         if let Err(e) = flight.wait() {
-            return Err(Error::StepFailed {
-                unique_id: unique_id.to_owned(),
-                message: format!("input {input} failed: {e}"),
-            });
+            return Err(Error::step_failed(
+                unique_id,
+                format!("input {input} failed: {e}"),
+            ));
         }
     }
     Ok(())
@@ -450,13 +448,12 @@ fn record_failure(ws: &Workspace, unique_id: &str, message: &str) -> Result<()> 
         return Ok(());
     };
     let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));
-    ws.inner
-        .db
-        .mark_failed(unique_id, message)
-        .map_err(|_| Error::StepFailed {
-            unique_id: unique_id.to_owned(),
-            message: format!("{message} (recording the failure failed too: {db_error})"),
-        })
+    ws.inner.db.mark_failed(unique_id, message).map_err(|_| {
+        Error::step_failed(
+            unique_id,
+            format!("{message} (recording the failure failed too: {db_error})"),
+        )
+    })
 }
 
 fn run_and_store<S: Step>(
@@ -467,10 +464,8 @@ fn run_and_store<S: Step>(
     format: &S::Format,
     seed: u64,
 ) -> Result<()> {
-    let failed = |message: String| Error::StepFailed {
-        unique_id: unique_id.to_owned(),
-        message,
-    };
+    let failed = |message: String| Error::step_failed(unique_id, message);
+    let failed_by = |source: SharedError| Error::step_failed_by(unique_id, source);
     let durable = ws.inner.db.partial_files(unique_id)?;
     let mut writer = StepArtifactWriter::new(Arc::clone(&ws.inner), unique_id, durable)?;
     let durable_items = if writer.durable_files().is_empty() {
@@ -497,7 +492,7 @@ fn run_and_store<S: Step>(
     let _progress = RemoveProgress(scope, unique_id);
     let output = match catch_unwind(AssertUnwindSafe(|| step.run(&mut ctx))) {
         Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Ok(Err(e)) => return Err(failed_by(e.into())),
         Err(p) => return Err(failed(panic_text(p.as_ref()))),
     };
     // Keep an earlier attempt's files only for a format that resumes after them and a step
@@ -507,7 +502,7 @@ fn run_and_store<S: Step>(
     }
     match catch_unwind(AssertUnwindSafe(|| format.write(output, &writer))) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Ok(Err(e)) => return Err(failed_by(Arc::new(e))),
         Err(p) => return Err(failed(panic_text(p.as_ref()))),
     }
     // A result made from an input that was still being written counts only if that input

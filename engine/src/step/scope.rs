@@ -18,7 +18,12 @@ use super::progress::Progress;
 
 /// A result kept in memory for the run: an uncacheable step's value, or its error text, and how
 /// long it took.
-pub(crate) type Memo = std::result::Result<(Arc<dyn Any + Send + Sync>, Duration), String>;
+/// An in-memory step's value and how long it took, or its failure (the message and the step's
+/// error).
+pub(crate) type Memo = std::result::Result<
+    (Arc<dyn Any + Send + Sync>, Duration),
+    (String, Option<crate::SharedError>),
+>;
 
 /// A step being computed by the executor, which consumers may follow before it finishes.
 #[derive(Default)]

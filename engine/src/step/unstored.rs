@@ -20,14 +20,14 @@ impl<T: Send + Sync + 'static> Format<T> for Unstored {
     }
 
     fn write(&self, _value: T, _artifact: &dyn ArtifactWriter) -> milonga_sdk::Result<()> {
-        Err(Error::Source(
-            "the Unstored format never writes: the step must not be CACHEABLE".into(),
+        Err(Error::unsupported(
+            "the Unstored format never writes: the step must not be CACHEABLE",
         ))
     }
 
     fn read(&self, _artifact: ArtifactHandle) -> milonga_sdk::Result<T> {
-        Err(Error::Source(
-            "the Unstored format has nothing to read: the step is not CACHEABLE".into(),
+        Err(Error::unsupported(
+            "the Unstored format has nothing to read: the step is not CACHEABLE",
         ))
     }
 }

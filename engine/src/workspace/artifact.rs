@@ -18,7 +18,8 @@ use super::Inner;
 use crate::store::{ObjectStore, ObjectWriter};
 
 /// An engine error as an SDK error (formats only see SDK errors): database failures become I/O
-/// errors naming the database.
+/// errors naming the database; other engine errors are kept whole as [`Error::Backend`] (and
+/// become themselves again when they reach the engine).
 pub(crate) fn to_sdk(e: crate::Error) -> Error {
     match e {
         crate::Error::Format(e) => e,
@@ -30,10 +31,7 @@ pub(crate) fn to_sdk(e: crate::Error) -> Error {
             path: path.display().to_string(),
             source: std::io::Error::other(source),
         },
-        other => Error::Io {
-            path: "workspace".into(),
-            source: std::io::Error::other(other.to_string()),
-        },
+        other => Error::backend(other),
     }
 }
 
@@ -50,7 +48,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Unsupported(format!(
+        Err(Error::unsupported(format!(
             "invalid artifact file name {name:?}: use 1..=1024 bytes of relative path without empty, '.' or '..' parts"
         )))
     }
@@ -111,7 +109,7 @@ impl StepArtifactWriter {
         check_name(name)?;
         let mut st = self.state.lock().expect("poisoned");
         if !st.names.insert(name.to_owned()) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "artifact file {name:?} was already written"
             )));
         }
@@ -191,7 +189,7 @@ impl FileWriter for StepFileWriter {
         let object = self
             .object
             .take()
-            .ok_or_else(|| Error::Unsupported("file already finished".into()))?;
+            .ok_or_else(|| Error::unsupported("file already finished"))?;
         let name = std::mem::take(&mut self.name);
         let result = (|| {
             // From publishing the object until the database refers to it, hold off garbage

@@ -686,36 +686,35 @@ impl<'a> Items<'a> {
     }
 
     /// The next item's encoded bytes; `Ok(None)` once exactly the expected items were read and
-    /// nothing is left. The error text says what is wrong; callers add the file and item number.
+    /// nothing is left. The error says what is wrong; callers add the file and item number.
     ///
     /// # Errors
-    /// A description of the problem (a truncated length or item, trailing bytes, too few items).
+    /// An [`ItemsError`]: a truncated length or item, trailing bytes, too few items.
     #[allow(clippy::should_implement_trait)]
-    pub fn next_item(&mut self) -> std::result::Result<Option<&'a [u8]>, String> {
+    pub fn next_item(&mut self) -> std::result::Result<Option<&'a [u8]>, ItemsError> {
         let rest = self.payload.get(self.pos..).unwrap_or_default();
         if self.yielded == self.expected {
             if rest.is_empty() {
                 return Ok(None);
             }
-            return Err(format!(
-                "{} bytes after the last of {} items",
-                rest.len(),
-                self.expected
-            ));
+            return Err(ItemsError::TrailingBytes {
+                extra: rest.len() as u64,
+                expected: self.expected,
+            });
         }
         if rest.is_empty() {
-            return Err(format!(
-                "the payload ends after {} of {} items",
-                self.yielded, self.expected
-            ));
+            return Err(ItemsError::TooFewItems {
+                read: self.yielded,
+                expected: self.expected,
+            });
         }
-        let (len, n) = get_varint(rest).ok_or("a malformed item length")?;
+        let (len, n) = get_varint(rest).ok_or(ItemsError::BadLength { item: self.yielded })?;
         let body = rest.get(n..).unwrap_or_default();
         if len > body.len() as u64 {
-            return Err(format!(
-                "an item length of {len} bytes, only {} remain",
-                body.len()
-            ));
+            return Err(ItemsError::ItemPastEnd {
+                len,
+                remaining: body.len() as u64,
+            });
         }
         let (item, _) = body.split_at(len as usize);
         self.pos += n + item.len();
@@ -727,12 +726,57 @@ impl<'a> Items<'a> {
     ///
     /// # Errors
     /// As [`next_item`](Items::next_item), or if fewer than `n` items remain.
-    pub fn skip_items(&mut self, n: u64) -> std::result::Result<(), String> {
+    pub fn skip_items(&mut self, n: u64) -> std::result::Result<(), ItemsError> {
         for _ in 0..n {
             if self.next_item()?.is_none() {
-                return Err("skipped past the last item".into());
+                return Err(ItemsError::SkippedPastEnd {
+                    expected: self.expected,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// What is wrong with a payload's items ([`Items::next_item`]); the caller names the file and
+/// item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemsError {
+    /// Bytes follow the last of the expected items.
+    #[error("{extra} bytes after the last of {expected} items")]
+    TrailingBytes {
+        /// How many bytes are left over.
+        extra: u64,
+        /// How many items the payload holds.
+        expected: u64,
+    },
+    /// The payload ends before the expected number of items.
+    #[error("the payload ends after {read} of {expected} items")]
+    TooFewItems {
+        /// The items read.
+        read: u64,
+        /// The items expected.
+        expected: u64,
+    },
+    /// An item's length prefix is not a valid varint.
+    #[error("a malformed item length (item {item} of the payload)")]
+    BadLength {
+        /// The item's index within the payload.
+        item: u64,
+    },
+    /// An item's length goes past the payload's end.
+    #[error("an item length of {len} bytes, only {remaining} remain")]
+    ItemPastEnd {
+        /// The length the prefix claims.
+        len: u64,
+        /// The bytes left in the payload.
+        remaining: u64,
+    },
+    /// [`Items::skip_items`] was asked to skip past the last item.
+    #[error("skipped past the last of {expected} items")]
+    SkippedPastEnd {
+        /// How many items the payload holds.
+        expected: u64,
+    },
 }

@@ -25,7 +25,9 @@ mod live;
 mod reader;
 mod writer;
 
-pub use chunk::{Compression, Items, CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK_PAYLOAD};
+pub use chunk::{
+    Compression, Items, ItemsError, CHUNK_LAYOUT_VERSION, CHUNK_MAGIC, MAX_CHUNK_PAYLOAD,
+};
 pub use end::{IndexEntry, StreamLayout, END_LAYOUT_VERSION, END_MAGIC};
 pub(crate) use reader::item_file;
 pub use reader::{

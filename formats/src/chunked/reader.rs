@@ -152,7 +152,7 @@ impl DecodedChunk {
     }
 
     /// A corruption error about the item that starts at byte `pos` of the payload.
-    pub fn item_error(&self, item: u64, pos: usize, reason: &str) -> Error {
+    pub fn item_error(&self, item: u64, pos: usize, reason: impl std::fmt::Display) -> Error {
         Error::corrupt(
             &self.chunk.name,
             0,
@@ -357,7 +357,7 @@ impl ChunkedReader {
     /// chunk of a complete stream.
     ///
     /// # Errors
-    /// A writer that failed before writing it ([`Error::Source`]), an inconsistent listing or
+    /// A writer that failed before writing it ([`Error::WriterDied`]), an inconsistent listing or
     /// end record, or an error from the artifact while waiting.
     pub fn chunk(&self, seq: u64) -> Result<Option<KnownChunk>> {
         self.inner.chunk(seq, &|| false)
@@ -495,7 +495,7 @@ impl ChunkedReader {
         // Names the item that does not parse (which may come before `item` in its block) and its
         // byte offset within the decompressed block.
         let block_item0 = known.entry.first_item + u64::from(block_first);
-        let bad = |items: &Items<'_>, reason: String| {
+        let bad = |items: &Items<'_>, reason: &dyn std::fmt::Display| {
             Error::corrupt(
                 &known.name,
                 at,
@@ -509,15 +509,15 @@ impl ChunkedReader {
         };
         items
             .skip_items(u64::from(within - block_first))
-            .map_err(|r| bad(&items, r))?;
-        match items.next_item().map_err(|r| bad(&items, r))? {
+            .map_err(|r| bad(&items, &r))?;
+        match items.next_item().map_err(|r| bad(&items, &r))? {
             Some(bytes) => f(bytes).map_err(|e| {
                 e.in_file(
                     item_file(&known.name, item, &self.inner.artifact.describe()),
                     0,
                 )
             }),
-            None => Err(bad(&items, "the block ends before the item".into())),
+            None => Err(bad(&items, &"the block ends before the item")),
         }
     }
 
@@ -566,15 +566,15 @@ impl Inner {
                                 st.chunks.last().map_or(0, |c| c.entry.end_item()),
                             )
                         };
-                        return Err(Error::Source(format!(
-                            "the writer of {} failed after {items} items in {n} chunks, so \
-                             the stream is incomplete: {why}",
-                            self.artifact.describe()
-                        )));
+                        return Err(Error::writer_died(
+                            self.artifact.describe(),
+                            items,
+                            format_args!("{why} ({n} chunks are durable)"),
+                        ));
                     }
                 }
                 other => {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::unsupported(format!(
                         "artifact status {other:?} of {}",
                         self.artifact.describe()
                     )))
@@ -984,11 +984,11 @@ impl DecodedChunks {
             }
             Next::Failed(why) => {
                 self.done = true;
-                Some(Some(Err(Error::Source(format!(
-                    "the writer of {} failed after {} items, so the stream is incomplete: {why}",
+                Some(Some(Err(Error::writer_died(
                     cur.reader.inner.artifact.describe(),
-                    cur.next_item
-                )))))
+                    cur.next_item,
+                    why,
+                ))))
             }
             Next::Behind(oldest) => {
                 // Read the gap from the files, asking the writer to keep what follows it.
@@ -1165,8 +1165,8 @@ impl Iterator for DecodedChunks {
             }
             Some(Err(_)) | None => {
                 self.done = true;
-                Some(Err(Error::Unsupported(
-                    "the stream read-ahead thread stopped unexpectedly".into(),
+                Some(Err(Error::unsupported(
+                    "the stream read-ahead thread stopped unexpectedly",
                 )))
             }
         }

@@ -325,7 +325,7 @@ impl ChunkSink<'_> {
         self.first_item += self.chunk_items;
         self.chunk_items = 0;
         self.chunk_bytes = 0;
-        let stopped = || Error::Unsupported("the stream's background writer stopped".into());
+        let stopped = || Error::unsupported("the stream's background writer stopped");
         self.tx
             .as_ref()
             .ok_or_else(stopped)?
@@ -441,7 +441,7 @@ where
                     }
                 }
                 if let Some(seq) = pending.keys().next() {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::unsupported(format!(
                         "chunk {seq} was compressed but chunk {next} never was"
                     )));
                 }
@@ -458,7 +458,7 @@ where
         sink.tx = None;
         let written = writer
             .join()
-            .unwrap_or_else(|_| Err(Error::Unsupported("the chunk writer panicked".into())));
+            .unwrap_or_else(|_| Err(Error::unsupported("the chunk writer panicked")));
         // The chunks sealed before the panic are durable now; the panic goes on.
         let produced = produced.unwrap_or_else(|p| {
             let text = p

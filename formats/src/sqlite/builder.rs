@@ -185,13 +185,13 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
 
     fn writer(&mut self) -> Result<&mut SeqWriter> {
         if self.sealed {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "{}: the sequence was finished and is immutable",
                 self.path.display()
             )));
         }
         self.w.as_mut().ok_or_else(|| {
-            Error::Unsupported(format!("{}: the builder was finished", self.path.display()))
+            Error::unsupported(format!("{}: the builder was finished", self.path.display()))
         })
     }
 
@@ -288,7 +288,7 @@ impl<T, C: Codec<T>> SqliteSequenceBuilder<T, C> {
     /// SQLite or I/O errors, or what the artifact's `ingest` returns.
     pub fn finish_as(mut self, artifact: &dyn ArtifactWriter, name: &str) -> Result<FileEntry> {
         let Some(mut w) = self.w.take() else {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "{}: the builder was finished",
                 self.path.display()
             )));

@@ -484,9 +484,7 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_entry()? {
             Ok((k, Some(v))) => Some(Ok((k, v))),
-            Ok((_, None)) => Some(Err(Error::Unsupported(
-                "a keys-only scan has no values".into(),
-            ))),
+            Ok((_, None)) => Some(Err(Error::unsupported("a keys-only scan has no values"))),
             Err(e) => Some(Err(e)),
         }
     }

@@ -26,7 +26,7 @@ pub(crate) fn sql_err(file: &str, e: rusqlite::Error) -> Error {
                     )
                 }
                 ffi::ErrorCode::ConstraintViolation => {
-                    return Error::Unsupported(format!("{file}: {msg}"))
+                    return Error::unsupported(format!("{file}: {msg}"))
                 }
                 ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => {
                     io::ErrorKind::ResourceBusy

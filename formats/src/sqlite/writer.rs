@@ -81,7 +81,7 @@ pub(crate) struct SeqWriter {
 }
 
 fn sql_index(file: &str, i: u64) -> Result<i64> {
-    i64::try_from(i).map_err(|_| Error::Unsupported(format!("{file}: more than 2^63 items")))
+    i64::try_from(i).map_err(|_| Error::unsupported(format!("{file}: more than 2^63 items")))
 }
 
 fn max_plus_one(conn: &Connection, file: &str, sql: &str) -> Result<u64> {
@@ -136,7 +136,7 @@ impl SeqWriter {
             } => {
                 let per_block = u64::from(items_per_block);
                 if !(1..=MAX_BLOCK_ITEMS).contains(&per_block) {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::unsupported(format!(
                         "{file}: {per_block} items per block (1..={MAX_BLOCK_ITEMS})"
                     )));
                 }

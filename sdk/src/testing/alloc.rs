@@ -64,7 +64,7 @@ pub fn record_allocation(size: usize) -> bool {
 /// refuses a request (see [`record_allocation`]), just before it returns null and the process
 /// aborts: writes to stderr what was being read, with the input's files in hex, so that a
 /// parent process (the kit runs its checks in one, see
-/// [`FormatCheck::isolate`](crate::testing::FormatCheck::isolate)) or a person can report it.
+/// [`FormatCheck::with_isolation`](crate::testing::FormatCheck::with_isolation)) or a person can report it.
 /// Writes from buffers that already exist. Not meant to be called by hand.
 #[doc(hidden)]
 #[cold]

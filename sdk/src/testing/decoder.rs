@@ -25,7 +25,7 @@ type Newer<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
 /// - rejection: truncated, bit-flipped, lying-length and random bytes never panic and never
 ///   allocate beyond the [`AllocationLimit`](super::AllocationLimit); with
 ///   [`truncation_must_fail`](Self::truncation_must_fail), every truncation is an error;
-/// - version skew, where [`newer_version`](Self::newer_version) says how to make the bytes of
+/// - version skew, where [`with_newer_version`](Self::with_newer_version) says how to make the bytes of
 ///   a newer layout: they give [`Error::UnsupportedVersion`].
 ///
 /// ```
@@ -48,9 +48,9 @@ type Newer<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
 ///         Ok((env.format_id, env.format_version))
 ///     },
 /// )
-/// .truncation_must_fail(true)
-/// .newer_version(|bytes| bytes[4] += 1) // the envelope layout version
-/// .cases(16)
+/// .with_truncation_must_fail(true)
+/// .with_newer_version(|bytes| bytes[4] += 1) // the envelope layout version
+/// .with_cases(16)
 /// .assert();
 /// ```
 pub struct DecoderCheck<'a, S: Strategy> {
@@ -86,9 +86,16 @@ where
 
     /// How to turn valid bytes into bytes of a newer layout version (for example: increment
     /// the version byte); the decoder must refuse them with [`Error::UnsupportedVersion`].
-    pub fn newer_version(&mut self, bump: impl Fn(&mut Vec<u8>) + 'a) -> &mut Self {
+    pub fn with_newer_version(&mut self, bump: impl Fn(&mut Vec<u8>) + 'a) -> &mut Self {
         self.newer = Some(Box::new(bump));
         self
+    }
+
+    /// The old name of [`with_newer_version`](Self::with_newer_version).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_newer_version`")]
+    #[doc(hidden)]
+    pub fn newer_version(&mut self, bump: impl Fn(&mut Vec<u8>) + 'a) -> &mut Self {
+        self.with_newer_version(bump)
     }
 
     option_setters!();

@@ -30,7 +30,7 @@ type Bump<'a> = Box<dyn Fn(&mut Files, u32) -> bool + 'a>;
 ///
 /// - [`Check::RoundTrip`]: reading what was written gives an equal value (for a lazy output,
 ///   after the `collect` closure turned it into a comparable value);
-/// - [`Check::RandomAccess`], where [`random_access`](Self::random_access) gives accessors:
+/// - [`Check::RandomAccess`], where [`with_random_access`](Self::with_random_access) gives accessors:
 ///   every index read directly equals the same item read sequentially, and indices past the end
 ///   are errors;
 /// - [`Check::Determinism`]: writing the same value twice gives the same files, bytes and
@@ -43,7 +43,7 @@ type Bump<'a> = Box<dyn Fn(&mut Files, u32) -> bool + 'a>;
 /// - [`Check::VersionSkew`]: each file that starts with the format's [`Envelope`] at
 ///   `version()`, rewritten to `version() + 1`, makes reading fail with
 ///   [`Error::UnsupportedVersion`]. A format whose version lives elsewhere says how to bump it
-///   with [`newer_version`](Self::newer_version).
+///   with [`with_newer_version`](Self::with_newer_version).
 ///
 /// The artifact is a [`MemoryArtifact`], which does not verify content hashes: the format's own
 /// decoder sees every bad byte, as it would if a backend's verification were bypassed.
@@ -83,7 +83,7 @@ type Bump<'a> = Box<dyn Fn(&mut Files, u32) -> bool + 'a>;
 /// check_format(&U64Format, any::<u64>());
 ///
 /// // Or chosen and tuned, with the failure to inspect:
-/// let result = FormatCheck::new(&U64Format, 0..1000u64).cases(8).mutations(64).run();
+/// let result = FormatCheck::new(&U64Format, 0..1000u64).with_cases(8).with_mutations(64).run();
 /// assert!(result.is_ok(), "{}", result.unwrap_err());
 /// ```
 pub struct FormatCheck<'a, T, F: Format<T>, S: Strategy> {
@@ -143,7 +143,7 @@ where
     /// by iterating). Each index read with `get` (in shuffled order) must equal the same item
     /// from `sequential`; `get(len)` and `get(u64::MAX)` must be errors. On corrupt files the
     /// three accessors must not panic.
-    pub fn random_access<I: PartialEq + Debug>(
+    pub fn with_random_access<I: PartialEq + Debug>(
         &mut self,
         len: impl Fn(&F::Output) -> Result<u64> + 'a,
         get: impl Fn(&F::Output, u64) -> Result<I> + 'a,
@@ -155,23 +155,49 @@ where
         self
     }
 
+    /// The old name of [`with_random_access`](Self::with_random_access).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_random_access`")]
+    #[doc(hidden)]
+    pub fn random_access<I: PartialEq + Debug>(
+        &mut self,
+        len: impl Fn(&F::Output) -> Result<u64> + 'a,
+        get: impl Fn(&F::Output, u64) -> Result<I> + 'a,
+        sequential: impl Fn(&F::Output) -> Result<Vec<I>> + 'a,
+    ) -> &mut Self {
+        self.with_random_access(len, get, sequential)
+    }
+
     /// Turns on the read-budget check ([`Check::ReadBudget`]) of the random-access check: each
     /// `get(i)` on the valid artifact may read at most `bytes` bytes of stored files, as a
     /// verifying backend counts them (see [`MeteredArtifact`]): the groups of a range read, the
     /// whole file for `bytes()`. A lazy format whose lookups read whole files fails it once its
     /// files are bigger than the budget.
-    pub fn reads_per_get_at_most(&mut self, bytes: u64) -> &mut Self {
+    pub fn with_read_budget(&mut self, bytes: u64) -> &mut Self {
         self.read_budget = Some(bytes);
         self
+    }
+
+    /// The old name of [`with_read_budget`](Self::with_read_budget).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_read_budget`")]
+    #[doc(hidden)]
+    pub fn reads_per_get_at_most(&mut self, bytes: u64) -> &mut Self {
+        self.with_read_budget(bytes)
     }
 
     /// How to turn the files of a valid artifact into files of version `version` (the
     /// format's version plus one), for a format whose version is not (only) in an
     /// [`Envelope`] at the start of a file. Return `false` if nothing could be rewritten.
     /// Reading the rewritten files must fail with [`Error::UnsupportedVersion`].
-    pub fn newer_version(&mut self, bump: impl Fn(&mut Files, u32) -> bool + 'a) -> &mut Self {
+    pub fn with_newer_version(&mut self, bump: impl Fn(&mut Files, u32) -> bool + 'a) -> &mut Self {
         self.bump = Some(Box::new(bump));
         self
+    }
+
+    /// The old name of [`with_newer_version`](Self::with_newer_version).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_newer_version`")]
+    #[doc(hidden)]
+    pub fn newer_version(&mut self, bump: impl Fn(&mut Files, u32) -> bool + 'a) -> &mut Self {
+        self.with_newer_version(bump)
     }
 
     option_setters!();
@@ -287,7 +313,7 @@ where
         if let Some(bump) = &self.bump {
             let mut v = files.clone();
             if bump(&mut v, newer) {
-                variants.push(("the files rewritten by newer_version".into(), v));
+                variants.push(("the files rewritten by with_newer_version".into(), v));
             }
         }
         if variants.is_empty() {
@@ -295,7 +321,7 @@ where
                 Check::VersionSkew,
                 format!(
                     "no file starts with an envelope of {id:?} at version {version}, so the kit \
-                     cannot make a newer payload: tell it how with newer_version(..), or \
+                     cannot make a newer payload: tell it how with with_newer_version(..), or \
                      skip(Check::VersionSkew)"
                 ),
             );

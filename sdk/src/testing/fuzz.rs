@@ -284,14 +284,16 @@ where
     /// Replays every file in `dir` (sorted by name) through [`check`](Self::check): the
     /// regression test for inputs that once crashed the fuzz target. Returns how many it
     /// replayed. Called from a `#[test]`, it replays in a child process (as the kit's checks
-    /// do, see [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that
+    /// do, see [`FormatCheck::with_isolation`](super::FormatCheck::with_isolation)), so that an input that
     /// still makes the reader ask for petabytes is a reported failure naming the file, not
     /// the end of the test binary.
     ///
     /// # Errors
     /// Every input that fails, with its path and the failure; or the directory's I/O error.
     pub fn replay_dir(&self, dir: impl AsRef<Path>) -> std::result::Result<usize, ReplayFailures> {
-        replay_dir(dir, |data| self.check(data).map_err(|f| f.to_string()))
+        replay_dir(dir, |data| {
+            self.check(data).map_err(|f| f.to_string().into())
+        })
     }
 
     /// Makes the files of an input: `Ok(None)` when the input makes no artifact, `Err` when
@@ -823,7 +825,7 @@ impl std::error::Error for ReplayFailures {}
 /// [`replay_dir`](FormatFuzzer::replay_dir).
 ///
 /// Called from a `#[test]`, it replays in a child process (as the kit's checks do, see
-/// [`FormatCheck::isolate`](super::FormatCheck::isolate)), so that an input that makes the
+/// [`FormatCheck::with_isolation`](super::FormatCheck::with_isolation)), so that an input that makes the
 /// process abort (an allocation refused by the meter of
 /// [`allocation_meter!`](crate::allocation_meter), a stack overflow) is a reported failure
 /// naming the file, not the end of the test binary.
@@ -832,7 +834,7 @@ impl std::error::Error for ReplayFailures {}
 /// Every file that fails, with its path and message; or the folder's I/O error.
 pub fn replay_dir(
     dir: impl AsRef<Path>,
-    body: impl Fn(&[u8]) -> std::result::Result<(), String>,
+    body: impl Fn(&[u8]) -> std::result::Result<(), crate::BoxError>,
 ) -> std::result::Result<usize, ReplayFailures> {
     let dir = dir.as_ref();
     let mut replayed = None;
@@ -879,7 +881,7 @@ fn input_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, ReplayFailures> 
 fn replay_dir_noting(
     dir: &Path,
     report: Option<&Path>,
-    body: impl Fn(&[u8]) -> std::result::Result<(), String>,
+    body: impl Fn(&[u8]) -> std::result::Result<(), crate::BoxError>,
 ) -> std::result::Result<usize, ReplayFailures> {
     let paths = input_files(dir)?;
     let mut failures = Vec::new();
@@ -896,7 +898,7 @@ fn replay_dir_noting(
         };
         match no_panic(|| body(&data)) {
             Ok(Ok(())) => {}
-            Ok(Err(m)) => failures.push((path.clone(), m)),
+            Ok(Err(m)) => failures.push((path.clone(), m.to_string())),
             Err(p) => failures.push((path.clone(), format!("panicked: {p}"))),
         }
     }

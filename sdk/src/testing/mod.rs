@@ -55,9 +55,9 @@
 //!
 //! // Some checks, tuned, with the failure returned for inspection.
 //! let result = FormatCheck::new(&MyFormat, proptest::collection::vec(any::<u16>(), 0..100))
-//!     .only(&[Check::RoundTrip, Check::Rejection])
-//!     .cases(8)
-//!     .mutations(100)
+//!     .with_only(&[Check::RoundTrip, Check::Rejection])
+//!     .with_cases(8)
+//!     .with_mutations(100)
 //!     .run();
 //! assert!(result.is_ok(), "{}", result.unwrap_err());
 //! ```
@@ -87,7 +87,7 @@
 //! report. The number of cases defaults to 32 (or `PROPTEST_CASES`).
 //!
 //! Each check runs in a child process (the current test binary, filtered to the current test;
-//! see [`FormatCheck::isolate`]), so that what cannot be caught in a process, an abort, is a
+//! see [`FormatCheck::with_isolation`]), so that what cannot be caught in a process, an abort, is a
 //! reported failure too: a decode that asks for more than the allocation cap (1 GiB, refused by
 //! the meter of [`allocation_meter!`](crate::allocation_meter)), or for more than the system
 //! gives, or that overflows its stack, fails the check with the generated value, the mutation
@@ -197,7 +197,7 @@ where
     T: Clone + PartialEq + Debug,
 {
     FormatCheck::new(format, strategy)
-        .only(&[Check::RoundTrip])
+        .with_only(&[Check::RoundTrip])
         .assert();
 }
 
@@ -213,7 +213,7 @@ where
     T: Clone + PartialEq + Debug,
 {
     FormatCheck::new(format, strategy)
-        .only(&[Check::Determinism])
+        .with_only(&[Check::Determinism])
         .assert();
 }
 
@@ -230,7 +230,7 @@ where
     T: Clone + PartialEq + Debug,
 {
     FormatCheck::new(format, strategy)
-        .only(&[Check::NoPanic, Check::Rejection, Check::Allocation])
+        .with_only(&[Check::NoPanic, Check::Rejection, Check::Allocation])
         .assert();
 }
 
@@ -246,7 +246,7 @@ where
     T: Clone + PartialEq + Debug,
 {
     FormatCheck::new(format, strategy)
-        .only(&[Check::VersionSkew])
+        .with_only(&[Check::VersionSkew])
         .assert();
 }
 
@@ -336,7 +336,7 @@ macro_rules! format_tests {
 
             fn check(check: $crate::testing::Check) {
                 $crate::testing::FormatCheck::lazy(&$format, $strategy, $make, $collect)
-                    .only(&[check])
+                    .with_only(&[check])
                     .assert();
             }
 

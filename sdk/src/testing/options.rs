@@ -74,21 +74,21 @@ impl Options {
 macro_rules! option_setters {
     () => {
         /// How many generated values to check (default 32, or `PROPTEST_CASES`).
-        pub fn cases(&mut self, cases: u32) -> &mut Self {
+        pub fn with_cases(&mut self, cases: u32) -> &mut Self {
             self.options.cases = cases;
             self
         }
 
         /// How many random mutations (bit flips, lying length fields, random bytes) to try per
         /// generated value and file, besides the truncations (default 24).
-        pub fn mutations(&mut self, mutations: usize) -> &mut Self {
+        pub fn with_mutations(&mut self, mutations: usize) -> &mut Self {
             self.options.mutations = mutations;
             self
         }
 
         /// Inputs up to `all_up_to` bytes are cut at every length; longer ones at `sampled`
         /// random lengths (defaults 96 and 24).
-        pub fn truncations(&mut self, all_up_to: usize, sampled: usize) -> &mut Self {
+        pub fn with_truncations(&mut self, all_up_to: usize, sampled: usize) -> &mut Self {
             self.options.all_cuts_up_to = all_up_to;
             self.options.sampled_cuts = sampled;
             self
@@ -96,14 +96,17 @@ macro_rules! option_setters {
 
         /// Whether a truncated input must give an error ([`Check::Rejection`]), or may decode
         /// to some value as long as it does not panic.
-        pub fn truncation_must_fail(&mut self, must_fail: bool) -> &mut Self {
+        pub fn with_truncation_must_fail(&mut self, must_fail: bool) -> &mut Self {
             self.options.truncation_is_err = must_fail;
             self
         }
 
         /// The largest single allocation a decode may make (checked when a meter is
         /// installed, see [`allocation_meter!`](crate::allocation_meter)).
-        pub fn allocation_limit(&mut self, limit: $crate::testing::AllocationLimit) -> &mut Self {
+        pub fn with_allocation_limit(
+            &mut self,
+            limit: $crate::testing::AllocationLimit,
+        ) -> &mut Self {
             self.options.allocation = limit;
             self
         }
@@ -112,10 +115,10 @@ macro_rules! option_setters {
         /// [`DEFAULT_ALLOCATION_CAP`](crate::testing::DEFAULT_ALLOCATION_CAP), 1 GiB): a bigger
         /// request is refused and aborts the process, which the kit reports as a
         /// [`Check::Allocation`](crate::testing::Check::Allocation) failure with the input when
-        /// the check runs in a child process (see [`isolate`](Self::isolate)). Requests between
-        /// the [`allocation_limit`](Self::allocation_limit) and the cap are passed on and fail
+        /// the check runs in a child process (see [`with_isolation`](Self::with_isolation)). Requests between
+        /// the [`with_allocation_limit`](Self::with_allocation_limit) and the cap are passed on and fail
         /// the check in-process, with a shrunk value.
-        pub fn allocation_cap(&mut self, bytes: usize) -> &mut Self {
+        pub fn with_allocation_cap(&mut self, bytes: usize) -> &mut Self {
             self.options.allocation_cap = bytes;
             self
         }
@@ -126,13 +129,13 @@ macro_rules! option_setters {
         /// seed instead of the end of the test binary. Needs the standard test harness, which
         /// names each test's thread after the test; elsewhere (a doctest, a `main`) the check
         /// runs in-process. `MILONGA_KIT_ISOLATE=0` turns it off everywhere.
-        pub fn isolate(&mut self, isolate: bool) -> &mut Self {
+        pub fn with_isolation(&mut self, isolate: bool) -> &mut Self {
             self.options.isolate = isolate;
             self
         }
 
         /// Skips one check.
-        pub fn skip(&mut self, check: $crate::testing::Check) -> &mut Self {
+        pub fn with_skipped(&mut self, check: $crate::testing::Check) -> &mut Self {
             if !self.options.skipped.contains(&check) {
                 self.options.skipped.push(check);
             }
@@ -140,9 +143,74 @@ macro_rules! option_setters {
         }
 
         /// Runs only these checks (writing and reading a valid value always runs).
-        pub fn only(&mut self, checks: &[$crate::testing::Check]) -> &mut Self {
+        pub fn with_only(&mut self, checks: &[$crate::testing::Check]) -> &mut Self {
             self.options.only(checks);
             self
+        }
+
+        /// The old name of [`with_cases`](Self::with_cases).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_cases`")]
+        #[doc(hidden)]
+        pub fn cases(&mut self, cases: u32) -> &mut Self {
+            self.with_cases(cases)
+        }
+
+        /// The old name of [`with_mutations`](Self::with_mutations).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_mutations`")]
+        #[doc(hidden)]
+        pub fn mutations(&mut self, mutations: usize) -> &mut Self {
+            self.with_mutations(mutations)
+        }
+
+        /// The old name of [`with_truncations`](Self::with_truncations).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_truncations`")]
+        #[doc(hidden)]
+        pub fn truncations(&mut self, all_up_to: usize, sampled: usize) -> &mut Self {
+            self.with_truncations(all_up_to, sampled)
+        }
+
+        /// The old name of [`with_truncation_must_fail`](Self::with_truncation_must_fail).
+        #[deprecated(
+            note = "the kit's setters are named `with_*`: use `with_truncation_must_fail`"
+        )]
+        #[doc(hidden)]
+        pub fn truncation_must_fail(&mut self, must_fail: bool) -> &mut Self {
+            self.with_truncation_must_fail(must_fail)
+        }
+
+        /// The old name of [`with_allocation_limit`](Self::with_allocation_limit).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_allocation_limit`")]
+        #[doc(hidden)]
+        pub fn allocation_limit(&mut self, limit: $crate::testing::AllocationLimit) -> &mut Self {
+            self.with_allocation_limit(limit)
+        }
+
+        /// The old name of [`with_allocation_cap`](Self::with_allocation_cap).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_allocation_cap`")]
+        #[doc(hidden)]
+        pub fn allocation_cap(&mut self, bytes: usize) -> &mut Self {
+            self.with_allocation_cap(bytes)
+        }
+
+        /// The old name of [`with_isolation`](Self::with_isolation).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_isolation`")]
+        #[doc(hidden)]
+        pub fn isolate(&mut self, isolate: bool) -> &mut Self {
+            self.with_isolation(isolate)
+        }
+
+        /// The old name of [`with_skipped`](Self::with_skipped).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_skipped`")]
+        #[doc(hidden)]
+        pub fn skip(&mut self, check: $crate::testing::Check) -> &mut Self {
+            self.with_skipped(check)
+        }
+
+        /// The old name of [`with_only`](Self::with_only).
+        #[deprecated(note = "the kit's setters are named `with_*`: use `with_only`")]
+        #[doc(hidden)]
+        pub fn only(&mut self, checks: &[$crate::testing::Check]) -> &mut Self {
+            self.with_only(checks)
         }
 
         /// Panics with the [`Failure`](crate::testing::Failure) report if a check fails: the

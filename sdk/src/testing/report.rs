@@ -33,7 +33,7 @@ pub enum Check {
     /// [`ResumeCheck`](super::ResumeCheck)).
     Resume,
     /// A random-access lookup read more bytes of stored files than its budget (see
-    /// [`FormatCheck::reads_per_get_at_most`](super::FormatCheck::reads_per_get_at_most)).
+    /// [`FormatCheck::with_read_budget`](super::FormatCheck::with_read_budget)).
     ReadBudget,
 }
 

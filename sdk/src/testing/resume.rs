@@ -113,7 +113,7 @@ type Collect<'a, O, I> = Box<dyn Fn(O) -> Result<Vec<I>> + 'a>;
 ///     Stream::try_new,
 ///     |reader| reader.iter().collect(),
 /// )
-/// .cases(16)
+/// .with_cases(16)
 /// .assert();
 /// ```
 pub struct ResumeCheck<'a, I, T, F: Format<T>, S> {
@@ -159,41 +159,83 @@ where
     }
 
     /// How many generated lists to check (default 32, or `PROPTEST_CASES`).
-    pub fn cases(&mut self, cases: u32) -> &mut Self {
+    pub fn with_cases(&mut self, cases: u32) -> &mut Self {
         self.cases = cases;
         self
     }
 
     /// The kinds of crash to simulate (default both).
-    pub fn crashes(&mut self, crashes: &[Crash]) -> &mut Self {
+    pub fn with_crashes(&mut self, crashes: &[Crash]) -> &mut Self {
         self.crashes = crashes.to_vec();
         self
     }
 
     /// At most how many interruption points per list (default 64); a list of up to `points - 1`
     /// items is interrupted after every item.
-    pub fn points(&mut self, points: usize) -> &mut Self {
+    pub fn with_points(&mut self, points: usize) -> &mut Self {
         self.points = points.max(2);
         self
     }
 
     /// Whether a resumed write must give the same files and bytes as an uninterrupted one
     /// (default `true`).
-    pub fn deterministic(&mut self, deterministic: bool) -> &mut Self {
+    pub fn with_deterministic(&mut self, deterministic: bool) -> &mut Self {
         self.deterministic = deterministic;
         self
     }
 
     /// Whether some interruption must leave durable items (default `true`).
-    pub fn require_durable(&mut self, required: bool) -> &mut Self {
+    pub fn with_require_durable(&mut self, required: bool) -> &mut Self {
         self.require_durable = required;
         self
     }
 
     /// Whether reading the files an interrupted write left must fail (default `true`).
-    pub fn partial_must_fail(&mut self, must_fail: bool) -> &mut Self {
+    pub fn with_partial_must_fail(&mut self, must_fail: bool) -> &mut Self {
         self.partial_must_fail = must_fail;
         self
+    }
+
+    /// The old name of [`with_cases`](Self::with_cases).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_cases`")]
+    #[doc(hidden)]
+    pub fn cases(&mut self, cases: u32) -> &mut Self {
+        self.with_cases(cases)
+    }
+
+    /// The old name of [`with_crashes`](Self::with_crashes).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_crashes`")]
+    #[doc(hidden)]
+    pub fn crashes(&mut self, crashes: &[Crash]) -> &mut Self {
+        self.with_crashes(crashes)
+    }
+
+    /// The old name of [`with_points`](Self::with_points).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_points`")]
+    #[doc(hidden)]
+    pub fn points(&mut self, points: usize) -> &mut Self {
+        self.with_points(points)
+    }
+
+    /// The old name of [`with_deterministic`](Self::with_deterministic).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_deterministic`")]
+    #[doc(hidden)]
+    pub fn deterministic(&mut self, deterministic: bool) -> &mut Self {
+        self.with_deterministic(deterministic)
+    }
+
+    /// The old name of [`with_require_durable`](Self::with_require_durable).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_require_durable`")]
+    #[doc(hidden)]
+    pub fn require_durable(&mut self, required: bool) -> &mut Self {
+        self.with_require_durable(required)
+    }
+
+    /// The old name of [`with_partial_must_fail`](Self::with_partial_must_fail).
+    #[deprecated(note = "the kit's setters are named `with_*`: use `with_partial_must_fail`")]
+    #[doc(hidden)]
+    pub fn partial_must_fail(&mut self, must_fail: bool) -> &mut Self {
+        self.with_partial_must_fail(must_fail)
     }
 
     /// Runs the check and returns the first failure, shrunk to a short list.

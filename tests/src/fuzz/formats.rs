@@ -6,8 +6,9 @@ use std::sync::LazyLock;
 
 use milonga::sdk::testing::fuzz::FormatFuzzer;
 use milonga::{
-    BytesFormat, JsonFormat, PostcardFormat, SqliteDict, SqliteDictFormat, SqliteSequence,
-    SqliteSequenceFormat, Stream, StreamFormat, StreamReader, TextFormat,
+    BytesFormat, Compression, JsonFormat, JsonLinesFormat, LinesReader, PostcardFormat, SqliteDict,
+    SqliteDictFormat, SqliteSequence, SqliteSequenceFormat, Stream, StreamFormat, StreamReader,
+    TextFormat, TextLinesFormat,
 };
 
 use super::columns::{Column, ColumnsFormat, Table, TableReader};
@@ -25,7 +26,7 @@ static VALUE_POSTCARD: LazyLock<FormatFuzzer<FuzzRecord, PostcardFormat>> = Lazy
         .with_arbitrary_values()
 });
 
-/// [`PostcardFormat`](struct@PostcardFormat) reading a [`FuzzRecord`]: seeds, and records made
+/// [`PostcardFormat`](type@PostcardFormat) reading a [`FuzzRecord`]: seeds, and records made
 /// by `arbitrary`.
 pub fn value_postcard(data: &[u8]) {
     VALUE_POSTCARD.run(data);
@@ -47,13 +48,46 @@ static VALUE_JSON_ANY: LazyLock<FormatFuzzer<serde_json::Value, JsonFormat>> =
             .with_roundtrip_compare(false)
     });
 
-/// [`JsonFormat`](struct@JsonFormat) reading a [`FuzzRecord`], and from the same input any
-/// JSON value.
+/// A lazy lines reader read every way: iteration, and `len`/`get` against it.
+fn lines_fuzzer<T, F>(format: F, seeds: Vec<Vec<T>>) -> FormatFuzzer<Stream<T>, F, Vec<T>>
+where
+    T: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+    F: milonga::sdk::Format<Stream<T>, Output = LinesReader<T>> + Send + Sync,
+{
+    let collect = |r: LinesReader<T>| r.iter().take(10_000).collect::<Result<Vec<T>, _>>();
+    FormatFuzzer::lazy(format, |v: &Vec<T>| Stream::new(v.clone()), collect)
+        .with_seeds(seeds)
+        .with_random_access(
+            |r| r.len(),
+            |r, i| r.get(i),
+            move |r| r.iter().take(10_000).collect(),
+        )
+}
+
+type JsonLinesFuzzer =
+    FormatFuzzer<Stream<FuzzRecord>, JsonLinesFormat<FuzzRecord>, Vec<FuzzRecord>>;
+
+static JSON_LINES: LazyLock<JsonLinesFuzzer> = LazyLock::new(|| {
+    // Small parts, so that a seed has several; plain text, so that edits reach the lines.
+    let seeds = FuzzRecord::seeds();
+    lines_fuzzer(
+        JsonLinesFormat::new().with_part_size(64),
+        vec![
+            Vec::new(),
+            seeds.clone(),
+            seeds.into_iter().take(1).collect(),
+        ],
+    )
+});
+
+/// [`JsonFormat`](type@JsonFormat) reading a [`FuzzRecord`], and from the same input any
+/// JSON value and a [`JsonLinesFormat`] stream of records.
 pub fn value_json(data: &[u8]) {
     // Floats in arbitrary JSON may come back one ulp off (no `float_roundtrip`), a documented
     // limit: only reading and writing again must work.
     VALUE_JSON.run(data);
     VALUE_JSON_ANY.run(data);
+    JSON_LINES.run(data);
 }
 
 static VALUE_TEXT: LazyLock<FormatFuzzer<String, TextFormat>> = LazyLock::new(|| {
@@ -62,9 +96,23 @@ static VALUE_TEXT: LazyLock<FormatFuzzer<String, TextFormat>> = LazyLock::new(||
         .with_arbitrary_values()
 });
 
-/// [`TextFormat`](struct@TextFormat).
+static TEXT_LINES: LazyLock<FormatFuzzer<Stream<String>, TextLinesFormat, Vec<String>>> =
+    LazyLock::new(|| {
+        // zstd parts (standard frames with a checksum), several per seed.
+        let lines = |n: usize| (0..n).map(|i| "é-".repeat(i % 5)).collect::<Vec<String>>();
+        lines_fuzzer(
+            TextLinesFormat::new()
+                .with_part_size(24)
+                .with_compression(Compression::Zstd { level: 3 }),
+            vec![lines(0), lines(3), lines(12)],
+        )
+    });
+
+/// [`TextFormat`](type@TextFormat), and from the same input a compressed [`TextLinesFormat`]
+/// stream.
 pub fn value_text(data: &[u8]) {
     VALUE_TEXT.run(data);
+    TEXT_LINES.run(data);
 }
 
 static VALUE_BYTES: LazyLock<FormatFuzzer<Vec<u8>, BytesFormat>> = LazyLock::new(|| {
@@ -73,7 +121,7 @@ static VALUE_BYTES: LazyLock<FormatFuzzer<Vec<u8>, BytesFormat>> = LazyLock::new
         .with_arbitrary_values()
 });
 
-/// [`BytesFormat`](struct@BytesFormat).
+/// [`BytesFormat`](type@BytesFormat).
 pub fn value_bytes(data: &[u8]) {
     VALUE_BYTES.run(data);
 }
@@ -240,8 +288,8 @@ pub fn columns_fuzzer() -> FormatFuzzer<Table, ColumnsFormat, BitTable> {
 pub fn seed_inputs(target: &str) -> Option<Vec<Vec<u8>>> {
     Some(match target {
         "value_postcard" => VALUE_POSTCARD.seed_inputs(),
-        "value_json" => VALUE_JSON.seed_inputs(),
-        "value_text" => VALUE_TEXT.seed_inputs(),
+        "value_json" => [VALUE_JSON.seed_inputs(), JSON_LINES.seed_inputs()].concat(),
+        "value_text" => [VALUE_TEXT.seed_inputs(), TEXT_LINES.seed_inputs()].concat(),
         "value_bytes" => VALUE_BYTES.seed_inputs(),
         "sqlite_sequence" => SQLITE_SEQUENCE.seed_inputs(),
         "sqlite_dict" => SQLITE_DICT.seed_inputs(),

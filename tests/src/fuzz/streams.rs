@@ -1,5 +1,6 @@
-//! The chunk decoder target (`chunk`): one chunk file of the chunked record file. (A whole
-//! stream artifact is fuzzed through `StreamFormat` in `formats::stream_read`.)
+//! The chunk decoder target (`chunk`): one chunk file of the chunked record file, and the
+//! bounded zstd frame decoder. (A whole stream artifact is fuzzed through `StreamFormat` in
+//! `formats::stream_read`.)
 
 use std::sync::OnceLock;
 
@@ -105,7 +106,12 @@ fn decode_chunk(bytes: &[u8]) -> Option<Decoded> {
 /// with its checksum recomputed when bit 2 is set (so that the fuzzer reaches the header and
 /// block checks behind it); otherwise the rest of the input is the whole file. A chunk that
 /// decodes completely is encoded again from its items and must decode to the same items.
+///
+/// The same input also goes to the bounded zstd decoder on its own
+/// ([`milonga::fuzz_zstd_frame`]: its first byte picks the case there), which every compressed
+/// format decodes with.
 pub fn chunk(data: &[u8]) {
+    milonga::fuzz_zstd_frame(data);
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
