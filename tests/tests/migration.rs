@@ -33,6 +33,35 @@ fn write_schema_fixture() {
     let _ = runs("Scale");
 }
 
+/// The run stored in the fixture `tests/fixtures/workspace-schema-v2`.
+const V2_RUN: &str = "fixture-run";
+
+/// The steps stored in the fixture `tests/fixtures/workspace-schema-v2`: those of the v1
+/// fixture, run as the run [`V2_RUN`], and a third one outside any run.
+fn fixture_v2_steps() -> (Numbers, Scale, Numbers) {
+    let (numbers, scale) = fixture_steps();
+    (numbers, scale, Numbers { n: 7 })
+}
+
+/// Writes the schema-v2 fixture into `$MILONGA_FIXTURE_OUT`. It was run once with the release
+/// that wrote schema 2 (commit 34e3f13), and its output committed under
+/// `tests/fixtures/workspace-schema-v2`; like [`write_schema_fixture`], it must never overwrite
+/// that fixture with a later release.
+#[test]
+#[ignore = "writes a fixture; run by hand"]
+fn write_schema_v2_fixture() {
+    let out = std::env::var("MILONGA_FIXTURE_OUT").expect("MILONGA_FIXTURE_OUT");
+    let ws = Workspace::open(&out).unwrap();
+    let (numbers, scale, other) = fixture_v2_steps();
+    let outcome = milonga::Executor::new(&ws)
+        .with_progress(false)
+        .with_run_name(V2_RUN)
+        .run([milonga::DynStep::new(scale), milonga::DynStep::new(numbers)])
+        .unwrap();
+    assert!(outcome.is_success());
+    assert_eq!(*other.result(&ws).unwrap(), vec![0, 1, 2, 3, 4, 5, 6]);
+}
+
 /// A copy of the schema-v1 fixture in a fresh temporary directory (opening it upgrades it).
 fn fixture_copy() -> tempfile::TempDir {
     fn copy(from: &std::path::Path, to: &std::path::Path) {
