@@ -396,7 +396,7 @@ impl Entries {
         {
             return;
         }
-        // Sort (first 16 key bytes, index) pairs: most comparisons end at the prefix, and the
+        // Sort (first 16 key bytes, index) pairs: most entries differ within the prefix, and the
         // pairs are small to move. Entries that compare equal have equal bytes (and
         // references), so their order among themselves does not matter.
         let mut keyed: Vec<(u128, u32)> = entries
@@ -410,8 +410,8 @@ impl Entries {
                 (u128::from_be_bytes(head), i as u32)
             })
             .collect();
-        // Plain tuple order first (fast), then the runs of equal prefixes by the whole order.
-        keyed.sort_unstable();
+        // By prefix first (a radix sort), then the runs of equal prefixes by the whole order.
+        radix_sort(&mut keyed);
         let full = |a: &(u128, u32), b: &(u128, u32)| match (
             entries.get(a.1 as usize),
             entries.get(b.1 as usize),
@@ -435,25 +435,91 @@ impl Entries {
             }
             run += len.max(1);
         }
-        // The entries lie back to back after the header, in the order they were written.
+        // The entries lie back to back after the header, in the order they were written: copy
+        // them in order into a buffer kept for the thread, and back.
         let first = count_at + 8;
-        let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
-        let mut sorted = Vec::with_capacity(out.bytes.len() - first);
-        let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+        let mut sorted = SCRATCH.with(std::cell::Cell::take);
+        sorted.clear();
         for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
             sorted.extend_from_slice(slice(e.start, e.end));
-            refs.extend(
-                out.refs
-                    .get(e.refs_start..e.refs_end)
-                    .unwrap_or_default()
-                    .iter()
-                    .cloned(),
-            );
         }
-        out.bytes.truncate(first);
-        out.bytes.extend_from_slice(&sorted);
-        out.refs.truncate(refs_first);
-        out.refs.extend(refs);
+        if let Some(region) = out.bytes.get_mut(first..) {
+            if region.len() == sorted.len() {
+                region.copy_from_slice(&sorted);
+            }
+        }
+        // A very large map's buffer is not kept.
+        if sorted.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|scratch| scratch.set(sorted));
+        }
+        let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
+        if refs_first < out.refs.len() {
+            let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+            for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
+                refs.extend(
+                    out.refs
+                        .get(e.refs_start..e.refs_end)
+                        .unwrap_or_default()
+                        .iter()
+                        .cloned(),
+                );
+            }
+            out.refs.truncate(refs_first);
+            out.refs.extend(refs);
+        }
+    }
+}
+
+thread_local! {
+    /// The buffer [`Entries::finish`] copies entries into, kept between calls.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer kept for the next call (bytes).
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Sorts `(prefix, index)` pairs by prefix, stably: a least-significant-digit-first radix sort
+/// over the prefix's bytes that skips the bytes all prefixes share (for keys of one type, the
+/// tag and most of the length). Small inputs use a comparison sort.
+fn radix_sort(keys: &mut Vec<(u128, u32)>) {
+    if keys.len() < 64 {
+        keys.sort_unstable();
+        return;
+    }
+    let (mut all, mut any) = (u128::MAX, 0u128);
+    for &(k, _) in keys.iter() {
+        all &= k;
+        any |= k;
+    }
+    // A byte is the same in every prefix exactly where the AND and the OR of them agree.
+    let varying = all ^ any;
+    let mut tmp = vec![(0u128, 0u32); keys.len()];
+    for shift in (0..128).step_by(8) {
+        if (varying >> shift) & 0xFF == 0 {
+            continue;
+        }
+        let digit = |k: u128| ((k >> shift) & 0xFF) as usize;
+        let mut at = [0usize; 256];
+        for &(k, _) in keys.iter() {
+            if let Some(c) = at.get_mut(digit(k)) {
+                *c += 1;
+            }
+        }
+        let mut sum = 0;
+        for c in at.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &pair in keys.iter() {
+            if let Some(pos) = at.get_mut(digit(pair.0)) {
+                if let Some(slot) = tmp.get_mut(*pos) {
+                    *slot = pair;
+                }
+                *pos += 1;
+            }
+        }
+        std::mem::swap(keys, &mut tmp);
     }
 }
 
@@ -1557,7 +1623,34 @@ mod tests {
         })
     }
 
+    /// The canonical bytes of a map or set, built the plain way: every entry encoded on its own,
+    /// the entries sorted by (key bytes, value bytes), then concatenated after the header.
+    fn reference(tag: u8, mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+        entries.sort();
+        let mut out = vec![tag];
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (k, v) in entries {
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&v);
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn large_maps_and_sets_match_the_plain_sort(
+            entries in prop::collection::hash_map("[a-c]{0,20}", any::<i64>(), 0..400),
+            ints in prop::collection::vec(any::<u64>().prop_map(|x| x >> (x % 64)), 0..400),
+        ) {
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                entries.iter().map(|(k, v)| (bytes(k), bytes(v))).collect();
+            prop_assert_eq!(bytes(&entries), reference(tag::MAP, plain));
+            let set: HashSet<u64> = ints.iter().copied().collect();
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                set.iter().map(|x| (bytes(x), Vec::new())).collect();
+            prop_assert_eq!(bytes(&set), reference(tag::SET, plain));
+        }
+
         #[test]
         fn hash_map_order_and_capacity_never_matter(
             entries in prop::collection::btree_map("[a-z]{0,4}", any::<i64>(), 0..40),
