@@ -196,7 +196,7 @@ fn copy_records(root: &std::path::Path, records: u64, distinct: u64) -> u64 {
                     copy_id
                 };
                 let i = o as u64 * (reps + 1) + k;
-                if i % 100 == 0 {
+                if i.is_multiple_of(100) {
                     run.execute(rusqlite::params![format!("run-{i}"), i as i64])
                         .expect("run");
                     run_id = tx.last_insert_rowid();
@@ -206,7 +206,7 @@ fn copy_records(root: &std::path::Path, records: u64, distinct: u64) -> u64 {
                         run_id,
                         copy_id,
                         format!("s{i}"),
-                        i % 100 == 0
+                        i.is_multiple_of(100)
                     ])
                     .expect("member");
             }
