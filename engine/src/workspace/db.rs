@@ -5,7 +5,7 @@
 //! `docs/FORMAT.md`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use milonga_sdk::{ContentId, FileEntry};
@@ -192,7 +192,8 @@ pub struct StepInfo {
     /// Whether the step is non-deterministic (its id also hashed a per-run nonce).
     pub nondeterministic: bool,
     /// Where, how and by what the last attempt ran. `None` in records written before schema 2.
-    pub provenance: Option<Provenance>,
+    /// Shared: the records one process wrote all point to one provenance record.
+    pub provenance: Option<Arc<Provenance>>,
     /// Early cutoff: the result was not computed but reused from this earlier step, whose inputs
     /// had byte-identical content.
     pub reused_from: Option<String>,
@@ -235,7 +236,7 @@ pub(crate) struct Db {
     /// The schema version of the database (older than [`METADATA_SCHEMA_VERSION`] only when read-only).
     pub(crate) version: i64,
     /// Provenance records already read, by id (they never change).
-    provenance_cache: Mutex<std::collections::HashMap<String, Provenance>>,
+    provenance_cache: Mutex<std::collections::HashMap<String, Arc<Provenance>>>,
     /// The id of this process's provenance record, once stored.
     current_provenance: std::sync::OnceLock<String>,
 }
@@ -657,7 +658,7 @@ impl Db {
         };
         let provenance = match &raw.provenance_id {
             None => None,
-            Some(id) => self.provenance(id)?,
+            Some(id) => self.shared_provenance(id)?,
         };
         Ok(StepInfo {
             format_version: u32::try_from(raw.format_version).map_err(|_| bad("format version"))?,
@@ -685,13 +686,19 @@ impl Db {
 
     /// The provenance record `id` (cached: records never change).
     pub(crate) fn provenance(&self, id: &str) -> Result<Option<Provenance>> {
+        Ok(self.shared_provenance(id)?.map(|p| (*p).clone()))
+    }
+
+    /// The provenance record `id`, shared with every record that points to it (a listing of
+    /// 100,000 records clones one `Arc`, not 100,000 records).
+    pub(crate) fn shared_provenance(&self, id: &str) -> Result<Option<Arc<Provenance>>> {
         if let Some(p) = self
             .provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
         {
-            return Ok(Some(p.clone()));
+            return Ok(Some(Arc::clone(p)));
         }
         if self.version < 2 {
             return Ok(None);
@@ -702,7 +709,7 @@ impl Db {
                 .optional()
         })?;
         let Some(json) = json else { return Ok(None) };
-        let p: Provenance = serde_json::from_str(&json).map_err(|e| {
+        let p: Arc<Provenance> = serde_json::from_str(&json).map(Arc::new).map_err(|e| {
             Error::Format(milonga_sdk::Error::corrupt(
                 self.path.display(),
                 0,
@@ -712,7 +719,7 @@ impl Db {
         self.provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), p.clone());
+            .insert(id.to_owned(), Arc::clone(&p));
         Ok(Some(p))
     }
 
@@ -748,7 +755,7 @@ impl Db {
         self.provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), p.clone());
+            .insert(id.clone(), Arc::new(p.clone()));
         Ok(id)
     }
 
