@@ -145,6 +145,11 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A pipeline file that cannot be built: shown as `file:line:col: what is wrong`, its own
+    /// source (an I/O error reading the file) kept.
+    #[cfg(feature = "pipeline")]
+    #[error(transparent)]
+    Pipeline(Box<crate::pipeline::PipelineError>),
 }
 
 impl Error {

@@ -174,3 +174,76 @@ fn run_explain_and_gc_help_show_examples() {
         assert!(out.contains("Examples:"), "{cmd}: {out}");
     }
 }
+
+/// A copy of `tests/fixtures/<name>` (a workspace written by an earlier release).
+fn fixture_copy(name: &str) -> tempfile::TempDir {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name);
+    copy(&fixture, dir.path());
+    dir
+}
+
+/// `(unique_id, size)` of every step `steps --json` lists.
+fn listed_sizes(ws: &std::path::Path) -> Vec<(String, Option<u64>)> {
+    let (code, out, err) = milonga(ws, &["steps", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc = json("steps --json", &out);
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["unique_id"].as_str().unwrap().to_owned(),
+                s["size"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn steps_lists_sizes_from_the_records_and_fills_in_those_of_an_upgraded_workspace() {
+    let dir = fixture_copy("workspace-schema-v2");
+    // The first listing upgrades the schema-2 workspace, reads the old records' manifests and
+    // records their sizes.
+    let first = listed_sizes(dir.path());
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.iter().all(|(_, n)| n.is_some_and(|n| n > 0)),
+        "{first:?}"
+    );
+    let ws = Workspace::open(dir.path()).unwrap();
+    for (id, size) in &first {
+        assert_eq!(
+            ws.step_info(id).unwrap().unwrap().result_size,
+            *size,
+            "{id}"
+        );
+    }
+    drop(ws);
+    // From then on the sizes come from the records: with every object gone, they are listed
+    // all the same.
+    std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
+    assert_eq!(listed_sizes(dir.path()), first);
+
+    // A step completed by this release lists its size without its manifest from the start.
+    let (fresh, ..) = two_runs();
+    let sizes = listed_sizes(fresh.path());
+    std::fs::remove_dir_all(fresh.path().join("objects")).unwrap();
+    assert!(sizes.iter().all(|(_, n)| n.is_some()), "{sizes:?}");
+    assert_eq!(listed_sizes(fresh.path()), sizes);
+}

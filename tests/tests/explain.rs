@@ -46,7 +46,7 @@ fn every_step_record_carries_its_provenance_and_readable_arguments() {
         .output()
         .is_ok()
     {
-        let commit = p.git_commit.expect("a commit inside a repository");
+        let commit = p.git_commit.clone().expect("a commit inside a repository");
         assert_eq!(commit.len(), 40, "{commit}");
         assert!(p.git_dirty.is_some());
     }

@@ -1,6 +1,9 @@
 //! Runs (named executor invocations) and the retention policies of garbage collection, for
 //! which runs are roots.
 
+// Not a decoder: a panic here is a failing test or tool, not a panic on stored bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use milonga::{DynStep, Error, Executor, GcPolicy, Step, StepState, Workspace};
@@ -357,4 +360,103 @@ fn gc_policies_under_a_concurrent_writer_lose_nothing_referenced() {
         assert!(!run.result::<Scale>("scaled").unwrap().is_empty());
     }
     assert!(ws.verify().unwrap().problems.is_empty());
+}
+
+/// Sets the modification time of `path` to `ago` in the past.
+fn age_file(path: &std::path::Path, ago: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+fn staging_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(root.join(milonga::store::TMP_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gc_with_zero_grace_keeps_the_staging_file_of_a_writer_in_progress() {
+    use milonga::store::{LocalStore, ObjectStore};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open(dir.path()).unwrap();
+    // A writer in progress, whose staging file is older than any grace period or floor.
+    let store = LocalStore::open(dir.path()).unwrap().without_sync();
+    let mut writer = store.writer().unwrap();
+    writer.write_all(b"half of an object").unwrap();
+    let live = staging_files(dir.path());
+    assert_eq!(live.len(), 1);
+    age_file(&live[0], Duration::from_secs(7200));
+    // A staging file a crashed writer left two hours ago, and one a writer left a minute ago
+    // (younger than the floor: it may not have taken its lock yet).
+    let tmp = dir.path().join(milonga::store::TMP_DIR);
+    let crashed = tmp.join("1-1-1.tmp");
+    std::fs::write(&crashed, b"left behind").unwrap();
+    age_file(&crashed, Duration::from_secs(7200));
+    let recent = tmp.join("1-2-2.tmp");
+    std::fs::write(&recent, b"just created").unwrap();
+    age_file(&recent, Duration::from_secs(60));
+
+    let report = ws.gc(Duration::ZERO).unwrap();
+    assert_eq!(report.removed_staging_files, 1, "{report:?}");
+    assert!(!crashed.exists());
+    assert!(recent.exists());
+    assert!(
+        live[0].exists(),
+        "the live writer's staging file was removed"
+    );
+
+    writer.write_all(b", and the rest").unwrap();
+    let (id, len) = writer.commit().unwrap();
+    assert_eq!(len, 31);
+    assert!(store.contains(&id));
+}
+
+#[test]
+fn gc_removes_the_lock_files_of_removed_steps_that_nobody_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open(dir.path()).unwrap();
+    let kept = Square { x: 3, sleep_ms: 0 };
+    let removed = Square { x: 4, sleep_ms: 0 };
+    let held = Square { x: 5, sleep_ms: 0 };
+    for s in [&kept, &removed, &held] {
+        s.result(&ws).unwrap();
+    }
+    let lock = |s: &Square| {
+        dir.path()
+            .join("locks")
+            .join(format!("{}.lock", s.unique_id().unwrap()))
+    };
+    for s in [&kept, &removed, &held] {
+        assert!(lock(s).exists());
+    }
+    assert!(ws.remove_step(&removed.unique_id().unwrap()).unwrap());
+    assert!(ws.remove_step(&held.unique_id().unwrap()).unwrap());
+    // Someone holds the lock of `held` (a runner about to write its record).
+    let holder = std::fs::File::options()
+        .write(true)
+        .open(lock(&held))
+        .unwrap();
+    holder.lock().unwrap();
+
+    let report = ws.gc(Duration::ZERO).unwrap();
+    assert_eq!(report.removed_lock_files, 1, "{report:?}");
+    assert!(!lock(&removed).exists());
+    assert!(lock(&kept).exists(), "a recorded step keeps its lock file");
+    assert!(lock(&held).exists(), "a held lock file is never removed");
+    assert!(dir.path().join("locks/gc.lock").exists());
+    drop(holder);
+
+    // The removed step runs again, with a new lock file.
+    let before = runs("Square(4)");
+    assert_eq!(*removed.result(&ws).unwrap(), 16);
+    assert_eq!(runs("Square(4)"), before + 1);
+    assert!(lock(&removed).exists());
 }

@@ -80,7 +80,7 @@ pub(crate) fn run(global: &Global, args: Args) -> CmdResult {
             "metadata": s.metadata,
             "manifest": s.manifest_id.map(|m| m.to_string()),
             "arguments": arguments,
-            "provenance": s.provenance,
+            "provenance": s.provenance.as_deref(),
             "reused_from": s.reused_from,
             "last_access": s.last_access,
             "upstream": s.dependencies,

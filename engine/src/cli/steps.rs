@@ -22,7 +22,8 @@ pub(crate) struct Args {
     /// Only steps whose name or unique id contains this text.
     #[arg(long, value_name = "TEXT")]
     name: Option<String>,
-    /// Leave out stored sizes (faster on a very large workspace: no manifest is read).
+    /// Leave out stored sizes (sizes come from the step records; only records completed before
+    /// schema 3 without one yet need their manifest read).
     #[arg(long)]
     no_sizes: bool,
 }
@@ -53,10 +54,28 @@ struct StepsDoc<'a> {
     steps: Vec<StepRow<'a>>,
 }
 
-/// The stored size of each completed step's result, reading each distinct manifest once (on
-/// every core when there are many).
+/// The stored size of each completed step's result: the size its record holds (schema 3 writes
+/// it at completion), else read from its manifest, each distinct manifest once (on every core
+/// when there are many). Sizes read from manifests are written back to their records (unless
+/// the workspace is read-only), so that a workspace upgraded from schema 2 pays for its old
+/// records once.
 pub(crate) fn sizes(ws: &Workspace, steps: &[&StepInfo]) -> HashMap<String, u64> {
-    let mut manifests: Vec<crate::ContentId> = steps.iter().filter_map(|s| s.manifest_id).collect();
+    let mut out: HashMap<String, u64> = HashMap::with_capacity(steps.len());
+    let mut missing: Vec<&StepInfo> = Vec::new();
+    for s in steps {
+        match (s.result_size, s.manifest_id) {
+            (Some(n), Some(_)) => {
+                out.insert(s.unique_id.clone(), n);
+            }
+            (None, Some(_)) => missing.push(s),
+            _ => {}
+        }
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    let mut manifests: Vec<crate::ContentId> =
+        missing.iter().filter_map(|s| s.manifest_id).collect();
     manifests.sort_unstable();
     manifests.dedup();
     let load = |ids: &[crate::ContentId]| -> Vec<(crate::ContentId, u64)> {
@@ -83,13 +102,22 @@ pub(crate) fn sizes(ws: &Workspace, steps: &[&StepInfo]) -> HashMap<String, u64>
                 .collect()
         })
     };
-    steps
-        .iter()
-        .filter_map(|s| {
-            let n = by_manifest.get(&s.manifest_id?)?;
-            Some((s.unique_id.clone(), *n))
-        })
-        .collect()
+    let mut fill: Vec<(&str, crate::ContentId, u64)> = Vec::new();
+    for s in missing {
+        let Some(m) = s.manifest_id else { continue };
+        if let Some(&n) = by_manifest.get(&m) {
+            out.insert(s.unique_id.clone(), n);
+            fill.push((&s.unique_id, m, n));
+        }
+    }
+    if !ws.is_read_only() {
+        // Only a cache of what the manifests say: a listing that cannot write it back (a busy
+        // or damaged database) still shows the sizes it read.
+        if let Err(e) = ws.inner.db.fill_result_sizes(&fill) {
+            tracing::warn!(target: "milonga::cli", "result sizes not recorded: {e}");
+        }
+    }
+    out
 }
 
 fn parse_state(s: &str) -> Result<StepState, crate::BoxError> {

@@ -106,3 +106,57 @@ impl std::error::Error for PipelineError {
         }
     }
 }
+
+/// A pipeline error is an engine [`Error::Pipeline`](crate::Error::Pipeline), so that `?`
+/// carries it through code that returns [`crate::Result`], still naming the file, line and
+/// column, and with its source.
+impl From<PipelineError> for crate::Error {
+    fn from(e: PipelineError) -> Self {
+        crate::Error::Pipeline(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_pipeline_error_becomes_an_engine_error_with_its_position_and_source() {
+        fn build() -> crate::Result<()> {
+            Err(PipelineError {
+                file: PathBuf::from("pipeline.toml"),
+                position: Some((3, 7)),
+                kind: PipelineErrorKind::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "no access",
+                )),
+            })?;
+            Ok(())
+        }
+        let Err(e) = build() else {
+            panic!("the error was lost");
+        };
+        assert!(matches!(e, crate::Error::Pipeline(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("pipeline.toml:3:7: "), "{text}");
+        assert!(text.contains("no access"), "{text}");
+        let source = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+
+        let cycle = crate::Error::from(PipelineError {
+            file: PathBuf::from("p.json"),
+            position: None,
+            kind: PipelineErrorKind::Cycle {
+                steps: vec!["a".into(), "b".into(), "a".into()],
+            },
+        });
+        assert_eq!(
+            cycle.to_string(),
+            "p.json: steps refer to each other in a cycle: a -> b -> a"
+        );
+    }
+}

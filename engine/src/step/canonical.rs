@@ -305,17 +305,24 @@ impl Out {
 /// One entry of a map, set or struct, written in place into the parent's buffer: its bytes are
 /// `start..end`, made of a key `start..mid` and a value `mid..end` (a set element is all key);
 /// the step references met inside it are `refs_start..refs_end` of [`Out::refs`].
+///
+/// Offsets are `u32` (an encoding over 4 GiB is refused) to keep entries small: a large map's
+/// entries are read back in random order when it is sorted.
 #[derive(Clone, Copy)]
 struct Entry {
-    /// A struct field's name, which orders the fields (rather than its encoded bytes, whose
-    /// length comes first); `None` for map entries and set elements.
-    name: Option<&'static str>,
-    start: usize,
-    mid: usize,
-    end: usize,
-    refs_start: usize,
-    refs_end: usize,
+    start: u32,
+    mid: u32,
+    end: u32,
+    refs_start: u32,
+    refs_end: u32,
+    /// For a struct field, the index of its name in [`Entries::names`] (fields are ordered by
+    /// name rather than by their encoded bytes, whose length comes first); [`NO_NAME`] for map
+    /// entries and set elements.
+    name: u32,
 }
+
+/// [`Entry::name`] of an entry that is not a struct field.
+const NO_NAME: u32 = u32::MAX;
 
 /// The entries of one map, set or struct, written in place after its header, and put in
 /// canonical order (struct field name, or key bytes; then value bytes) by [`Entries::finish`].
@@ -325,8 +332,12 @@ struct Entries {
     /// Where the 8-byte count of the header is.
     count_at: usize,
     entries: Vec<Entry>,
+    /// The names of a struct's fields.
+    names: Vec<&'static str>,
     /// Where the entry being written started (bytes, refs), and where its key ended.
     open: Option<(usize, usize, Option<usize>)>,
+    /// An offset did not fit in 32 bits.
+    too_large: bool,
 }
 
 impl Entries {
@@ -338,7 +349,9 @@ impl Entries {
         Entries {
             count_at,
             entries: Vec::new(),
+            names: Vec::new(),
             open: None,
+            too_large: false,
         }
     }
 
@@ -360,28 +373,57 @@ impl Entries {
             return;
         };
         let end = out.bytes.len();
-        self.entries.push(Entry {
-            name,
-            start,
-            mid: mid.unwrap_or(end),
-            end,
-            refs_start,
-            refs_end: out.refs.len(),
-        });
+        let name = match name {
+            Some(n) => {
+                self.names.push(n);
+                self.names.len() - 1
+            }
+            None => NO_NAME as usize,
+        };
+        let small = |n: usize| u32::try_from(n).ok();
+        match (
+            small(start),
+            small(mid.unwrap_or(end)),
+            small(end),
+            small(refs_start),
+            small(out.refs.len()),
+            small(name),
+        ) {
+            (Some(start), Some(mid), Some(end), Some(refs_start), Some(refs_end), Some(name)) => {
+                self.entries.push(Entry {
+                    start,
+                    mid,
+                    end,
+                    refs_start,
+                    refs_end,
+                    name,
+                })
+            }
+            _ => self.too_large = true,
+        }
     }
 
     /// Fills in the count and puts the entries in canonical order.
-    fn finish(self, out: &mut Out) {
+    fn finish(self, out: &mut Out) -> Result<(), CanonicalError> {
         let Entries {
-            count_at, entries, ..
+            count_at,
+            entries,
+            names,
+            too_large,
+            ..
         } = self;
+        if too_large {
+            return Err(CanonicalError(
+                "the arguments' canonical encoding is larger than 4 GiB".into(),
+            ));
+        }
         if let Some(slot) = out.bytes.get_mut(count_at..count_at + 8) {
             slot.copy_from_slice(&(entries.len() as u64).to_le_bytes());
         }
         let bytes = &out.bytes;
-        let slice = |a: usize, b: usize| bytes.get(a..b).unwrap_or_default();
+        let slice = |a: u32, b: u32| bytes.get(a as usize..b as usize).unwrap_or_default();
         // What orders an entry: a struct field's name, a map key's or set element's bytes.
-        let key = |e: &Entry| match e.name {
+        let key = |e: &Entry| match names.get(e.name as usize) {
             Some(name) => name.as_bytes(),
             None => slice(e.start, e.mid),
         };
@@ -394,31 +436,34 @@ impl Entries {
             .windows(2)
             .all(|w| order(&w[0], &w[1]) != std::cmp::Ordering::Greater)
         {
-            return;
+            return Ok(());
         }
-        // Sort (first 16 key bytes, index) pairs: most comparisons end at the prefix, and the
+        // Sort (first 16 key bytes, index) pairs: most entries differ within the prefix, and the
         // pairs are small to move. Entries that compare equal have equal bytes (and
         // references), so their order among themselves does not matter.
-        let mut keyed: Vec<(u128, u32)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let k = key(e);
-                let mut head = [0u8; 16];
-                let n = k.len().min(16);
-                head[..n].copy_from_slice(&k[..n]);
-                (u128::from_be_bytes(head), i as u32)
-            })
-            .collect();
-        // Plain tuple order first (fast), then the runs of equal prefixes by the whole order.
-        keyed.sort_unstable();
-        let full = |a: &(u128, u32), b: &(u128, u32)| match (
-            entries.get(a.1 as usize),
-            entries.get(b.1 as usize),
-        ) {
-            (Some(x), Some(y)) => order(x, y),
-            _ => std::cmp::Ordering::Equal,
-        };
+        let mut bufs = SORT_BUFFERS.with(std::cell::Cell::take);
+        let SortBuffers {
+            keyed,
+            tmp,
+            bytes: sorted,
+        } = &mut bufs;
+        keyed.clear();
+        keyed.extend(entries.iter().enumerate().map(|(i, e)| {
+            let k = key(e);
+            let mut head = [0u8; 16];
+            let n = k.len().min(16);
+            if let (Some(h), Some(k)) = (head.get_mut(..n), k.get(..n)) {
+                h.copy_from_slice(k);
+            }
+            (head, i as u32)
+        }));
+        // By prefix first (a radix sort), then the runs of equal prefixes by the whole order.
+        radix_sort(keyed, tmp);
+        let full =
+            |a: &Keyed, b: &Keyed| match (entries.get(a.1 as usize), entries.get(b.1 as usize)) {
+                (Some(x), Some(y)) => order(x, y),
+                _ => std::cmp::Ordering::Equal,
+            };
         let mut run = 0;
         while run < keyed.len() {
             let prefix = keyed.get(run).map(|k| k.0);
@@ -435,25 +480,118 @@ impl Entries {
             }
             run += len.max(1);
         }
-        // The entries lie back to back after the header, in the order they were written.
+        // The entries lie back to back after the header, in the order they were written. Copy
+        // them in order into the spare buffer, after a copy of what precedes them if that is
+        // the shorter (then the buffers trade places), else alone, and then back.
         let first = count_at + 8;
-        let refs_first = entries.first().map_or(out.refs.len(), |e| e.refs_start);
-        let mut sorted = Vec::with_capacity(out.bytes.len() - first);
-        let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+        let before = bytes.get(..first).unwrap_or_default();
+        let trade = before.len() <= bytes.len() - first;
+        sorted.clear();
+        if trade {
+            sorted.reserve(bytes.len());
+            sorted.extend_from_slice(before);
+        }
         for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
             sorted.extend_from_slice(slice(e.start, e.end));
-            refs.extend(
-                out.refs
-                    .get(e.refs_start..e.refs_end)
-                    .unwrap_or_default()
-                    .iter()
-                    .cloned(),
-            );
         }
-        out.bytes.truncate(first);
-        out.bytes.extend_from_slice(&sorted);
-        out.refs.truncate(refs_first);
-        out.refs.extend(refs);
+        let refs_first = entries
+            .first()
+            .map_or(out.refs.len(), |e| e.refs_start as usize);
+        if refs_first < out.refs.len() {
+            let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
+            for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
+                refs.extend(
+                    out.refs
+                        .get(e.refs_start as usize..e.refs_end as usize)
+                        .unwrap_or_default()
+                        .iter()
+                        .cloned(),
+                );
+            }
+            out.refs.truncate(refs_first);
+            out.refs.extend(refs);
+        }
+        if trade {
+            std::mem::swap(&mut out.bytes, sorted);
+        } else if let Some(region) = out.bytes.get_mut(first..) {
+            if region.len() == sorted.len() {
+                region.copy_from_slice(sorted);
+            }
+        }
+        // A very large map's buffers are not kept.
+        if sorted.capacity() <= SCRATCH_KEEP && keyed.capacity() <= SCRATCH_KEEP / 16 {
+            SORT_BUFFERS.with(|b| b.set(bufs));
+        }
+        Ok(())
+    }
+}
+
+/// A 16-byte key prefix (big-endian: compared as bytes) and the index of its entry.
+type Keyed = ([u8; 16], u32);
+
+/// The buffers [`Entries::finish`] sorts and copies with, kept between calls.
+#[derive(Default)]
+struct SortBuffers {
+    keyed: Vec<Keyed>,
+    tmp: Vec<Keyed>,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static SORT_BUFFERS: std::cell::Cell<SortBuffers> = std::cell::Cell::new(SortBuffers::default());
+}
+
+/// The largest scratch buffer kept for the next call (bytes).
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Sorts `(prefix, index)` pairs by prefix, stably: a least-significant-digit-first radix sort
+/// over the prefix's bytes that skips the bytes all prefixes share (for keys of one type, the
+/// tag and most of the length). Small inputs use a comparison sort. `tmp` is scratch space.
+fn radix_sort(keys: &mut Vec<Keyed>, tmp: &mut Vec<Keyed>) {
+    let n = keys.len();
+    if n < 64 {
+        keys.sort_unstable();
+        return;
+    }
+    let (mut all, mut any) = (u128::MAX, 0u128);
+    for (k, _) in keys.iter() {
+        let k = u128::from_ne_bytes(*k);
+        all &= k;
+        any |= k;
+    }
+    // A byte is the same in every prefix exactly where the AND and the OR of them agree.
+    let varying = (all ^ any).to_ne_bytes();
+    if tmp.len() > n {
+        tmp.truncate(n);
+    } else {
+        tmp.resize(n, ([0; 16], 0));
+    }
+    for pos in (0..16).rev() {
+        if varying.get(pos).is_none_or(|&v| v == 0) {
+            continue;
+        }
+        let digit = |k: &[u8; 16]| usize::from(k.get(pos).copied().unwrap_or(0));
+        let mut at = [0usize; 256];
+        for (k, _) in keys.iter() {
+            if let Some(c) = at.get_mut(digit(k)) {
+                *c += 1;
+            }
+        }
+        let mut sum = 0;
+        for c in at.iter_mut() {
+            let count = *c;
+            *c = sum;
+            sum += count;
+        }
+        for pair in keys.iter() {
+            if let Some(pos) = at.get_mut(digit(&pair.0)) {
+                if let Some(slot) = tmp.get_mut(*pos) {
+                    *slot = *pair;
+                }
+                *pos += 1;
+            }
+        }
+        std::mem::swap(keys, tmp);
     }
 }
 
@@ -786,7 +924,7 @@ impl<'o> SeqEnc<'o> {
                     slot.copy_from_slice(&count.to_le_bytes());
                 }
             }
-            SeqKind::Unordered(items) => items.finish(self.out),
+            SeqKind::Unordered(items) => items.finish(self.out)?,
         }
         Ok(())
     }
@@ -893,8 +1031,7 @@ impl ser::SerializeMap for MapEnc<'_> {
                 "map serialized a key without a value after it".into(),
             ));
         }
-        self.entries.finish(self.out);
-        Ok(())
+        self.entries.finish(self.out)
     }
 }
 
@@ -923,8 +1060,7 @@ impl StructEnc<'_> {
     }
 
     fn finish(self) -> Result<(), CanonicalError> {
-        self.fields.finish(self.out);
-        Ok(())
+        self.fields.finish(self.out)
     }
 }
 
@@ -1557,7 +1693,34 @@ mod tests {
         })
     }
 
+    /// The canonical bytes of a map or set, built the plain way: every entry encoded on its own,
+    /// the entries sorted by (key bytes, value bytes), then concatenated after the header.
+    fn reference(tag: u8, mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+        entries.sort();
+        let mut out = vec![tag];
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (k, v) in entries {
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&v);
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn large_maps_and_sets_match_the_plain_sort(
+            entries in prop::collection::hash_map("[a-c]{0,20}", any::<i64>(), 0..400),
+            ints in prop::collection::vec(any::<u64>().prop_map(|x| x >> (x % 64)), 0..400),
+        ) {
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                entries.iter().map(|(k, v)| (bytes(k), bytes(v))).collect();
+            prop_assert_eq!(bytes(&entries), reference(tag::MAP, plain));
+            let set: HashSet<u64> = ints.iter().copied().collect();
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                set.iter().map(|x| (bytes(x), Vec::new())).collect();
+            prop_assert_eq!(bytes(&set), reference(tag::SET, plain));
+        }
+
         #[test]
         fn hash_map_order_and_capacity_never_matter(
             entries in prop::collection::btree_map("[a-z]{0,4}", any::<i64>(), 0..40),

@@ -243,6 +243,7 @@ fn resolve<S: Step>(
         provenance: None,
         reused_from: None,
         last_access: None,
+        result_size: None,
     };
     let provenance_id = ws.inner.db.put_current_provenance()?;
     // Early cutoff: inputs by content. A deterministic step whose inputs are all stored gets a
@@ -518,7 +519,9 @@ fn run_and_store<S: Step>(
     {
         let _gc = ws.inner.gc_shared()?;
         let manifest_id = ws.inner.write_manifest(&manifest)?;
-        ws.inner.db.mark_completed(unique_id, &manifest_id)?;
+        ws.inner
+            .db
+            .mark_completed(unique_id, &manifest_id, manifest.total_len())?;
     }
     // The work directory (scratch files, checkpoints) is not needed once the result is stored.
     let _ = std::fs::remove_dir_all(ws.inner.work_dir(unique_id));

@@ -454,6 +454,9 @@ impl ObjectStore for LocalStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(path.display(), e))?;
+        // Held until the object is published: garbage collection removes only staging files
+        // nobody holds (a file system without locks falls back on its age floor).
+        let _ = file.try_lock();
         Ok(Box::new(LocalObjectWriter {
             store: self.clone_handle(),
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
@@ -472,17 +475,28 @@ impl ObjectStore for LocalStore {
         let (id, outboard) = hasher.0.finish();
         // Move into the staging folder first when possible (same filesystem), so that publish
         // is one rename; fall back to a copy across filesystems.
+        // The staging file is locked while it is in `tmp/` (garbage collection removes only
+        // staging files nobody holds).
         let staged = self.new_tmp_path();
         let result = (|| {
-            if fs::rename(path, &staged).is_err() {
-                fs::copy(path, &staged).map_err(|e| Error::io(staged.display(), e))?;
+            let _held = if fs::rename(path, &staged).is_ok() {
+                File::open(&staged).inspect(|f| drop(f.try_lock())).ok()
+            } else {
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&staged)
+                    .map_err(|e| Error::io(staged.display(), e))?;
+                let _ = out.try_lock();
+                File::open(path)
+                    .and_then(|mut src| io::copy(&mut src, &mut out))
+                    .map_err(|e| Error::io(staged.display(), e))?;
                 if self.sync {
-                    File::open(&staged)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| Error::io(staged.display(), e))?;
+                    out.sync_all().map_err(|e| Error::io(staged.display(), e))?;
                 }
                 let _ = fs::remove_file(path);
-            }
+                Some(out)
+            };
             self.publish(&staged, &id, len, &outboard)
         })();
         if result.is_err() {
@@ -765,8 +779,10 @@ impl ObjectWriter for LocalObjectWriter {
             if self.store.sync {
                 file.sync_all().map_err(|e| Error::io(path.display(), e))?;
             }
+            // The staging file's lock is held (the file kept open) until it is published.
+            let published = self.store.publish(&path, &id, len, &outboard);
             drop(file);
-            self.store.publish(&path, &id, len, &outboard)
+            published
         })();
         if result.is_err() {
             // A failed commit publishes nothing and leaves no staging file behind.

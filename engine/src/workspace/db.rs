@@ -5,7 +5,7 @@
 //! `docs/FORMAT.md`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use milonga_sdk::{ContentId, FileEntry};
@@ -15,7 +15,7 @@ use super::provenance::Provenance;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads (and upgrades older ones to).
-pub const METADATA_SCHEMA_VERSION: i64 = 2;
+pub const METADATA_SCHEMA_VERSION: i64 = 3;
 
 /// Schema 1 (the first release). A new database is created as schema 1 and upgraded by the same
 /// migrations as an old one, so that a new and an upgraded database cannot differ.
@@ -85,17 +85,30 @@ CREATE TABLE IF NOT EXISTS run_steps (
 CREATE INDEX IF NOT EXISTS run_steps_by_step ON run_steps (unique_id);
 "#;
 
-/// The columns of a step record, as read by [`read_row`], for a database of `version`: columns a
-/// schema-1 database (read-only, not upgraded) lacks read as NULL.
+/// Schema 2 → 3: the total size of a completed step's result, so that listing steps reads no
+/// manifest. Written at completion; records completed before the upgrade get it lazily (see
+/// [`Db::fill_result_sizes`]): filling it here would read every manifest while holding the
+/// database's write lock, inside whichever `Workspace::open` happens to upgrade, and the
+/// database layer does not read the object store.
+const MIGRATE_2_TO_3: &str = r#"
+ALTER TABLE steps ADD COLUMN result_size INTEGER;
+"#;
+
+/// The columns of a step record, as read by [`read_row`], for a database of `version`: columns an
+/// older database (read-only, not upgraded) lacks read as NULL.
 fn step_columns(version: i64) -> &'static str {
-    if version >= 2 {
+    if version >= 3 {
         "unique_id, step_type, version, state, manifest_id, format_id, format_version,
          started_at, ended_at, error, metadata, attempts, owner,
-         args, nondeterministic, provenance_id, reused_from, last_access"
+         args, nondeterministic, provenance_id, reused_from, last_access, result_size"
+    } else if version == 2 {
+        "unique_id, step_type, version, state, manifest_id, format_id, format_version,
+         started_at, ended_at, error, metadata, attempts, owner,
+         args, nondeterministic, provenance_id, reused_from, last_access, NULL"
     } else {
         "unique_id, step_type, version, state, manifest_id, format_id, format_version,
          started_at, ended_at, error, metadata, attempts, owner,
-         NULL, 0, NULL, NULL, NULL"
+         NULL, 0, NULL, NULL, NULL, NULL"
     }
 }
 
@@ -179,13 +192,18 @@ pub struct StepInfo {
     /// Whether the step is non-deterministic (its id also hashed a per-run nonce).
     pub nondeterministic: bool,
     /// Where, how and by what the last attempt ran. `None` in records written before schema 2.
-    pub provenance: Option<Provenance>,
+    /// Shared: the records one process wrote all point to one provenance record.
+    pub provenance: Option<Arc<Provenance>>,
     /// Early cutoff: the result was not computed but reused from this earlier step, whose inputs
     /// had byte-identical content.
     pub reused_from: Option<String>,
     /// When the result was last read or written, in milliseconds since the Unix epoch (updated
     /// at most once per [`Workspace::set_access_granularity`](crate::Workspace::set_access_granularity)).
     pub last_access: Option<i64>,
+    /// The total size in bytes of the result's files (the sum of its manifest's file lengths),
+    /// recorded at completion. `None` without a result, and for results completed before
+    /// schema 3 until a listing fills it in.
+    pub result_size: Option<u64>,
 }
 
 impl StepInfo {
@@ -218,7 +236,7 @@ pub(crate) struct Db {
     /// The schema version of the database (older than [`METADATA_SCHEMA_VERSION`] only when read-only).
     pub(crate) version: i64,
     /// Provenance records already read, by id (they never change).
-    provenance_cache: Mutex<std::collections::HashMap<String, Provenance>>,
+    provenance_cache: Mutex<std::collections::HashMap<String, Arc<Provenance>>>,
     /// The id of this process's provenance record, once stored.
     current_provenance: std::sync::OnceLock<String>,
 }
@@ -337,11 +355,21 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         let version: i64 = conn
             .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
             .map_err(err)?;
+        if version < METADATA_SCHEMA_VERSION {
+            tracing::info!(target: "milonga::workspace", db = %path.display(), "upgrading the metadata database from schema {version} to {METADATA_SCHEMA_VERSION}");
+        }
         if version < 2 {
-            tracing::info!(target: "milonga::workspace", db = %path.display(), "upgrading the metadata database from schema {version} to 2");
             conn.execute_batch(MIGRATE_1_TO_2).map_err(err)?;
-            conn.execute("UPDATE schema_version SET version = 2", [])
-                .map_err(err)?;
+        }
+        if version < 3 {
+            conn.execute_batch(MIGRATE_2_TO_3).map_err(err)?;
+        }
+        if version < METADATA_SCHEMA_VERSION {
+            conn.execute(
+                "UPDATE schema_version SET version = ?1",
+                [METADATA_SCHEMA_VERSION],
+            )
+            .map_err(err)?;
         }
         Ok(())
     })();
@@ -624,9 +652,13 @@ impl Db {
             Some(h) => Some(ContentId::from_hex(h).ok_or_else(|| bad("manifest id"))?),
         };
         let metadata = serde_json::from_str(&raw.metadata).map_err(|_| bad("metadata JSON"))?;
+        let result_size = match raw.result_size {
+            None => None,
+            Some(n) => Some(u64::try_from(n).map_err(|_| bad("result size"))?),
+        };
         let provenance = match &raw.provenance_id {
             None => None,
-            Some(id) => self.provenance(id)?,
+            Some(id) => self.shared_provenance(id)?,
         };
         Ok(StepInfo {
             format_version: u32::try_from(raw.format_version).map_err(|_| bad("format version"))?,
@@ -648,18 +680,25 @@ impl Db {
             provenance,
             reused_from: raw.reused_from,
             last_access: raw.last_access,
+            result_size,
         })
     }
 
     /// The provenance record `id` (cached: records never change).
     pub(crate) fn provenance(&self, id: &str) -> Result<Option<Provenance>> {
+        Ok(self.shared_provenance(id)?.map(|p| (*p).clone()))
+    }
+
+    /// The provenance record `id`, shared with every record that points to it (a listing of
+    /// 100,000 records clones one `Arc`, not 100,000 records).
+    pub(crate) fn shared_provenance(&self, id: &str) -> Result<Option<Arc<Provenance>>> {
         if let Some(p) = self
             .provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
         {
-            return Ok(Some(p.clone()));
+            return Ok(Some(Arc::clone(p)));
         }
         if self.version < 2 {
             return Ok(None);
@@ -670,7 +709,7 @@ impl Db {
                 .optional()
         })?;
         let Some(json) = json else { return Ok(None) };
-        let p: Provenance = serde_json::from_str(&json).map_err(|e| {
+        let p: Arc<Provenance> = serde_json::from_str(&json).map(Arc::new).map_err(|e| {
             Error::Format(milonga_sdk::Error::corrupt(
                 self.path.display(),
                 0,
@@ -680,7 +719,7 @@ impl Db {
         self.provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), p.clone());
+            .insert(id.to_owned(), Arc::clone(&p));
         Ok(Some(p))
     }
 
@@ -716,7 +755,7 @@ impl Db {
         self.provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), p.clone());
+            .insert(id.clone(), Arc::new(p.clone()));
         Ok(id)
     }
 
@@ -741,9 +780,11 @@ impl Db {
                 "INSERT INTO steps (unique_id, step_type, version, state, format_id, format_version,
                                     started_at, ended_at, error, metadata, attempts, owner,
                                     args, nondeterministic, provenance_id, content_key,
-                                    reused_from, last_access, manifest_id)
+                                    reused_from, last_access, manifest_id, result_size)
                  VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?16, NULL, ?7, 1, ?8, ?10, ?11, ?12, ?13,
-                         ?14, ?6, ?15)
+                         ?14, ?6, ?15,
+                         (SELECT result_size FROM steps
+                          WHERE ?14 IS NOT NULL AND unique_id = ?14 AND manifest_id = ?15))
                  ON CONFLICT (unique_id) DO UPDATE SET
                     step_type = excluded.step_type, version = excluded.version,
                     state = excluded.state, manifest_id = excluded.manifest_id,
@@ -753,7 +794,8 @@ impl Db {
                     attempts = steps.attempts + 1, owner = excluded.owner, args = excluded.args,
                     nondeterministic = excluded.nondeterministic,
                     provenance_id = excluded.provenance_id, content_key = excluded.content_key,
-                    reused_from = excluded.reused_from, last_access = excluded.last_access",
+                    reused_from = excluded.reused_from, last_access = excluded.last_access,
+                    result_size = excluded.result_size",
             )?
             .execute(params![
                     info.unique_id,
@@ -808,6 +850,33 @@ impl Db {
         Ok(row.and_then(|(id, m)| Some((id, ContentId::from_hex(&m?)?))))
     }
 
+    /// Records the result sizes of records completed before schema 3 (lazy migration): each
+    /// `(unique_id, manifest, size)` is written only if the record still points at that
+    /// manifest and has no size yet, in one transaction. Returns how many records were filled.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn fill_result_sizes(&self, sizes: &[(&str, ContentId, u64)]) -> Result<usize> {
+        self.writable()?;
+        if self.version < 3 || sizes.is_empty() {
+            return Ok(0);
+        }
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut filled = 0;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE steps SET result_size = ?3
+                     WHERE unique_id = ?1 AND manifest_id = ?2 AND result_size IS NULL",
+                )?;
+                for (id, manifest, size) in sizes {
+                    let size = i64::try_from(*size).unwrap_or(i64::MAX);
+                    filled += st.execute(params![id, manifest.to_hex(), size])?;
+                }
+            }
+            tx.commit()?;
+            Ok(filled)
+        })
+    }
+
     /// Records that a step's result was read at `now`.
     pub(crate) fn touch(&self, unique_id: &str, now: i64) -> Result<()> {
         self.writable()?;
@@ -830,17 +899,24 @@ impl Db {
         Ok(())
     }
 
-    /// Records the result: COMPLETED with its manifest, and drops the partial-file rows, in one
+    /// Records the result: COMPLETED with its manifest and the total size of its files
+    /// (`result_size`, the manifest's `total_len`), and drops the partial-file rows, in one
     /// transaction. Called only after the manifest object is durable.
-    pub(crate) fn mark_completed(&self, unique_id: &str, manifest: &ContentId) -> Result<()> {
+    pub(crate) fn mark_completed(
+        &self,
+        unique_id: &str,
+        manifest: &ContentId,
+        result_size: u64,
+    ) -> Result<()> {
         self.writable()?;
+        let size = i64::try_from(result_size).unwrap_or(i64::MAX);
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx.execute(
                 "UPDATE steps SET state = 'COMPLETED', manifest_id = ?2, ended_at = ?3, error = NULL,
-                        last_access = ?3
+                        last_access = ?3, result_size = ?4
                  WHERE unique_id = ?1",
-                params![unique_id, manifest.to_hex(), now_millis()],
+                params![unique_id, manifest.to_hex(), now_millis(), size],
             )?;
             if n != 1 {
                 return Err(rusqlite::Error::QueryReturnedNoRows);
@@ -952,6 +1028,7 @@ struct RawRow {
     provenance_id: Option<String>,
     reused_from: Option<String>,
     last_access: Option<i64>,
+    result_size: Option<i64>,
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -974,5 +1051,6 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         provenance_id: r.get(15)?,
         reused_from: r.get(16)?,
         last_access: r.get(17)?,
+        result_size: r.get(18)?,
     })
 }

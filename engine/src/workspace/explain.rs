@@ -153,6 +153,7 @@ impl Workspace {
             provenance: None,
             reused_from: None,
             last_access: None,
+            result_size: None,
         };
         self.explain_info(&info)
     }

@@ -114,8 +114,12 @@ pub struct GcReport {
     /// Unreferenced objects kept because they are younger than the grace period (a writer may be
     /// about to record them).
     pub young_objects: u64,
-    /// Stale staging files removed from `tmp/`.
+    /// Stale staging files removed from `tmp/`: older than the grace period and at least ten
+    /// minutes, and not held by a writer (writers lock their staging file until they publish it).
     pub removed_staging_files: u64,
+    /// Lock files (`locks/<unique id>.lock`) removed: those of steps without a record that
+    /// nobody held.
+    pub removed_lock_files: u64,
 }
 
 /// A step record's time for age and access order: last access, else end, else start.
@@ -361,19 +365,118 @@ impl Workspace {
         if let Some(root) = self.root() {
             report.freed_bytes += remove_orphan_outboards(root, &old_enough)?;
             let tmp = root.join(crate::store::TMP_DIR);
+            let floor = grace.max(STAGING_FLOOR);
+            let old_staging = |path: &std::path::Path| -> bool {
+                fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age >= floor)
+            };
             if let Ok(entries) = fs::read_dir(&tmp) {
                 for e in entries.flatten() {
                     let p = e.path();
-                    if p.is_file() && p.extension().is_some_and(|x| x == "tmp") && old_enough(&p) {
-                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                        fs::remove_file(&p).map_err(|err| Error::io(p.display(), err))?;
-                        report.removed_staging_files += 1;
-                        report.freed_bytes += len;
+                    if !(p.is_file()
+                        && p.extension().is_some_and(|x| x == "tmp")
+                        && old_staging(&p))
+                    {
+                        continue;
                     }
+                    // A live writer holds its staging file's lock until it publishes it; take
+                    // the lock first and remove the file while holding it.
+                    let Some(_held) = unheld(&p) else { continue };
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    match fs::remove_file(&p) {
+                        Ok(()) => {}
+                        // Published or discarded by its writer meanwhile.
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(Error::io(p.display(), err)),
+                    }
+                    report.removed_staging_files += 1;
+                    report.freed_bytes += len;
                 }
             }
+            report.removed_lock_files = self.remove_stale_locks()?;
         }
         Ok(report)
+    }
+}
+
+/// Staging files younger than this are never removed, whatever the grace period: it covers the
+/// instant between a writer creating its staging file and locking it, and file systems without
+/// `flock`, where the lock cannot tell a live writer from a dead one.
+const STAGING_FLOOR: Duration = Duration::from_secs(600);
+
+/// Opens `path` and takes its lock exclusively if nobody holds it: the file then belongs to no
+/// live writer. `None` if it is held (or vanished). Where the file system has no locks, the file
+/// counts as unheld (the caller's age floor is then all that protects it).
+fn unheld(path: &std::path::Path) -> Option<fs::File> {
+    let f = fs::File::open(path).ok()?;
+    match f.try_lock() {
+        Ok(()) => Some(f),
+        Err(fs::TryLockError::WouldBlock) => None,
+        Err(fs::TryLockError::Error(_)) => Some(f),
+    }
+}
+
+impl Workspace {
+    /// Removes the lock files (`locks/<unique id>.lock`) of steps that have no record and that
+    /// nobody holds; returns how many. Each is removed while holding its lock, and only if the
+    /// path still names the file locked: a step locker (`Inner::lock_step`) checks after taking
+    /// a lock that the path still names the file it locked, and starts over otherwise. So a
+    /// locker either holds the lock of the file the path names (which cannot be removed under
+    /// it: removal needs the lock) or finds its file removed and retries on a new one. With
+    /// flock semantics, the lock belongs to the open file, not to the path, which is why the
+    /// check is needed. The gc lock file is never removed.
+    #[cfg(unix)]
+    fn remove_stale_locks(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = self.root() else {
+            return Ok(0);
+        };
+        let dir = root.join("locks");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if id == super::GC_LOCK || self.inner.db.get(id)?.is_some() {
+                continue;
+            }
+            let p = e.path();
+            let Ok(f) = fs::OpenOptions::new().write(true).open(&p) else {
+                continue;
+            };
+            if f.try_lock().is_err() {
+                continue;
+            }
+            // Locked: nobody else holds it. Is it still the file the path names, and is the step
+            // still unrecorded (a runner takes the lock before writing the record)?
+            let same = match (f.metadata(), fs::metadata(&p)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same || self.inner.db.get(id)?.is_some() {
+                continue;
+            }
+            match fs::remove_file(&p) {
+                Ok(()) => removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(p.display(), err)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Lock files are left in place where the inode check of [`Workspace::remove_stale_locks`]
+    /// is not available.
+    #[cfg(not(unix))]
+    fn remove_stale_locks(&self) -> Result<u64> {
+        Ok(0)
     }
 }
 

@@ -642,18 +642,26 @@ impl Inner {
 
     /// Takes the step's lock, waiting while another process or thread holds it.
     pub(crate) fn lock_step(&self, unique_id: &str) -> Result<StepLock> {
-        let (f, path) = self.lock_file(unique_id)?;
-        f.lock().map_err(|e| Error::io(path.display(), e))?;
-        Ok(StepLock { _file: f })
+        loop {
+            let (f, path) = self.lock_file(unique_id)?;
+            f.lock().map_err(|e| Error::io(path.display(), e))?;
+            if still_named(&f, &path) {
+                return Ok(StepLock { _file: f });
+            }
+        }
     }
 
     /// Takes the step's lock if it is free.
     pub(crate) fn try_lock_step(&self, unique_id: &str) -> Result<Option<StepLock>> {
-        let (f, path) = self.lock_file(unique_id)?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(StepLock { _file: f })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
+        loop {
+            let (f, path) = self.lock_file(unique_id)?;
+            match f.try_lock() {
+                Ok(()) if still_named(&f, &path) => return Ok(Some(StepLock { _file: f })),
+                // Removed by garbage collection between the open and the lock: a new file.
+                Ok(()) => continue,
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path.display(), e)),
+            }
         }
     }
 
@@ -739,4 +747,22 @@ impl Inner {
         std::io::Write::write_all(&mut w, &bytes).map_err(|e| Error::io("manifest", e))?;
         Ok(w.commit()?.0)
     }
+}
+
+/// Whether `path` still names the open file `f` (garbage collection removes unused step lock
+/// files while holding their lock; a locker that got the lock of a removed file must start over
+/// on the path's new file). See `Workspace::remove_stale_locks`.
+#[cfg(unix)]
+fn still_named(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Lock files are never removed where inodes cannot be compared.
+#[cfg(not(unix))]
+fn still_named(_f: &File, _path: &Path) -> bool {
+    true
 }
