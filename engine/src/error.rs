@@ -64,6 +64,18 @@ pub enum Error {
         /// What the follower found (the step's last state).
         reason: String,
     },
+    /// This process no longer holds the lease of the step it is writing (on a remote
+    /// workspace): it expired and another holder took the step over with a newer fencing
+    /// token, so this holder's late write (a partial file, the completion) is refused.
+    #[error("step {unique_id}: lease lost, write refused: {reason}")]
+    LeaseLost {
+        /// The step.
+        unique_id: String,
+        /// The fencing token this holder had.
+        token: u64,
+        /// What happened (who holds the step now, with which token).
+        reason: String,
+    },
     /// The metadata database at `path` failed.
     #[error("metadata database {path}: {source}")]
     Database {

@@ -50,6 +50,7 @@ mod manifest;
 #[cfg(feature = "pipeline")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod pipeline;
+mod remote;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod step;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

@@ -29,6 +29,10 @@ pub(crate) trait Metadata: Send + Sync + 'static {
     fn location(&self) -> String;
     /// Whether last accesses are recorded (false for an old, read-only database).
     fn records_access(&self) -> bool;
+    /// How often a follower of a step being written polls this metadata.
+    fn follow_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(20)
+    }
     /// The record of `unique_id`, if any.
     fn get(&self, unique_id: &str) -> Result<Option<StepInfo>>;
     /// Which of `unique_ids` are recorded COMPLETED.

@@ -27,6 +27,7 @@ pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
 pub(crate) use backend::{check_step_id, FileLocks, GcLock, Leases, Metadata, StepLock, StoredRun};
 pub(crate) use cache::MemoryCache;
 pub(crate) use db::{now_millis, NewRecord};
+pub(crate) use runs::{generated_run_name, valid_run_name, NewRunStep};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -268,6 +269,35 @@ impl Workspace {
         inner.url = "custom://".into();
         Ok(Workspace {
             inner: Arc::new(inner),
+        })
+    }
+
+    /// A workspace over the given backend: objects in `store`, metadata in `db`, single flight
+    /// through `leases`; work folders and materialized files in `dir` (created if needed).
+    pub(crate) fn with_backend(
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        db: Box<dyn Metadata>,
+        leases: Box<dyn Leases>,
+        dir: PathBuf,
+    ) -> Result<Workspace> {
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                url,
+                root: None,
+                dir,
+                store,
+                db,
+                leases,
+                cache: Mutex::new(MemoryCache::new(
+                    DEFAULT_RESULT_CACHE_ENTRIES,
+                    DEFAULT_RESULT_CACHE_BYTES,
+                )),
+                tmp: None,
+                read_only: false,
+                access_granularity: granularity_default(),
+            }),
         })
     }
 

@@ -186,7 +186,7 @@ pub(crate) fn generated_run_name(nonce: &[u8; 32]) -> String {
     format!("{a}-{n}-{}", u16::from_le_bytes([nonce[2], nonce[3]]) % 100)
 }
 
-fn valid_run_name(name: &str) -> bool {
+pub(crate) fn valid_run_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && name
