@@ -104,6 +104,15 @@ pub enum Error {
         /// The URL given.
         url: String,
     },
+    /// A workspace URL whose scheme needs a cargo feature this build lacks (`s3://` needs
+    /// feature `s3` of the `milonga` crate).
+    #[error("workspace URL {url:?} needs milonga built with the cargo feature `{feature}` (for example `milonga = {{ version = \"…\", features = [\"{feature}\"] }}`, or `cargo run --features {feature}`)")]
+    FeatureDisabled {
+        /// The URL given.
+        url: String,
+        /// The feature to enable.
+        feature: &'static str,
+    },
     /// A step's `run` returned an error, panicked, or its output could not be written.
     #[error("step {unique_id} failed: {message}")]
     StepFailed {

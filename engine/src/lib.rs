@@ -71,9 +71,9 @@ pub use step::{
 };
 pub use workspace::{
     Difference, Explanation, GcPolicy, GcReport, Problem, Provenance, Run, RunStep, RunSummary,
-    StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_ACCESS_GRANULARITY,
-    DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT,
-    METADATA_SCHEMA_VERSION,
+    StepInfo, StepState, VerifyReport, Workspace, CACHE_DIR_ENV, DATABASE_FILE,
+    DEFAULT_ACCESS_GRANULARITY, DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES,
+    FOLLOW_START_TIMEOUT, METADATA_SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

@@ -429,6 +429,7 @@ mod tests {
             Box::new(meta),
             Box::new(RemoteLeasesHandle(Arc::clone(&leases))),
             dir,
+            None,
         )
         .unwrap();
         (ws, leases)

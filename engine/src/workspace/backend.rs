@@ -25,8 +25,6 @@ pub(crate) type StoredRun = (i64, Option<i64>, Option<String>, Vec<RunStep>);
 /// Every method is safe to call from many threads and processes at once; writes are atomic
 /// (a crash leaves the old record or the new one).
 pub(crate) trait Metadata: Send + Sync + 'static {
-    /// Where the metadata lives, for messages (a path or URL).
-    fn location(&self) -> String;
     /// Whether last accesses are recorded (false for an old, read-only database).
     fn records_access(&self) -> bool;
     /// How often a follower of a step being written polls this metadata.
@@ -248,10 +246,6 @@ impl Leases for FileLocks {
 
 /// The local backend: the SQLite database, delegating to its methods.
 impl Metadata for Db {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
     fn records_access(&self) -> bool {
         self.version >= 2
     }

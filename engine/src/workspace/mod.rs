@@ -7,6 +7,7 @@ mod db;
 mod explain;
 mod gc;
 mod provenance;
+mod remote;
 mod runs;
 
 use std::fs::{self, OpenOptions};
@@ -21,6 +22,7 @@ pub use db::{StepInfo, StepState, METADATA_SCHEMA_VERSION};
 pub use explain::{Difference, Explanation};
 pub use gc::{GcPolicy, GcReport};
 pub use provenance::Provenance;
+pub use remote::CACHE_DIR_ENV;
 pub use runs::{Run, RunStep, RunSummary};
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
@@ -61,6 +63,11 @@ pub struct Workspace {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Lists every object of a store with its last-modified time and size (see
+/// `Inner::object_ages`).
+pub(crate) type ObjectAges =
+    Box<dyn Fn() -> Result<std::collections::HashMap<ContentId, (i64, u64)>> + Send + Sync>;
+
 pub(crate) struct Inner {
     url: String,
     root: Option<PathBuf>,
@@ -70,6 +77,10 @@ pub(crate) struct Inner {
     pub(crate) db: Box<dyn Metadata>,
     /// Who runs which step: OS file locks (local) or leases (remote).
     pub(crate) leases: Box<dyn Leases>,
+    /// For a store without local files whose objects have a last-modified time (remote): the
+    /// time (milliseconds since the Unix epoch) and size of every object, for the grace period
+    /// of garbage collection.
+    pub(crate) object_ages: Option<ObjectAges>,
     pub(crate) cache: Mutex<MemoryCache>,
     /// A memory workspace's temporary folder, shared with the lazy results that read from it
     /// (they must not hold `Inner` itself: the cache would then own a cycle).
@@ -208,6 +219,7 @@ impl Workspace {
                 tmp: None,
                 read_only,
                 access_granularity: granularity_default(),
+                object_ages: None,
             }),
         })
     }
@@ -252,6 +264,7 @@ impl Workspace {
                 tmp: Some(Arc::new(tmp)),
                 read_only: false,
                 access_granularity: granularity_default(),
+                object_ages: None,
             }),
         })
     }
@@ -280,6 +293,7 @@ impl Workspace {
         db: Box<dyn Metadata>,
         leases: Box<dyn Leases>,
         dir: PathBuf,
+        object_ages: Option<ObjectAges>,
     ) -> Result<Workspace> {
         fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         Ok(Workspace {
@@ -297,15 +311,22 @@ impl Workspace {
                 tmp: None,
                 read_only: false,
                 access_granularity: granularity_default(),
+                object_ages,
             }),
         })
     }
 
-    /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`), or
-    /// `memory://`.
+    /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`),
+    /// `memory://`, or `s3://BUCKET/PREFIX` (feature `s3`): a remote workspace on
+    /// S3-compatible storage, with endpoint, region and credentials from the usual `AWS_*`
+    /// environment variables, shared by every machine that opens it (step records, runs and
+    /// leases are objects under the prefix: docs/FORMAT.md, "Remote metadata"). A remote
+    /// workspace keeps per-machine state (work folders, materialized files) under
+    /// [`CACHE_DIR_ENV`].
     ///
     /// # Errors
-    /// [`Error::UnknownScheme`] for any other scheme, or as [`Workspace::open`].
+    /// [`Error::UnknownScheme`] for any other scheme; [`Error::FeatureDisabled`] for `s3://`
+    /// without feature `s3`; or as [`Workspace::open`].
     pub fn from_url(url: &str) -> Result<Workspace> {
         if url == "memory://" || url == "memory:" {
             return Self::memory();
@@ -317,6 +338,15 @@ impl Workspace {
                 }
                 return Self::open(path);
             }
+        }
+        if url.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            return remote::open_s3(url);
+            #[cfg(not(feature = "s3"))]
+            return Err(Error::FeatureDisabled {
+                url: url.into(),
+                feature: "s3",
+            });
         }
         if let Some((scheme, _)) = url.split_once("://") {
             if !scheme.is_empty()
