@@ -50,7 +50,9 @@ mod manifest;
 #[cfg(feature = "pipeline")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod pipeline;
-mod remote;
+#[cfg(feature = "s3")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+pub mod remote;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod step;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

@@ -388,18 +388,29 @@ fn cli_commands_work_on_an_s3_workspace() {
     let du = cli(&["du", "--json"]);
     assert!(du.is_object(), "{du}");
     let verify = cli(&["verify", "--json"]);
-    assert_eq!(verify["problems"].as_array().map(Vec::len), Some(0), "{verify}");
+    assert_eq!(
+        verify["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{verify}"
+    );
     assert!(verify["objects_checked"].as_u64() >= Some(6), "{verify}");
     // A postcard value is not self-describing: `cat` reads the record and says so.
     let cat = cli(&["cat", &id, "--json"]);
-    assert!(cat["error"].as_str().is_some_and(|e| e.contains("postcard")), "{cat}");
+    assert!(
+        cat["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("postcard")),
+        "{cat}"
+    );
     let rm = cli(&["rm", &id, "--json"]);
     assert_eq!(rm["removed"].as_array().map(Vec::len), Some(1), "{rm}");
     assert_eq!(ws.steps().unwrap().len(), 2);
     // Removing the run removes the records only it had (the two upstream steps).
     let rm_run = cli(&["run-rm", "nightly", "--json"]);
     assert_eq!(
-        rm_run["removed"][0]["removed_steps"].as_array().map(Vec::len),
+        rm_run["removed"][0]["removed_steps"]
+            .as_array()
+            .map(Vec::len),
         Some(2),
         "{rm_run}"
     );

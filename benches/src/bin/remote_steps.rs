@@ -16,11 +16,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use milonga::{BoxError, Context, PostcardFormat, Step, Workspace};
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -47,8 +45,7 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    let prefix = format!("bench-steps-{stamp}");
-    let url = format!("{}/{prefix}", base.trim_end_matches('/'));
+    let url = format!("{}/bench-steps-{stamp}", base.trim_end_matches('/'));
     let ws = Workspace::from_url(&url).unwrap();
 
     let t = Instant::now();
@@ -56,27 +53,17 @@ fn main() {
         Row { i }.result(&ws).unwrap();
     }
     let per_step = t.elapsed().as_secs_f64() / real as f64;
-    println!("{real} real steps: {:.2} ms per step (lease, records, objects)", per_step * 1e3);
+    println!(
+        "{real} real steps: {:.2} ms per step (lease, records, objects)",
+        per_step * 1e3
+    );
 
     // Copy the records into the 256 shards up to `records`.
-    let bucket = base.trim_start_matches("s3://").trim_end_matches('/');
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let shard_path = |k: usize| object_store::path::Path::from(format!("{prefix}/meta/v1/steps/{k:02x}.json").as_str());
+    let remote = milonga::remote::Remote::from_url(&url).unwrap();
+    let shard_key = |k: usize| format!("meta/v1/steps/{k:02x}.json");
     let mut templates: Vec<serde_json::Value> = Vec::new();
     for k in 0..256 {
-        if let Ok(r) = rt.block_on(store.get(&shard_path(k))) {
-            let bytes = rt.block_on(r.bytes()).unwrap();
+        if let Some((bytes, _)) = remote.get(&shard_key(k)).unwrap() {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             templates.extend(v["records"].as_object().unwrap().values().cloned());
         }
@@ -95,7 +82,7 @@ fn main() {
     for (k, recs) in shards {
         let body = serde_json::to_vec(&serde_json::json!({ "records": recs })).unwrap();
         bytes_total += body.len();
-        rt.block_on(store.put(&shard_path(k), body.into())).unwrap();
+        remote.put(&shard_key(k), body).unwrap();
     }
     println!(
         "wrote {records} records in 256 shards ({:.1} MB) in {:.2} s",
@@ -114,5 +101,8 @@ fn main() {
     let t = Instant::now();
     let info = ws.step_info("Row-copy00000007").unwrap();
     assert!(info.is_some());
-    println!("step_info of one record: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "step_info of one record: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }

@@ -45,10 +45,6 @@ pub(crate) struct KvObject {
 pub(crate) struct KvEntry {
     /// Its key, relative to the workspace prefix.
     pub(crate) key: String,
-    /// When it was last written, in milliseconds since the Unix epoch.
-    pub(crate) modified_ms: i64,
-    /// Its length in bytes.
-    pub(crate) size: u64,
 }
 
 /// Small objects with conditional writes: what remote metadata and leases need from the
@@ -992,169 +988,63 @@ impl Kv for MemoryKv {
             .unwrap()
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (b, _, m))| KvEntry {
-                key: k.clone(),
-                modified_ms: *m,
-                size: b.len() as u64,
-            })
+            .map(|(k, _)| KvEntry { key: k.clone() })
             .collect())
     }
 }
 
-/// A [`Kv`] over an `object_store` store (S3 with conditional writes: If-None-Match: `*` for
-/// create, If-Match on the ETag for update), with keys under `prefix`, driven from
-/// synchronous code on `runtime`.
-#[cfg(feature = "s3")]
-pub(crate) struct ObjectStoreKv {
-    store: Arc<dyn object_store::ObjectStore>,
-    runtime: tokio::runtime::Handle,
-    prefix: String,
-    url: String,
-}
+/// The [`Kv`] of a remote workspace: its [`Remote`](super::Remote) client (conditional
+/// writes: If-None-Match: `*` to create, If-Match on the ETag to update; retries of transient
+/// failures; errors naming the URL).
+pub(crate) struct RemoteKv(pub(crate) super::Remote);
 
-#[cfg(feature = "s3")]
-impl ObjectStoreKv {
-    /// Keys under `prefix` (no leading or trailing `/`) of `store`; `url` (`s3://bucket/prefix`)
-    /// for messages.
-    pub(crate) fn new(
-        store: Arc<dyn object_store::ObjectStore>,
-        runtime: tokio::runtime::Handle,
-        prefix: &str,
-        url: &str,
-    ) -> Self {
-        ObjectStoreKv {
-            store,
-            runtime,
-            prefix: prefix.trim_matches('/').to_owned(),
-            url: url.trim_end_matches('/').to_owned(),
-        }
-    }
-
-    fn path(&self, key: &str) -> object_store::path::Path {
-        let key = key.trim_end_matches('/');
-        if self.prefix.is_empty() {
-            object_store::path::Path::from(key)
-        } else {
-            object_store::path::Path::from(format!("{}/{key}", self.prefix).as_str())
-        }
-    }
-
-    fn err(&self, key: &str, e: object_store::Error) -> Error {
-        Error::io(self.describe(key), std::io::Error::other(e))
-    }
-
-    fn version(r: object_store::PutResult) -> KvVersion {
-        KvVersion(r.e_tag.unwrap_or_default())
-    }
-
-    fn put_mode(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        mode: object_store::PutMode,
-    ) -> Result<Option<KvVersion>> {
-        use object_store::ObjectStore as _;
-        let path = self.path(key);
-        let opts = object_store::PutOptions {
-            mode,
-            ..Default::default()
-        };
-        let payload = object_store::PutPayload::from(bytes.to_vec());
-        match self
-            .runtime
-            .block_on(self.store.put_opts(&path, payload, opts))
-        {
-            Ok(r) => Ok(Some(Self::version(r))),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. })
-            | Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
-    }
-}
-
-#[cfg(feature = "s3")]
-impl Kv for ObjectStoreKv {
+impl Kv for RemoteKv {
     fn describe(&self, key: &str) -> String {
-        format!("{}/{key}", self.url)
+        self.0.url_of(key)
     }
 
     fn get(&self, key: &str) -> Result<Option<KvObject>> {
-        use object_store::ObjectStore as _;
-        let path = self.path(key);
-        let got = self.runtime.block_on(async {
-            let r = self
-                .store
-                .get_opts(&path, object_store::GetOptions::default())
-                .await?;
-            let etag = r.meta.e_tag.clone();
-            let bytes = r.bytes().await?;
-            Ok::<_, object_store::Error>((bytes, etag))
-        });
-        match got {
-            Ok((bytes, etag)) => Ok(Some(KvObject {
-                bytes: bytes.to_vec(),
-                version: KvVersion(etag.unwrap_or_default()),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
+        Ok(self.0.get(key)?.map(|(bytes, info)| KvObject {
+            bytes: bytes.to_vec(),
+            version: KvVersion(info.version.e_tag.unwrap_or_default()),
+        }))
     }
 
     fn create(&self, key: &str, bytes: &[u8]) -> Result<Option<KvVersion>> {
-        self.put_mode(key, bytes, object_store::PutMode::Create)
+        Ok(match self.0.put_if_absent(key, bytes.to_vec())? {
+            super::Created::Created(v) => Some(KvVersion(v.e_tag.unwrap_or_default())),
+            super::Created::AlreadyExists => None,
+        })
     }
 
     fn update(&self, key: &str, bytes: &[u8], version: &KvVersion) -> Result<Option<KvVersion>> {
-        self.put_mode(
-            key,
-            bytes,
-            object_store::PutMode::Update(object_store::UpdateVersion {
-                e_tag: Some(version.0.clone()),
-                version: None,
-            }),
-        )
+        let expected = super::Version {
+            e_tag: Some(version.0.clone()),
+            version: None,
+        };
+        Ok(match self.0.put_if_match(key, bytes.to_vec(), &expected)? {
+            super::Updated::Updated(v) => Some(KvVersion(v.e_tag.unwrap_or_default())),
+            super::Updated::Conflict => None,
+        })
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.put_mode(key, bytes, object_store::PutMode::Overwrite)
-            .map(|_| ())
+        self.0.put(key, bytes.to_vec())?;
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        use object_store::ObjectStoreExt as _;
-        let path = self.path(key);
-        match self.runtime.block_on(self.store.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err(key, e)),
-        }
+        Ok(self.0.delete(key)?)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
-        use futures_util::TryStreamExt as _;
-        use object_store::ObjectStore as _;
-        let path = self.path(prefix);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&path)).try_collect())
-            .map_err(|e| self.err(prefix, e))?;
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let mut out: Vec<KvEntry> = metas
-            .into_iter()
-            .filter_map(|m| {
-                let full = m.location.to_string();
-                let key = full.strip_prefix(&strip)?.to_owned();
-                key.starts_with(prefix).then(|| KvEntry {
-                    key,
-                    modified_ms: m.last_modified.timestamp_millis(),
-                    size: m.size,
-                })
-            })
-            .collect();
+        let mut out = Vec::new();
+        for info in self.0.list(prefix) {
+            let info = info?;
+            if info.key.starts_with(prefix) {
+                out.push(KvEntry { key: info.key });
+            }
+        }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
