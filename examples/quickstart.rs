@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p milonga --example quickstart -- <workspace-dir>
+//! # or a remote workspace (the `s3` feature; endpoint and credentials from AWS_* variables):
+//! cargo run --release -p milonga --features s3 --example quickstart -- s3://bucket/prefix
 //! ```
 //!
 //! The executor runs the pipeline as a graph and prints what happened to each step. The first
@@ -142,10 +144,11 @@ impl Step for Evaluate {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .ok_or("usage: cargo run --release -p milonga --example quickstart -- <workspace-dir>")?;
-    let ws = Workspace::open(&dir)?;
+    let url = std::env::args().nth(1).ok_or(
+        "usage: cargo run --release -p milonga --example quickstart -- <workspace-dir or URL>",
+    )?;
+    // A directory, file://PATH, or s3://bucket/prefix (with the `s3` feature).
+    let ws = Workspace::from_url(&url)?;
 
     let produce = StepRef::new(Produce {
         n: 1_000_000,

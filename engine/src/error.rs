@@ -68,6 +68,18 @@ pub enum Error {
         /// What the follower found (the step's last state).
         reason: String,
     },
+    /// This process no longer holds the lease of the step it is writing (on a remote
+    /// workspace): it expired and another holder took the step over with a newer fencing
+    /// token, so this holder's late write (a partial file, the completion) is refused.
+    #[error("step {unique_id}: lease lost, write refused: {reason}")]
+    LeaseLost {
+        /// The step.
+        unique_id: String,
+        /// The fencing token this holder had.
+        token: u64,
+        /// What happened (who holds the step now, with which token).
+        reason: String,
+    },
     /// The metadata database at `path` failed.
     #[error("metadata database {path}: {source}")]
     Database {
@@ -95,6 +107,15 @@ pub enum Error {
     UnknownScheme {
         /// The URL given.
         url: String,
+    },
+    /// A workspace URL whose scheme needs a cargo feature this build lacks (`s3://` needs
+    /// feature `s3` of the `milonga` crate).
+    #[error("workspace URL {url:?} needs milonga built with the cargo feature `{feature}` (for example `milonga = {{ version = \"…\", features = [\"{feature}\"] }}`, or `cargo run --features {feature}`)")]
+    FeatureDisabled {
+        /// The URL given.
+        url: String,
+        /// The feature to enable.
+        feature: &'static str,
     },
     /// A step's `run` returned an error, panicked, or its output could not be written.
     #[error("step {unique_id} failed: {message}")]

@@ -50,6 +50,9 @@ mod manifest;
 #[cfg(feature = "pipeline")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod pipeline;
+#[cfg(feature = "s3")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+pub mod remote;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod step;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -70,9 +73,9 @@ pub use step::{
 };
 pub use workspace::{
     Difference, Explanation, GcPolicy, GcReport, Problem, Provenance, Run, RunStep, RunSummary,
-    StepInfo, StepState, VerifyReport, Workspace, DATABASE_FILE, DEFAULT_ACCESS_GRANULARITY,
-    DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES, FOLLOW_START_TIMEOUT,
-    METADATA_SCHEMA_VERSION,
+    StepInfo, StepState, VerifyReport, Workspace, CACHE_DIR_ENV, DATABASE_FILE,
+    DEFAULT_ACCESS_GRANULARITY, DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES,
+    FOLLOW_START_TIMEOUT, METADATA_SCHEMA_VERSION,
 };
 
 pub use milonga_formats as formats;

@@ -143,6 +143,15 @@ pub enum Error {
     /// backend's error type, e.g. `milonga::Error`). Build it with [`Error::backend`].
     #[error(transparent)]
     Backend(BoxError),
+    /// Remote object storage refused or failed a request about `url` (an `s3://` URL): bad
+    /// credentials, a missing bucket, a server that stayed unreachable through every retry.
+    #[error("{url}: {reason}")]
+    Remote {
+        /// The remote object or location (`s3://bucket/prefix/key`).
+        url: String,
+        /// What went wrong, and what to check.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -240,6 +249,7 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source.kind(),
             Error::MissingFile { .. } | Error::MissingObject { .. } => io::ErrorKind::NotFound,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            Error::Remote { .. } => io::ErrorKind::Other,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)

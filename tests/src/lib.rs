@@ -3,6 +3,8 @@
 // Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod streams;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

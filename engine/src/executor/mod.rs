@@ -244,7 +244,7 @@ impl Executor {
             .inner
             .db
             .completed_among(
-                nodes
+                &mut nodes
                     .iter()
                     .filter(|x| x.step.cacheable())
                     .map(|x| x.unique_id.as_str()),

@@ -400,9 +400,9 @@ impl FollowedArtifact {
         start_timeout: Option<Duration>,
     ) -> Result<Self> {
         let this = FollowedArtifact {
+            poll: ws.db.follow_poll(),
             ws,
             unique_id: unique_id.to_owned(),
-            poll: Duration::from_millis(20),
             view: Mutex::new((Vec::new(), ArtifactStatus::Writing)),
             start_deadline: Instant::now() + start_timeout.unwrap_or(Duration::ZERO),
             liveness: Mutex::new((false, None)),

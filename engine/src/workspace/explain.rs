@@ -172,16 +172,10 @@ impl Workspace {
     /// differences, the latest on a tie; records without a pre-image only when no other is
     /// there.
     fn closest(&self, info: &StepInfo) -> Result<Option<StepInfo>> {
-        // Earlier: inserted before this record (all records, for a step not recorded yet).
-        let candidates = self.inner.db.select_where(
-            &format!(
-                "step_type = ?1 AND unique_id != ?2
-                   AND rowid < coalesce((SELECT rowid FROM steps WHERE unique_id = ?2),
-                                        9223372036854775807)
-                 ORDER BY rowid DESC LIMIT {CANDIDATES}"
-            ),
-            rusqlite::params![info.step_type, info.unique_id],
-        )?;
+        let candidates =
+            self.inner
+                .db
+                .earlier_of_type(&info.step_type, &info.unique_id, CANDIDATES)?;
         let mine = decode(info)?;
         let mut best: Option<(usize, StepInfo)> = None;
         for c in candidates {

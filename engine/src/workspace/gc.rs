@@ -341,9 +341,30 @@ impl Workspace {
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age >= grace)
         };
+        // A store without local files (remote) gives last-modified times instead.
+        let ages = inner.object_ages.as_ref().map(|list| list()).transpose()?;
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = crate::workspace::now_millis();
         for id in inner.store.list()? {
             if live.contains(&id) {
                 report.live_objects += 1;
+                continue;
+            }
+            if let Some(ages) = &ages {
+                // Unknown age (written after the listing): young.
+                let Some(&(modified, size)) = ages.get(&id) else {
+                    report.young_objects += 1;
+                    continue;
+                };
+                if now_ms.saturating_sub(modified) < grace_ms {
+                    report.young_objects += 1;
+                    continue;
+                }
+                if !dry_run {
+                    inner.store.remove(&id)?;
+                }
+                report.freed_bytes += size;
+                report.removed_objects += 1;
                 continue;
             }
             let path = inner.store.local_path(&id)?;
@@ -444,7 +465,7 @@ impl Workspace {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
                 continue;
             };
-            if id == super::GC_LOCK || self.inner.db.get(id)?.is_some() {
+            if id == super::backend::GC_LOCK || self.inner.db.get(id)?.is_some() {
                 continue;
             }
             let p = e.path();

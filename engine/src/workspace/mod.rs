@@ -1,14 +1,16 @@
 //! The workspace: an object store, a metadata database, step locks and a result cache.
 
 mod artifact;
+mod backend;
 mod cache;
 mod db;
 mod explain;
 mod gc;
 mod provenance;
+mod remote;
 mod runs;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,20 +22,19 @@ pub use db::{StepInfo, StepState, METADATA_SCHEMA_VERSION};
 pub use explain::{Difference, Explanation};
 pub use gc::{GcPolicy, GcReport};
 pub use provenance::Provenance;
+pub use remote::CACHE_DIR_ENV;
 pub use runs::{Run, RunStep, RunSummary};
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
+pub(crate) use backend::{check_step_id, FileLocks, GcLock, Leases, Metadata, StepLock, StoredRun};
 pub(crate) use cache::MemoryCache;
 pub(crate) use db::{now_millis, NewRecord};
+pub(crate) use runs::{generated_run_name, valid_run_name, NewRunStep};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::store::{LocalStore, MemoryStore, ObjectStore};
 use db::Db;
-
-/// The lock file name (in `locks/`) of the garbage-collection lock; step ids always contain a
-/// `-`, so it cannot collide with a step's lock.
-const GC_LOCK: &str = "gc";
 
 /// The name of the metadata database file in a local workspace.
 pub const DATABASE_FILE: &str = "milonga.sqlite";
@@ -62,13 +63,24 @@ pub struct Workspace {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Lists every object of a store with its last-modified time and size (see
+/// `Inner::object_ages`).
+pub(crate) type ObjectAges =
+    Box<dyn Fn() -> Result<std::collections::HashMap<ContentId, (i64, u64)>> + Send + Sync>;
+
 pub(crate) struct Inner {
     url: String,
     root: Option<PathBuf>,
     /// Holds `work/`, `locks/` and materialized files: the root, or a temporary folder.
     pub(crate) dir: PathBuf,
     pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) db: Db,
+    pub(crate) db: Box<dyn Metadata>,
+    /// Who runs which step: OS file locks (local) or leases (remote).
+    pub(crate) leases: Box<dyn Leases>,
+    /// For a store without local files whose objects have a last-modified time (remote): the
+    /// time (milliseconds since the Unix epoch) and size of every object, for the grace period
+    /// of garbage collection.
+    pub(crate) object_ages: Option<ObjectAges>,
     pub(crate) cache: Mutex<MemoryCache>,
     /// A memory workspace's temporary folder, shared with the lazy results that read from it
     /// (they must not hold `Inner` itself: the cache would then own a cycle).
@@ -193,9 +205,13 @@ impl Workspace {
             inner: Arc::new(Inner {
                 url: format!("file://{}", root.display()),
                 root: Some(root.clone()),
+                leases: Box::new(FileLocks {
+                    dir: root.clone(),
+                    read_only,
+                }),
                 dir: root,
                 store: Arc::new(store),
-                db,
+                db: Box::new(db),
                 cache: Mutex::new(MemoryCache::new(
                     DEFAULT_RESULT_CACHE_ENTRIES,
                     DEFAULT_RESULT_CACHE_BYTES,
@@ -203,6 +219,7 @@ impl Workspace {
                 tmp: None,
                 read_only,
                 access_granularity: granularity_default(),
+                object_ages: None,
             }),
         })
     }
@@ -234,8 +251,12 @@ impl Workspace {
                 url: "memory://".into(),
                 root: None,
                 dir: tmp.path().to_owned(),
+                leases: Box::new(FileLocks {
+                    dir: tmp.path().to_owned(),
+                    read_only: false,
+                }),
                 store: Arc::new(MemoryStore::new()),
-                db: Db::open(None, false)?,
+                db: Box::new(Db::open(None, false)?),
                 cache: Mutex::new(MemoryCache::new(
                     DEFAULT_RESULT_CACHE_ENTRIES,
                     DEFAULT_RESULT_CACHE_BYTES,
@@ -243,6 +264,7 @@ impl Workspace {
                 tmp: Some(Arc::new(tmp)),
                 read_only: false,
                 access_granularity: granularity_default(),
+                object_ages: None,
             }),
         })
     }
@@ -263,11 +285,48 @@ impl Workspace {
         })
     }
 
-    /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`), or
-    /// `memory://`.
+    /// A workspace over the given backend: objects in `store`, metadata in `db`, single flight
+    /// through `leases`; work folders and materialized files in `dir` (created if needed).
+    pub(crate) fn with_backend(
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        db: Box<dyn Metadata>,
+        leases: Box<dyn Leases>,
+        dir: PathBuf,
+        object_ages: Option<ObjectAges>,
+    ) -> Result<Workspace> {
+        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                url,
+                root: None,
+                dir,
+                store,
+                db,
+                leases,
+                cache: Mutex::new(MemoryCache::new(
+                    DEFAULT_RESULT_CACHE_ENTRIES,
+                    DEFAULT_RESULT_CACHE_BYTES,
+                )),
+                tmp: None,
+                read_only: false,
+                access_granularity: granularity_default(),
+                object_ages,
+            }),
+        })
+    }
+
+    /// Opens a workspace from a URL: a plain path, `file://PATH` (or `local://PATH`),
+    /// `memory://`, or `s3://BUCKET/PREFIX` (feature `s3`): a remote workspace on
+    /// S3-compatible storage, with endpoint, region and credentials from the usual `AWS_*`
+    /// environment variables, shared by every machine that opens it (step records, runs and
+    /// leases are objects under the prefix: docs/FORMAT.md, "Remote metadata"). A remote
+    /// workspace keeps per-machine state (work folders, materialized files) under
+    /// [`CACHE_DIR_ENV`].
     ///
     /// # Errors
-    /// [`Error::UnknownScheme`] for any other scheme, or as [`Workspace::open`].
+    /// [`Error::UnknownScheme`] for any other scheme; [`Error::FeatureDisabled`] for `s3://`
+    /// without feature `s3`; or as [`Workspace::open`].
     pub fn from_url(url: &str) -> Result<Workspace> {
         if url == "memory://" || url == "memory:" {
             return Self::memory();
@@ -279,6 +338,15 @@ impl Workspace {
                 }
                 return Self::open(path);
             }
+        }
+        if url.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            return remote::open_s3(url);
+            #[cfg(not(feature = "s3"))]
+            return Err(Error::FeatureDisabled {
+                url: url.into(),
+                feature: "s3",
+            });
         }
         if let Some((scheme, _)) = url.split_once("://") {
             if !scheme.is_empty()
@@ -560,12 +628,6 @@ pub struct Problem {
     pub error: String,
 }
 
-/// An exclusive lock on one step, held while it runs; released on drop or when the process
-/// dies (an OS file lock), so a dead holder never wedges the step.
-pub(crate) struct StepLock {
-    _file: File,
-}
-
 impl Inner {
     pub(crate) fn cache_lock(&self) -> std::sync::MutexGuard<'_, MemoryCache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
@@ -574,7 +636,7 @@ impl Inner {
     /// Records a read of a completed step if its last access is older than the granularity
     /// (best effort: a read never fails because its access could not be recorded).
     pub(crate) fn touch(&self, info: &StepInfo) {
-        if self.read_only || self.db.version < 2 {
+        if self.read_only || !self.db.records_access() {
             return;
         }
         let now = now_millis();
@@ -611,74 +673,32 @@ impl Inner {
         Ok(())
     }
 
-    fn lock_path(&self, unique_id: &str) -> Result<PathBuf> {
-        if unique_id.is_empty()
-            || unique_id.starts_with('.')
-            || !unique_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
-            return Err(Error::State {
-                unique_id: unique_id.into(),
-                reason: "not a valid step id".into(),
-            });
-        }
-        Ok(self.dir.join("locks").join(format!("{unique_id}.lock")))
-    }
-
-    fn lock_file(&self, unique_id: &str) -> Result<(File, PathBuf)> {
-        self.check_writable(|| format!("locking {unique_id}"))?;
-        let path = self.lock_path(unique_id)?;
-        let dir = self.dir.join("locks");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(path.display(), e))?;
-        Ok((f, path))
-    }
-
-    /// Takes the step's lock, waiting while another process or thread holds it.
+    /// Takes the step's lock (a lease on a remote workspace), waiting while another process
+    /// or thread holds it.
     pub(crate) fn lock_step(&self, unique_id: &str) -> Result<StepLock> {
-        loop {
-            let (f, path) = self.lock_file(unique_id)?;
-            f.lock().map_err(|e| Error::io(path.display(), e))?;
-            if still_named(&f, &path) {
-                return Ok(StepLock { _file: f });
-            }
-        }
+        self.check_writable(|| format!("locking {unique_id}"))?;
+        self.leases.lock_step(unique_id)
     }
 
     /// Takes the step's lock if it is free.
     pub(crate) fn try_lock_step(&self, unique_id: &str) -> Result<Option<StepLock>> {
-        loop {
-            let (f, path) = self.lock_file(unique_id)?;
-            match f.try_lock() {
-                Ok(()) if still_named(&f, &path) => return Ok(Some(StepLock { _file: f })),
-                // Removed by garbage collection between the open and the lock: a new file.
-                Ok(()) => continue,
-                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path.display(), e)),
-            }
-        }
+        self.check_writable(|| format!("locking {unique_id}"))?;
+        self.leases.try_lock_step(unique_id)
     }
 
     /// Takes the workspace's garbage-collection lock shared: held by writers from the moment
-    /// they publish an object until the database refers to it, so that a collection (which
-    /// holds it exclusively) never sees an object that is about to be referenced.
-    pub(crate) fn gc_shared(&self) -> Result<File> {
-        let (f, path) = self.lock_file(GC_LOCK)?;
-        f.lock_shared().map_err(|e| Error::io(path.display(), e))?;
-        Ok(f)
+    /// they publish an object until the metadata refers to it, so that a collection (which
+    /// holds it exclusively) never sees an object that is about to be referenced. A remote
+    /// workspace has no such lock: its collection keeps young objects instead.
+    pub(crate) fn gc_shared(&self) -> Result<GcLock> {
+        self.check_writable(|| "locking gc".into())?;
+        self.leases.gc_shared()
     }
 
     /// Takes the garbage-collection lock exclusively (see [`Inner::gc_shared`]).
-    pub(crate) fn gc_exclusive(&self) -> Result<File> {
-        let (f, path) = self.lock_file(GC_LOCK)?;
-        f.lock().map_err(|e| Error::io(path.display(), e))?;
-        Ok(f)
+    pub(crate) fn gc_exclusive(&self) -> Result<GcLock> {
+        self.check_writable(|| "locking gc".into())?;
+        self.leases.gc_exclusive()
     }
 
     /// The state to report for a record: `RUNNING` with a free lock means the runner died.
@@ -693,18 +713,9 @@ impl Inner {
         info
     }
 
-    /// Whether some process (or thread) holds the step's lock now. Probes with a shared lock on
-    /// a read-only handle, so that probes never create files (a read-only workspace can be
-    /// probed) and never make each other look like a writer.
+    /// Whether some process (or thread) holds the step's lock (or a live lease) now.
     pub(crate) fn is_locked(&self, unique_id: &str) -> bool {
-        let Ok(path) = self.lock_path(unique_id) else {
-            return false;
-        };
-        // No lock file: no step ever took the lock, so nobody holds it.
-        let Ok(f) = File::open(&path) else {
-            return false;
-        };
-        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+        self.leases.is_locked(unique_id)
     }
 
     pub(crate) fn load_manifest(&self, id: &ContentId) -> Result<Manifest> {
@@ -747,22 +758,4 @@ impl Inner {
         std::io::Write::write_all(&mut w, &bytes).map_err(|e| Error::io("manifest", e))?;
         Ok(w.commit()?.0)
     }
-}
-
-/// Whether `path` still names the open file `f` (garbage collection removes unused step lock
-/// files while holding their lock; a locker that got the lock of a removed file must start over
-/// on the path's new file). See `Workspace::remove_stale_locks`.
-#[cfg(unix)]
-fn still_named(f: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (f.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-/// Lock files are never removed where inodes cannot be compared.
-#[cfg(not(unix))]
-fn still_named(_f: &File, _path: &Path) -> bool {
-    true
 }

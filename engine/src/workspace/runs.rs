@@ -186,7 +186,7 @@ pub(crate) fn generated_run_name(nonce: &[u8; 32]) -> String {
     format!("{a}-{n}-{}", u16::from_le_bytes([nonce[2], nonce[3]]) % 100)
 }
 
-fn valid_run_name(name: &str) -> bool {
+pub(crate) fn valid_run_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && name
@@ -307,7 +307,7 @@ impl Db {
 
     /// Run `name`: (started, ended, provenance id, steps).
     #[allow(clippy::type_complexity)]
-    fn get_run(
+    pub(super) fn get_run(
         &self,
         name: &str,
     ) -> Result<Option<(i64, Option<i64>, Option<String>, Vec<RunStep>)>> {
@@ -356,7 +356,7 @@ impl Db {
 
     /// Removes run `name`; returns the unique ids of its steps that no other run has, or `None`
     /// if there is no such run.
-    fn delete_run(&self, name: &str) -> Result<Option<Vec<String>>> {
+    pub(super) fn delete_run(&self, name: &str) -> Result<Option<Vec<String>>> {
         self.writable()?;
         if self.version < 2 {
             return Ok(None);

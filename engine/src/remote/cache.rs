@@ -1,0 +1,266 @@
+//! The read-through cache of remote objects: a local object store in a directory, with a size
+//! cap and least-recently-used eviction.
+//!
+//! The cache is a [`LocalStore`]: objects are published by an atomic rename of a fully written
+//! temporary file (safe when several processes share the directory), content-addressed, and
+//! verified on use like any local object (a damaged cache file is quarantined and downloaded
+//! again, never trusted). Use is recorded in each object file's access time, set explicitly
+//! whenever the cache serves it; eviction removes the objects used longest ago until the
+//! directory is under its cap. Objects are immutable, so one cache directory can serve every
+//! remote location.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use milonga_sdk::{ContentId, Error, Result};
+
+use crate::store::{LocalStore, ObjectStore, OBJECTS_DIR, OUTBOARD_SUFFIX, QUARANTINE_DIR};
+
+/// The default size cap of the read-through cache: 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// A local directory of verified copies of remote objects, bounded in size.
+#[derive(Debug)]
+pub struct ReadCache {
+    store: LocalStore,
+    cap: u64,
+    /// Bytes this process believes the directory holds: set by every full scan, raised by every
+    /// insertion. Other processes' insertions are seen at the next scan.
+    approx: AtomicU64,
+    evicting: Mutex<()>,
+}
+
+impl ReadCache {
+    /// Opens (creating it if needed) the cache in `dir`, holding at most about `cap` bytes.
+    ///
+    /// # Errors
+    /// An I/O error creating or scanning the directory.
+    pub fn open(dir: &Path, cap: u64) -> Result<ReadCache> {
+        let store = LocalStore::open(dir)?.without_sync();
+        let cache = ReadCache {
+            store,
+            cap,
+            approx: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+        };
+        let total = cache.scan()?.iter().map(|e| e.bytes).sum();
+        cache.approx.store(total, Ordering::Relaxed);
+        Ok(cache)
+    }
+
+    /// The default cache directory: `$MILONGA_CACHE_DIR`, else `$XDG_CACHE_HOME/milonga`, else
+    /// `~/.cache/milonga`, else `milonga-cache` in the temporary directory.
+    pub fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("MILONGA_CACHE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("milonga");
+        }
+        if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(h).join(".cache").join("milonga");
+        }
+        std::env::temp_dir().join("milonga-cache")
+    }
+
+    /// The default size cap: `$MILONGA_CACHE_BYTES` if it is a number, else
+    /// [`DEFAULT_CACHE_BYTES`].
+    pub fn default_cap() -> u64 {
+        std::env::var("MILONGA_CACHE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_CACHE_BYTES)
+    }
+
+    /// The local store holding the cached objects.
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The directory of the cache.
+    pub fn dir(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// The size cap in bytes.
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// A fresh temporary path inside the cache directory (same file system as the objects, so
+    /// that publishing it is a rename).
+    pub(crate) fn tmp_path(&self) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.store
+            .root()
+            .join(crate::store::TMP_DIR)
+            .join(format!("{}-{nanos}-{n}.download", std::process::id()))
+    }
+
+    /// Whether object `id` is in the cache.
+    pub fn contains(&self, id: &ContentId) -> bool {
+        self.store.contains(id)
+    }
+
+    /// Records a use of object `id` (its position in the eviction order).
+    pub fn touch(&self, id: &ContentId) {
+        if let Ok(f) = fs::File::open(self.store.object_path(id)) {
+            let _ = f.set_times(fs::FileTimes::new().set_accessed(SystemTime::now()));
+        }
+    }
+
+    /// Publishes the downloaded file at `path` into the cache (hashing it: the id returned is
+    /// the content's, which the caller compares with the one it asked for), then evicts the
+    /// least recently used objects other than this one while the cache is over its cap.
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn insert(&self, path: &Path) -> Result<(ContentId, u64)> {
+        let (id, len) = self.store.ingest(path)?;
+        self.touch(&id);
+        let total = self.approx.fetch_add(len, Ordering::Relaxed) + len;
+        if total > self.cap {
+            self.evict(Some(&id))?;
+        }
+        Ok((id, len))
+    }
+
+    /// Removes object `id` from the cache.
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn remove(&self, id: &ContentId) -> Result<()> {
+        self.store.remove(id)
+    }
+
+    /// The bytes the cache directory holds now (objects, outboards and quarantined files).
+    ///
+    /// # Errors
+    /// An I/O error scanning the directory.
+    pub fn size(&self) -> Result<u64> {
+        let quarantined: u64 = self.quarantined()?.iter().map(|(_, b)| b).sum();
+        Ok(self.scan()?.iter().map(|e| e.bytes).sum::<u64>() + quarantined)
+    }
+
+    /// Removes the least recently used objects (never `keep`) until the cache holds at most its
+    /// cap, and every quarantined file. Returns the bytes freed.
+    ///
+    /// # Errors
+    /// An I/O error scanning the directory (removing a file another process removed first is
+    /// not one).
+    pub fn evict(&self, keep: Option<&ContentId>) -> Result<u64> {
+        let _one = self
+            .evicting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut freed = 0;
+        for (path, bytes) in self.quarantined()? {
+            if fs::remove_file(&path).is_ok() {
+                freed += bytes;
+            }
+        }
+        let mut entries = self.scan()?;
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        entries.sort_by_key(|e| e.used);
+        for e in entries {
+            if total <= self.cap {
+                break;
+            }
+            if Some(&e.id) == keep {
+                continue;
+            }
+            self.store.remove(&e.id)?;
+            total -= e.bytes;
+            freed += e.bytes;
+        }
+        self.approx.store(total, Ordering::Relaxed);
+        Ok(freed)
+    }
+
+    fn quarantined(&self) -> Result<Vec<(PathBuf, u64)>> {
+        let dir = self.store.root().join(QUARANTINE_DIR);
+        let Ok(read) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in read {
+            let e = e.map_err(|e| Error::io(dir.display(), e))?;
+            if let Ok(m) = e.metadata() {
+                out.push((e.path(), m.len()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every cached object with its size (with its outboard) and last use.
+    fn scan(&self) -> Result<Vec<Entry>> {
+        let objects = self.store.root().join(OBJECTS_DIR);
+        let mut out = Vec::new();
+        for a in read_dir(&objects)? {
+            for b in read_dir(&a)? {
+                for c in read_dir(&b)? {
+                    let name = c
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if name.ends_with(OUTBOARD_SUFFIX) {
+                        continue;
+                    }
+                    let hex = format!(
+                        "{}{}{name}",
+                        a.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default(),
+                        b.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default(),
+                    );
+                    let Some(id) = ContentId::from_hex(&hex) else {
+                        continue;
+                    };
+                    // Removed by another process since the listing: skip it.
+                    let Ok(meta) = fs::symlink_metadata(&c) else {
+                        continue;
+                    };
+                    let outboard =
+                        fs::metadata(self.store.outboard_path(&id)).map_or(0, |m| m.len());
+                    let used = meta
+                        .accessed()
+                        .or_else(|_| meta.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push(Entry {
+                        id,
+                        bytes: meta.len() + outboard,
+                        used,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Entry {
+    id: ContentId,
+    bytes: u64,
+    used: SystemTime,
+}
+
+/// The entries of folder `dir` (none if it does not exist or is not a folder).
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    match fs::read_dir(dir) {
+        Ok(r) => Ok(r.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(dir.display(), e)),
+    }
+}
