@@ -259,6 +259,9 @@ impl Remote {
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .unwrap_or_else(|| "AWS".to_owned());
+        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
+        // fails harmlessly when the process already has a default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = builder
             .with_bucket_name(&bucket)
             .with_retry(RetryConfig {
@@ -272,9 +275,6 @@ impl Remote {
             })
             .build()
             .map_err(|e| bad_option(format!("cannot configure the S3 client: {e}")))?;
-        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
-        // fails harmlessly when the process already has a default provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("milonga-s3")
