@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +21,13 @@ use object_store::{
 };
 
 /// How long a failing request is retried before its error is returned: long enough to ride out
-/// a server restart of several seconds (the backoff starts at 100 ms and doubles to at most
-/// 4 s). Set per URL with the `retry_timeout` option (seconds).
+/// a server restart of several seconds (the waits between attempts are drawn at random between
+/// 100 ms and three times the previous one, at most 2 s). Set per URL with the `retry_timeout`
+/// option (seconds).
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How many times a failing request is retried, at most (URL option `max_retries`).
-pub const DEFAULT_MAX_RETRIES: usize = 15;
+/// How many times a failing request is retried, at most (URL option `max_retries`): enough that
+/// the retry timeout, not the count, ends the retries.
+pub const DEFAULT_MAX_RETRIES: usize = 100;
 
 /// The version of a stored object: what a conditional update must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -96,6 +99,9 @@ struct Inner {
     endpoint: String,
     store: Arc<AmazonS3>,
     runtime: Arc<Runtime>,
+    /// Whether a listing succeeded: "not found" then means a missing object, not a missing
+    /// bucket (shared by the handles of one client).
+    checked: Arc<AtomicBool>,
 }
 
 /// The client's runtime: two worker threads that drive its requests.
@@ -176,7 +182,7 @@ impl Remote {
     /// `AWS_ALLOW_HTTP`, ...), overridden by options in the URL's query
     /// (`s3://bucket/prefix?endpoint=http://127.0.0.1:8333&allow_http=true`): any key
     /// `object_store`'s `AmazonS3ConfigKey` or `ClientConfigKey` accepts, plus `retry_timeout`
-    /// (seconds, default 60) and `max_retries` (default 15).
+    /// (seconds, default 60) and `max_retries` (default 100).
     ///
     /// # Errors
     /// [`Error::Remote`] naming the URL: a malformed URL or option, bad credentials, a missing
@@ -259,22 +265,22 @@ impl Remote {
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .unwrap_or_else(|| "AWS".to_owned());
+        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
+        // fails harmlessly when the process already has a default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = builder
             .with_bucket_name(&bucket)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(4),
-                    base: 2.0,
+                    max_backoff: Duration::from_secs(2),
+                    base: 3.0,
                 },
                 max_retries,
                 retry_timeout,
             })
             .build()
             .map_err(|e| bad_option(format!("cannot configure the S3 client: {e}")))?;
-        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
-        // fails harmlessly when the process already has a default provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("milonga-s3")
@@ -289,6 +295,7 @@ impl Remote {
                 endpoint,
                 store: Arc::new(store),
                 runtime: Arc::new(Runtime(Some(runtime))),
+                checked: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -337,6 +344,7 @@ impl Remote {
                 endpoint: self.inner.endpoint.clone(),
                 store: Arc::clone(&self.inner.store),
                 runtime: Arc::clone(&self.inner.runtime),
+                checked: Arc::clone(&self.inner.checked),
             }),
         }
     }
@@ -415,7 +423,9 @@ impl Remote {
             };
             store.list_with_delimiter(p.as_ref()).await.map(|_| ())
         })?;
-        r.map_err(|e| self.error("", e))
+        r.map_err(|e| self.error("", e))?;
+        self.inner.checked.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The whole object `key`, with what is known about it; `None` if there is none.
@@ -560,8 +570,11 @@ impl Remote {
     }
 
     /// A "not found" answer is a missing object only if the bucket exists: a missing bucket is
-    /// an error (a HEAD request cannot say which it was).
+    /// an error (a HEAD request cannot say which it was). Checked once per client.
     fn missing(&self, key: &str) -> Result<()> {
+        if self.inner.checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.check().map_err(|e| match e {
             Error::Remote { reason, .. } => Error::Remote {
                 url: self.url_of(key),
@@ -649,6 +662,26 @@ impl Remote {
                 | object_store::Error::AlreadyExists { .. },
             ) => Ok(Updated::Conflict),
             Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    /// Copies object `from` to `to` on the server (replacing any object at `to`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`]; [`Error::MissingObject`] if there is no object `from`.
+    pub fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let store = Arc::clone(&self.inner.store);
+        let (f, t) = (self.path(from), self.path(to));
+        match self.run(async move { store.copy(&f, &t).await })? {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.missing(from)?;
+                Err(Error::MissingObject {
+                    object: from.to_owned(),
+                    path: self.url_of(from),
+                })
+            }
+            Err(e) => Err(self.error(from, e)),
         }
     }
 
