@@ -282,13 +282,11 @@ fn early_cutoff_after_a_version_bump_that_does_not_change_content() {
     assert_ne!(sum_v2.unique_id().unwrap(), sum_v1.unique_id().unwrap());
     let info = ws.step_info(&sum_v2.unique_id().unwrap()).unwrap().unwrap();
     assert_eq!(info.reused_from, Some(sum_v1.unique_id().unwrap()));
-    assert_eq!(
-        info.manifest_id,
-        ws.step_info(&sum_v1.unique_id().unwrap())
-            .unwrap()
-            .unwrap()
-            .manifest_id
-    );
+    let earlier = ws.step_info(&sum_v1.unique_id().unwrap()).unwrap().unwrap();
+    assert_eq!(info.manifest_id, earlier.manifest_id);
+    // The reused result's size comes with it (schema 3).
+    assert!(earlier.result_size.is_some_and(|n| n > 0));
+    assert_eq!(info.result_size, earlier.result_size);
 
     // Explain says so, and why: the upstream's VERSION changed, its output did not.
     let why = ws.explain(&sum_v2.unique_id().unwrap()).unwrap();
