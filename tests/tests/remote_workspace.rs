@@ -366,7 +366,7 @@ fn cli_commands_work_on_an_s3_workspace() {
         // maybe after the test harness's own text on the same line.
         let text = all.split("<<<OUT").next().unwrap_or_default();
         let start = text
-            .find(|c| c == '{' || c == '[')
+            .find(['{', '['])
             .unwrap_or_else(|| panic!("milonga {args:?} printed no JSON:\n{all}"));
         serde_json::Deserializer::from_str(&text[start..])
             .into_iter::<serde_json::Value>()
