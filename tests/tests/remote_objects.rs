@@ -36,6 +36,27 @@ fn store_at(url: &str, cache: &std::path::Path, cap: u64) -> RemoteStore {
     )
 }
 
+/// A store on `url` with a fresh cache directory of its own (removed when it is dropped).
+struct Fresh {
+    store: RemoteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Fresh {
+    type Target = RemoteStore;
+    fn deref(&self) -> &RemoteStore {
+        &self.store
+    }
+}
+
+fn fresh_store(url: &str) -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    Fresh {
+        store: store_at(url, dir.path(), 1 << 30),
+        _dir: dir,
+    }
+}
+
 fn put(store: &RemoteStore, bytes: &[u8]) -> ContentId {
     let mut w = store.writer().unwrap();
     // In pieces, as a stream writes.
@@ -128,8 +149,9 @@ fn objects_round_trip_whole_and_in_verified_ranges() {
     let (gone, bytes) = &ids[3];
     fresh.remove(gone).unwrap();
     assert!(!fresh.contains(gone));
-    let err = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30)
+    let err = fresh_store(&url)
         .bytes(gone, Some(bytes.len() as u64))
+        .map(|_| ())
         .unwrap_err();
     assert!(matches!(err, SdkError::MissingObject { .. }), "{err}");
     assert!(err.to_string().contains(&url), "{err}");
@@ -229,7 +251,7 @@ fn of_sixteen_concurrent_creators_exactly_one_wins() {
         }
     });
     assert_eq!(store.list().unwrap(), vec![ContentId::of(&bytes)]);
-    let fresh = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let fresh = fresh_store(&url);
     let id = ContentId::of(&bytes);
     assert_eq!(
         fresh.read_range(&id, 100_000, 50_000..50_010).unwrap(),
@@ -241,7 +263,7 @@ fn of_sixteen_concurrent_creators_exactly_one_wins() {
 fn a_damaged_remote_object_is_a_checksum_mismatch_naming_its_url() {
     let _s = SERVER.read().unwrap();
     let url = fresh_url("damage");
-    let writer = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let writer = fresh_store(&url);
     let raw = Remote::from_url(&url).unwrap();
     for (n, whole) in [
         (200_000usize, true),
@@ -256,7 +278,7 @@ fn a_damaged_remote_object_is_a_checksum_mismatch_naming_its_url() {
         let mut bad = bytes.clone();
         bad[n / 2] ^= 1;
         raw.put(&key, bad).unwrap();
-        let reader = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+        let reader = fresh_store(&url);
         let err = if whole {
             reader.bytes(&id, Some(n as u64)).map(|_| ()).unwrap_err()
         } else {
@@ -285,7 +307,7 @@ fn a_damaged_remote_object_is_a_checksum_mismatch_naming_its_url() {
     let mut ob = raw.get(&ob_key).unwrap().unwrap().0.to_vec();
     ob[3] ^= 0xff;
     raw.put(&ob_key, ob.clone()).unwrap();
-    let reader = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let reader = fresh_store(&url);
     assert_eq!(
         reader.read_range(&id, 100_000, 10..20).unwrap(),
         bytes[10..20]
@@ -313,7 +335,7 @@ fn a_damaged_remote_object_is_a_checksum_mismatch_naming_its_url() {
 fn the_read_through_cache_keeps_under_its_cap_evicting_the_least_recently_used() {
     let _s = SERVER.read().unwrap();
     let url = fresh_url("cache-cap");
-    let writer = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let writer = fresh_store(&url);
     let objects: Vec<(ContentId, Vec<u8>)> = (0..8)
         .map(|i| {
             let b = data(64 * 1024, 100 + i);
@@ -409,7 +431,7 @@ fn uploads_survive_the_server_restarting_mid_upload() {
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let url = fresh_url("restart");
-    let store = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let store = fresh_store(&url);
     let restarted = AtomicBool::new(false);
     let first_done = AtomicBool::new(false);
     let written = std::thread::scope(|s| {
@@ -439,7 +461,7 @@ fn uploads_survive_the_server_restarting_mid_upload() {
         uploader.join().unwrap()
     });
     assert!(written.len() >= 3);
-    let fresh = store_at(&url, tempfile::tempdir().unwrap().path(), 1 << 30);
+    let fresh = fresh_store(&url);
     for (id, len) in &written {
         assert_eq!(fresh.verify_object(id, Some(*len)).unwrap(), *len);
     }

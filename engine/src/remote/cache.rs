@@ -91,17 +91,18 @@ impl ReadCache {
     }
 
     /// A fresh temporary path inside the cache directory (same file system as the objects, so
-    /// that publishing it is a rename).
+    /// that publishing it is a rename), whose folder exists.
     pub(crate) fn tmp_path(&self) -> PathBuf {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        self.store
-            .root()
-            .join(crate::store::TMP_DIR)
-            .join(format!("{}-{nanos}-{n}.download", std::process::id()))
+        let dir = self.store.root().join(crate::store::TMP_DIR);
+        // Made again if someone emptied the cache directory meanwhile (opening the file names
+        // the path if this fails).
+        let _ = fs::create_dir_all(&dir);
+        dir.join(format!("{}-{nanos}-{n}.download", std::process::id()))
     }
 
     /// Whether object `id` is in the cache.

@@ -20,11 +20,13 @@ use object_store::{
 };
 
 /// How long a failing request is retried before its error is returned: long enough to ride out
-/// a server restart of several seconds (the backoff starts at 100 ms and doubles to at most
-/// 4 s). Set per URL with the `retry_timeout` option (seconds).
+/// a server restart of several seconds (the waits between attempts are drawn at random between
+/// 100 ms and three times the previous one, at most 2 s). Set per URL with the `retry_timeout`
+/// option (seconds).
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How many times a failing request is retried, at most (URL option `max_retries`).
-pub const DEFAULT_MAX_RETRIES: usize = 15;
+/// How many times a failing request is retried, at most (URL option `max_retries`): enough that
+/// the retry timeout, not the count, ends the retries.
+pub const DEFAULT_MAX_RETRIES: usize = 100;
 
 /// The version of a stored object: what a conditional update must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -176,7 +178,7 @@ impl Remote {
     /// `AWS_ALLOW_HTTP`, ...), overridden by options in the URL's query
     /// (`s3://bucket/prefix?endpoint=http://127.0.0.1:8333&allow_http=true`): any key
     /// `object_store`'s `AmazonS3ConfigKey` or `ClientConfigKey` accepts, plus `retry_timeout`
-    /// (seconds, default 60) and `max_retries` (default 15).
+    /// (seconds, default 60) and `max_retries` (default 100).
     ///
     /// # Errors
     /// [`Error::Remote`] naming the URL: a malformed URL or option, bad credentials, a missing
@@ -259,22 +261,22 @@ impl Remote {
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .unwrap_or_else(|| "AWS".to_owned());
+        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
+        // fails harmlessly when the process already has a default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = builder
             .with_bucket_name(&bucket)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(4),
-                    base: 2.0,
+                    max_backoff: Duration::from_secs(2),
+                    base: 3.0,
                 },
                 max_retries,
                 retry_timeout,
             })
             .build()
             .map_err(|e| bad_option(format!("cannot configure the S3 client: {e}")))?;
-        // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
-        // fails harmlessly when the process already has a default provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("milonga-s3")
