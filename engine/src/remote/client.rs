@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ struct Inner {
     endpoint: String,
     store: Arc<AmazonS3>,
     runtime: Arc<Runtime>,
+    /// Whether a listing succeeded: "not found" then means a missing object, not a missing
+    /// bucket (shared by the handles of one client).
+    checked: Arc<AtomicBool>,
 }
 
 /// The client's runtime: two worker threads that drive its requests.
@@ -291,6 +295,7 @@ impl Remote {
                 endpoint,
                 store: Arc::new(store),
                 runtime: Arc::new(Runtime(Some(runtime))),
+                checked: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -339,6 +344,7 @@ impl Remote {
                 endpoint: self.inner.endpoint.clone(),
                 store: Arc::clone(&self.inner.store),
                 runtime: Arc::clone(&self.inner.runtime),
+                checked: Arc::clone(&self.inner.checked),
             }),
         }
     }
@@ -417,7 +423,9 @@ impl Remote {
             };
             store.list_with_delimiter(p.as_ref()).await.map(|_| ())
         })?;
-        r.map_err(|e| self.error("", e))
+        r.map_err(|e| self.error("", e))?;
+        self.inner.checked.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The whole object `key`, with what is known about it; `None` if there is none.
@@ -562,8 +570,11 @@ impl Remote {
     }
 
     /// A "not found" answer is a missing object only if the bucket exists: a missing bucket is
-    /// an error (a HEAD request cannot say which it was).
+    /// an error (a HEAD request cannot say which it was). Checked once per client.
     fn missing(&self, key: &str) -> Result<()> {
+        if self.inner.checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.check().map_err(|e| match e {
             Error::Remote { reason, .. } => Error::Remote {
                 url: self.url_of(key),
@@ -651,6 +662,26 @@ impl Remote {
                 | object_store::Error::AlreadyExists { .. },
             ) => Ok(Updated::Conflict),
             Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    /// Copies object `from` to `to` on the server (replacing any object at `to`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`]; [`Error::MissingObject`] if there is no object `from`.
+    pub fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let store = Arc::clone(&self.inner.store);
+        let (f, t) = (self.path(from), self.path(to));
+        match self.run(async move { store.copy(&f, &t).await })? {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.missing(from)?;
+                Err(Error::MissingObject {
+                    object: from.to_owned(),
+                    path: self.url_of(from),
+                })
+            }
+            Err(e) => Err(self.error(from, e)),
         }
     }
 

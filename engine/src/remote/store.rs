@@ -539,13 +539,15 @@ impl ObjectStore for RemoteStore {
         let key = Self::object_key(id);
         self.lock_outboards().forget(id);
         let _ = self.cache.remove(id);
-        // Kept for inspection under quarantine/ (fetched and stored again: S3 has no rename),
-        // then deleted from its place.
-        let Some((bytes, _)) = self.remote.get(&key)? else {
-            return Ok(None);
-        };
+        // Kept for inspection under quarantine/ (a copy on the server: S3 has no rename), then
+        // deleted from its place.
         let to = format!("{REMOTE_QUARANTINE_DIR}/{}.{}", id.to_hex(), nanos());
-        self.remote.put(&to, bytes)?;
+        match self.remote.copy(&key, &to) {
+            Ok(()) => {}
+            // Moved by another process first.
+            Err(Error::MissingObject { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         self.remote.delete(&key)?;
         self.remote.delete(&Self::outboard_key(id))?;
         Ok(Some(self.remote.url_of(&to)))
