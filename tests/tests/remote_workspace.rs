@@ -9,7 +9,7 @@
 // Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -53,8 +53,13 @@ fn fresh(test: &str) -> String {
 
 /// Spawns this test binary as a child doing `role` on workspace `url`, with a cache directory
 /// of its own (another machine, as far as local state goes).
-fn spawn_child(role: &str, url: &str, args: &[&str], log: Option<&Path>) -> (Child, PathBuf) {
-    let cache = tempfile::tempdir().unwrap().keep();
+fn spawn_child(
+    role: &str,
+    url: &str,
+    args: &[&str],
+    log: Option<&Path>,
+) -> (Child, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -65,7 +70,7 @@ fn spawn_child(role: &str, url: &str, args: &[&str], log: Option<&Path>) -> (Chi
     .env("MILONGA_REMOTE_CHILD", role)
     .env("MILONGA_REMOTE_URL", url)
     .env("MILONGA_REMOTE_ARGS", args.join(" "))
-    .env("MILONGA_CACHE_DIR", &cache)
+    .env("MILONGA_CACHE_DIR", cache.path())
     .env("MILONGA_LEASE_SECONDS", LEASE_SECONDS)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
@@ -154,8 +159,8 @@ fn two_processes_racing_on_one_chain_run_each_step_once() {
     let url = fresh("race");
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("runs.log");
-    let (a, _) = spawn_child("chain", &url, &[], Some(&log));
-    let (b, _) = spawn_child("chain", &url, &[], Some(&log));
+    let (a, _cache_a) = spawn_child("chain", &url, &[], Some(&log));
+    let (b, _cache_b) = spawn_child("chain", &url, &[], Some(&log));
     let (ok_a, out_a, all_a) = child_output(a);
     let (ok_b, out_b, all_b) = child_output(b);
     assert!(ok_a, "first worker failed:\n{all_a}");
@@ -206,7 +211,7 @@ fn a_killed_writer_leaves_a_stream_another_process_resumes() {
         resumable: true,
     };
     let id = step.unique_id().unwrap();
-    let (mut child, _) = spawn_child("stream", &url, &[&n.to_string(), "20000", "1"], None);
+    let (mut child, _cache) = spawn_child("stream", &url, &[&n.to_string(), "20000", "1"], None);
     let ws = Workspace::from_url(&url).unwrap();
     wait_for_files(&ws, &id, 8);
     child.kill().unwrap();
@@ -247,7 +252,7 @@ fn a_follower_in_another_process_reads_a_stream_while_it_is_written() {
         delay_us: 2_000,
         resumable: false,
     };
-    let (child, _) = spawn_child("stream", &url, &[&n.to_string(), "2000", "0"], None);
+    let (child, _cache) = spawn_child("stream", &url, &[&n.to_string(), "2000", "0"], None);
     let ws = Workspace::from_url(&url).unwrap();
     let reader = ws
         .follow_timeout(&step, Some(Duration::from_secs(120)))
@@ -273,7 +278,7 @@ fn signal(child: &Child, sig: &str) {
 fn a_paused_lease_holder_is_taken_over_and_its_late_commit_is_refused() {
     let url = fresh("fence");
     let n = 200_000u64;
-    let (child, _) = spawn_child("stream", &url, &[&n.to_string(), "20000", "0"], None);
+    let (child, _cache) = spawn_child("stream", &url, &[&n.to_string(), "20000", "0"], None);
     let ws = Workspace::from_url(&url).unwrap();
     let step = Count {
         n,
@@ -343,7 +348,7 @@ fn verify_and_gc_on_a_remote_workspace() {
     let report = ws.verify().unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
     // The kept steps still read (from a fresh process's point of view: another cache).
-    let (child, _) = spawn_child("chain", &url, &[], None);
+    let (child, _cache) = spawn_child("chain", &url, &[], None);
     let (ok, out, all) = child_output(child);
     assert!(ok, "{all}");
     assert_eq!(out, expected.to_string());
@@ -359,14 +364,14 @@ fn cli_commands_work_on_an_s3_workspace() {
         .run([total.clone()])
         .unwrap();
     let cli = |args: &[&str]| -> serde_json::Value {
-        let (child, _) = spawn_child("cli", &url, args, None);
+        let (child, _cache) = spawn_child("cli", &url, args, None);
         let (ok, _, all) = child_output(child);
         assert!(ok, "milonga {args:?} failed:\n{all}");
         // The command's own output comes before the marker the child prints at its end,
         // maybe after the test harness's own text on the same line.
         let text = all.split("<<<OUT").next().unwrap_or_default();
         let start = text
-            .find(|c| c == '{' || c == '[')
+            .find(['{', '['])
             .unwrap_or_else(|| panic!("milonga {args:?} printed no JSON:\n{all}"));
         serde_json::Deserializer::from_str(&text[start..])
             .into_iter::<serde_json::Value>()

@@ -418,27 +418,30 @@ mod tests {
         }
     }
 
-    fn remote(kv: &Arc<MemoryKv>, duration: Duration) -> (Workspace, Arc<RemoteLeases>) {
+    fn remote(
+        kv: &Arc<MemoryKv>,
+        duration: Duration,
+    ) -> (Workspace, Arc<RemoteLeases>, tempfile::TempDir) {
         let kv: Arc<dyn Kv> = kv.clone();
         let leases = RemoteLeases::new(Arc::clone(&kv), duration);
         let meta = RemoteMeta::new(kv, Arc::clone(&leases));
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::with_backend(
             "test://remote".into(),
             Arc::new(MemoryStore::new()),
             Box::new(meta),
             Box::new(RemoteLeasesHandle(Arc::clone(&leases))),
-            dir,
+            dir.path().join("local"),
             None,
         )
         .unwrap();
-        (ws, leases)
+        (ws, leases, dir)
     }
 
     #[test]
     fn remote_metadata_records_completed_steps_and_lists_them() {
         let kv = Arc::new(MemoryKv::default());
-        let (ws, _) = remote(&kv, Duration::from_secs(30));
+        let (ws, _, _dir) = remote(&kv, Duration::from_secs(30));
         for x in 0..20 {
             assert_eq!(*Square { x }.result(&ws).unwrap(), x * x);
         }
@@ -455,7 +458,7 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 20);
         // Another handle on the same metadata sees them (nothing is kept only in memory).
-        let (other, _) = remote(&kv, Duration::from_secs(30));
+        let (other, _, _dir2) = remote(&kv, Duration::from_secs(30));
         let id = Square { x: 7 }.unique_id().unwrap();
         let info = other.step_info(&id).unwrap().unwrap();
         assert_eq!(info.state, StepState::Completed);
@@ -467,7 +470,7 @@ mod tests {
     #[test]
     fn completing_a_step_again_with_other_content_is_refused() {
         let kv = Arc::new(MemoryKv::default());
-        let (ws, _) = remote(&kv, Duration::from_secs(30));
+        let (ws, _, _dir) = remote(&kv, Duration::from_secs(30));
         let id = Square { x: 3 }.unique_id().unwrap();
         Square { x: 3 }.result(&ws).unwrap();
         let recorded = ws.step_info(&id).unwrap().unwrap().manifest_id.unwrap();
@@ -489,8 +492,8 @@ mod tests {
     #[test]
     fn an_expired_lease_is_taken_over_and_the_stale_holders_commit_is_refused() {
         let kv = Arc::new(MemoryKv::default());
-        let (a, a_leases) = remote(&kv, Duration::from_secs(600));
-        let (b, _) = remote(&kv, Duration::from_secs(600));
+        let (a, a_leases, _dir_a) = remote(&kv, Duration::from_secs(600));
+        let (b, _, _dir_b) = remote(&kv, Duration::from_secs(600));
         let id = Square { x: 5 }.unique_id().unwrap();
         let a_lock = a.inner.try_lock_step(&id).unwrap().expect("free");
         assert!(b.inner.is_locked(&id), "a live lease is seen by others");
@@ -548,7 +551,7 @@ mod tests {
     #[test]
     fn a_write_without_the_lease_is_refused() {
         let kv = Arc::new(MemoryKv::default());
-        let (ws, _) = remote(&kv, Duration::from_secs(30));
+        let (ws, _, _dir) = remote(&kv, Duration::from_secs(30));
         let err = ws
             .inner
             .db
@@ -563,8 +566,8 @@ mod tests {
     #[test]
     fn the_heartbeat_keeps_a_short_lease_alive() {
         let kv = Arc::new(MemoryKv::default());
-        let (a, _) = remote(&kv, Duration::from_millis(300));
-        let (b, _) = remote(&kv, Duration::from_millis(300));
+        let (a, _, _dir_a) = remote(&kv, Duration::from_millis(300));
+        let (b, _, _dir_b) = remote(&kv, Duration::from_millis(300));
         let lock = a.inner.try_lock_step("Square-x").unwrap().unwrap();
         for _ in 0..10 {
             std::thread::sleep(Duration::from_millis(100));

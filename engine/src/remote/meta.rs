@@ -188,7 +188,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -933,7 +933,7 @@ impl RemoteMeta {
 #[cfg(test)]
 #[derive(Default)]
 pub(crate) struct MemoryKv {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, u64, i64)>>,
+    objects: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
     counter: std::sync::atomic::AtomicU64,
 }
 
@@ -949,7 +949,7 @@ impl Kv for MemoryKv {
             .lock()
             .unwrap()
             .get(key)
-            .map(|(b, v, _)| KvObject {
+            .map(|(b, v)| KvObject {
                 bytes: b.clone(),
                 version: KvVersion(v.to_string()),
             }))
@@ -963,18 +963,18 @@ impl Kv for MemoryKv {
         let v = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        o.insert(key.into(), (bytes.to_vec(), v, now_millis()));
+        o.insert(key.into(), (bytes.to_vec(), v));
         Ok(Some(KvVersion(v.to_string())))
     }
 
     fn update(&self, key: &str, bytes: &[u8], version: &KvVersion) -> Result<Option<KvVersion>> {
         let mut o = self.objects.lock().unwrap();
         match o.get(key) {
-            Some((_, v, _)) if v.to_string() == version.0 => {
+            Some((_, v)) if v.to_string() == version.0 => {
                 let v = self
                     .counter
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                o.insert(key.into(), (bytes.to_vec(), v, now_millis()));
+                o.insert(key.into(), (bytes.to_vec(), v));
                 Ok(Some(KvVersion(v.to_string())))
             }
             _ => Ok(None),
@@ -988,7 +988,7 @@ impl Kv for MemoryKv {
         self.objects
             .lock()
             .unwrap()
-            .insert(key.into(), (bytes.to_vec(), v, now_millis()));
+            .insert(key.into(), (bytes.to_vec(), v));
         Ok(())
     }
 

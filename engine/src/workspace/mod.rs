@@ -363,7 +363,7 @@ impl Workspace {
         Self::open(url)
     }
 
-    /// The workspace's URL (`file:///…` or `memory://`).
+    /// The workspace's URL (`file:///…`, `memory://` or `s3://bucket/prefix`).
     pub fn url(&self) -> &str {
         &self.inner.url
     }

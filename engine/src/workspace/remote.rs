@@ -79,9 +79,6 @@ mod s3 {
     /// [`RemoteStore`] (verified range reads, the read-through cache), metadata and leases as
     /// objects under the prefix.
     pub(crate) fn open_s3(url: &str) -> Result<Workspace> {
-        // reqwest is built without a default TLS crypto provider (no aws-lc-rs): ring it is.
-        // Installing fails harmlessly when a provider is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let remote = Remote::from_url(url)?;
         let url = remote.url().trim_end_matches('/').to_owned();
         let cache = ReadCache::open(&ReadCache::default_dir(), ReadCache::default_cap())?;
