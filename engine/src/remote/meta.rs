@@ -752,30 +752,10 @@ impl Metadata for RemoteMeta {
         steps: &[NewRunStep],
         provenance_id: Option<&str>,
     ) -> Result<String> {
-        if let Some(n) = name {
-            if !crate::workspace::valid_run_name(n) {
-                return Err(Error::Run {
-                    name: n.into(),
-                    reason: "a run name is 1 to 200 ASCII letters, digits and - _ . :".into(),
-                });
-            }
-        }
-        let mut attempt = 0u32;
-        loop {
-            let candidate = match name {
-                Some(n) => n.to_owned(),
-                None => {
-                    let mut s =
-                        crate::workspace::generated_run_name(&crate::step::scope::fresh_nonce());
-                    if attempt > 8 {
-                        s.push_str(&format!("-{attempt}"));
-                    }
-                    s
-                }
-            };
+        crate::workspace::register_run(name, |candidate| {
             let mut seen = HashSet::new();
             let doc = RunDoc {
-                name: candidate.clone(),
+                name: candidate.to_owned(),
                 started_at: now_millis(),
                 ended_at: None,
                 provenance_id: provenance_id.map(Into::into),
@@ -789,23 +769,11 @@ impl Metadata for RemoteMeta {
                     })
                     .collect(),
             };
-            if self
+            Ok(self
                 .kv
-                .create(&run_key(&candidate), &Self::encode(&doc)?)?
-                .is_some()
-            {
-                return Ok(candidate);
-            }
-            if name.is_some() {
-                return Err(Error::Run {
-                    name: candidate,
-                    reason: "a run of that name exists already (remove it with run-rm, or \
-                             choose another name)"
-                        .into(),
-                });
-            }
-            attempt += 1;
-        }
+                .create(&run_key(candidate), &Self::encode(&doc)?)?
+                .is_some())
+        })
     }
 
     fn end_run(&self, name: &str) -> Result<()> {

@@ -13,8 +13,10 @@ use milonga_sdk::{ContentId, Error, ReadSeek, Result, SharedBytes};
 use object_store::PutPayload;
 
 use super::cache::ReadCache;
-use super::client::{Created, Remote};
-use crate::store::{map_file, ObjectStore, ObjectWriter, OBJECTS_DIR, OUTBOARD_SUFFIX};
+use super::client::{Created, ObjectInfo, Remote};
+use crate::store::{
+    map_file, ObjectStore, ObjectWriter, Stage, StagedWriter, OBJECTS_DIR, OUTBOARD_SUFFIX,
+};
 
 /// Where damaged objects are moved, under the remote's prefix, as `<hex>.<nanos>`.
 pub const REMOTE_QUARANTINE_DIR: &str = "quarantine";
@@ -445,12 +447,7 @@ impl ObjectStore for RemoteStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(path.display(), e))?;
-        Ok(Box::new(RemoteObjectWriter {
-            store: self.clone(),
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            path,
-            hasher: OutboardBuilder::new(),
-        }))
+        Ok(Box::new(StagedWriter::new(self.clone(), file, path)))
     }
 
     fn ingest(&self, path: &Path) -> Result<(ContentId, u64)> {
@@ -564,19 +561,7 @@ impl ObjectStore for RemoteStore {
 
     fn list(&self) -> Result<Vec<ContentId>> {
         let mut out = Vec::new();
-        for info in self.remote.list(OBJECTS_DIR) {
-            let info = info?;
-            let Some(rest) = info.key.strip_prefix(OBJECTS_DIR) else {
-                continue;
-            };
-            if rest.ends_with(OUTBOARD_SUFFIX) {
-                continue;
-            }
-            let hex: String = rest.chars().filter(|c| *c != '/').collect();
-            if let Some(id) = ContentId::from_hex(&hex) {
-                out.push(id);
-            }
-        }
+        self.for_each_object(|id, _| out.push(id))?;
         out.sort();
         Ok(out)
     }
@@ -590,61 +575,38 @@ impl ObjectStore for RemoteStore {
     }
 }
 
-struct RemoteObjectWriter {
-    store: RemoteStore,
-    file: Option<BufWriter<File>>,
-    path: PathBuf,
-    hasher: OutboardBuilder,
-}
-
-impl Write for RemoteObjectWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("object writer already committed"))?;
-        let n = file.write(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or(buf));
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.flush(),
-            None => Ok(()),
+impl RemoteStore {
+    /// Calls `f` with every stored object (not outboards) and its listing entry (size, last
+    /// modification), page by page.
+    ///
+    /// # Errors
+    /// A failed listing.
+    pub(crate) fn for_each_object(&self, mut f: impl FnMut(ContentId, &ObjectInfo)) -> Result<()> {
+        for info in self.remote.list(OBJECTS_DIR) {
+            let info = info?;
+            let Some(rest) = info.key.strip_prefix(OBJECTS_DIR) else {
+                continue;
+            };
+            if rest.ends_with(OUTBOARD_SUFFIX) {
+                continue;
+            }
+            let hex: String = rest.chars().filter(|c| *c != '/').collect();
+            if let Some(id) = ContentId::from_hex(&hex) {
+                f(id, &info);
+            }
         }
+        Ok(())
     }
 }
 
-impl ObjectWriter for RemoteObjectWriter {
-    fn commit(mut self: Box<Self>) -> Result<(ContentId, u64)> {
-        let path = std::mem::take(&mut self.path);
-        let Some(file) = self.file.take() else {
-            return Err(Error::io(
-                path.display(),
-                io::Error::other("object writer already committed"),
-            ));
-        };
-        let hasher = std::mem::take(&mut self.hasher);
-        let len = hasher.len();
-        let (id, outboard) = hasher.finish();
-        let result = (|| {
-            let file = file
-                .into_inner()
-                .map_err(|e| Error::io(path.display(), e.into_error()))?;
-            drop(file);
-            self.store.publish(&path, &id, len, &outboard)
-        })();
-        // Published or not, the staged bytes go.
-        let _ = fs::remove_file(&path);
-        result.map(|()| (id, len))
-    }
-}
-
-impl Drop for RemoteObjectWriter {
-    fn drop(&mut self) {
-        if self.file.take().is_some() && !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
+impl Stage for RemoteStore {
+    fn publish_staged(
+        &self,
+        staged: &Path,
+        id: &ContentId,
+        len: u64,
+        outboard: &[u8],
+    ) -> Result<()> {
+        self.publish(staged, id, len, outboard)
     }
 }

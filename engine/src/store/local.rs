@@ -457,12 +457,7 @@ impl ObjectStore for LocalStore {
         // Held until the object is published: garbage collection removes only staging files
         // nobody holds (a file system without locks falls back on its age floor).
         let _ = file.try_lock();
-        Ok(Box::new(LocalObjectWriter {
-            store: self.clone_handle(),
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            path,
-            hasher: OutboardBuilder::new(),
-        }))
+        Ok(Box::new(StagedWriter::new(self.clone_handle(), file, path)))
     }
 
     fn ingest(&self, path: &Path) -> Result<(ContentId, u64)> {
@@ -739,21 +734,69 @@ impl Write for HashWriter {
     }
 }
 
-struct LocalObjectWriter {
-    store: Arc<LocalStore>,
+/// A store that publishes staged files: what [`StagedWriter::commit`] hands the staged object to.
+pub(crate) trait Stage: Send + 'static {
+    /// Whether the staged bytes are synced to disk before publishing.
+    fn sync_staged(&self) -> bool {
+        false
+    }
+
+    /// Publishes the staged file at `staged` as object `id` (it may move the file).
+    fn publish_staged(
+        &self,
+        staged: &Path,
+        id: &ContentId,
+        len: u64,
+        outboard: &[u8],
+    ) -> Result<()>;
+}
+
+impl Stage for Arc<LocalStore> {
+    fn sync_staged(&self) -> bool {
+        self.sync
+    }
+
+    fn publish_staged(
+        &self,
+        staged: &Path,
+        id: &ContentId,
+        len: u64,
+        outboard: &[u8],
+    ) -> Result<()> {
+        self.publish(staged, id, len, outboard)
+    }
+}
+
+/// An object being written into a local staging file, hashed (id and outboard) as it goes;
+/// [`commit`](ObjectWriter::commit) publishes it through its store. Dropped uncommitted, or
+/// once committed (published or not), its staging file is removed.
+pub(crate) struct StagedWriter<S: Stage> {
+    store: S,
     file: Option<BufWriter<File>>,
     path: PathBuf,
     hasher: OutboardBuilder,
 }
 
-impl Write for LocalObjectWriter {
+impl<S: Stage> StagedWriter<S> {
+    /// A writer into the new staging file `file` at `path`.
+    pub(crate) fn new(store: S, file: File, path: PathBuf) -> Self {
+        StagedWriter {
+            store,
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            path,
+            hasher: OutboardBuilder::new(),
+        }
+    }
+}
+
+impl<S: Stage> Write for StagedWriter<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("object writer already committed"))?;
         let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(buf.get(..n).unwrap_or(buf));
         Ok(n)
     }
 
@@ -765,10 +808,15 @@ impl Write for LocalObjectWriter {
     }
 }
 
-impl ObjectWriter for LocalObjectWriter {
+impl<S: Stage> ObjectWriter for StagedWriter<S> {
     fn commit(mut self: Box<Self>) -> Result<(ContentId, u64)> {
-        let file = self.file.take().expect("commit consumes the writer");
         let path = std::mem::take(&mut self.path);
+        let Some(file) = self.file.take() else {
+            return Err(Error::io(
+                path.display(),
+                io::Error::other("object writer already committed"),
+            ));
+        };
         let hasher = std::mem::take(&mut self.hasher);
         let len = hasher.len();
         let (id, outboard) = hasher.finish();
@@ -776,23 +824,21 @@ impl ObjectWriter for LocalObjectWriter {
             let file = file
                 .into_inner()
                 .map_err(|e| Error::io(path.display(), e.into_error()))?;
-            if self.store.sync {
+            if self.store.sync_staged() {
                 file.sync_all().map_err(|e| Error::io(path.display(), e))?;
             }
             // The staging file's lock is held (the file kept open) until it is published.
-            let published = self.store.publish(&path, &id, len, &outboard);
+            let published = self.store.publish_staged(&path, &id, len, &outboard);
             drop(file);
             published
         })();
-        if result.is_err() {
-            // A failed commit publishes nothing and leaves no staging file behind.
-            let _ = fs::remove_file(&path);
-        }
+        // Published (a local store moved the file) or not, no staging file stays behind.
+        let _ = fs::remove_file(&path);
         result.map(|()| (id, len))
     }
 }
 
-impl Drop for LocalObjectWriter {
+impl<S: Stage> Drop for StagedWriter<S> {
     fn drop(&mut self) {
         if self.file.take().is_some() && !self.path.as_os_str().is_empty() {
             // Not committed: discard the staged bytes.

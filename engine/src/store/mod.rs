@@ -23,6 +23,8 @@ use milonga_sdk::{ContentId, ReadSeek, Result, SharedBytes};
 
 pub use local::{LocalStore, OBJECTS_DIR, OUTBOARD_SUFFIX, QUARANTINE_DIR, TMP_DIR};
 #[cfg(feature = "s3")]
+pub(crate) use local::{Stage, StagedWriter};
+#[cfg(feature = "s3")]
 pub(crate) use map::map_file;
 pub use memory::MemoryStore;
 pub(crate) use verify::VerifyingReader;

@@ -26,10 +26,13 @@ pub use remote::CACHE_DIR_ENV;
 pub use runs::{Run, RunStep, RunSummary};
 
 pub(crate) use artifact::{FollowedArtifact, StepArtifactWriter, StoredArtifact};
-pub(crate) use backend::{check_step_id, FileLocks, GcLock, Leases, Metadata, StepLock, StoredRun};
+#[cfg(feature = "s3")]
+pub(crate) use backend::{check_step_id, StoredRun};
+pub(crate) use backend::{FileLocks, GcLock, Leases, Metadata, StepLock};
 pub(crate) use cache::MemoryCache;
 pub(crate) use db::{now_millis, NewRecord};
-pub(crate) use runs::{generated_run_name, valid_run_name, NewRunStep};
+#[cfg(feature = "s3")]
+pub(crate) use runs::{register_run, NewRunStep};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -287,6 +290,7 @@ impl Workspace {
 
     /// A workspace over the given backend: objects in `store`, metadata in `db`, single flight
     /// through `leases`; work folders and materialized files in `dir` (created if needed).
+    #[cfg(feature = "s3")]
     pub(crate) fn with_backend(
         url: String,
         store: Arc<dyn ObjectStore>,

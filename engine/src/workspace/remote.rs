@@ -65,14 +65,11 @@ pub(crate) use s3::open_s3;
 mod s3 {
     use std::sync::Arc;
 
-    use milonga_sdk::ContentId;
-
     use super::local_dir_for;
     use crate::error::Result;
     use crate::remote::lease::{lease_duration_from_env, RemoteLeases, RemoteLeasesHandle};
     use crate::remote::meta::{Kv, RemoteKv, RemoteMeta};
     use crate::remote::{ReadCache, Remote, RemoteStore};
-    use crate::store::{OBJECTS_DIR, OUTBOARD_SUFFIX};
     use crate::workspace::{ObjectAges, Workspace};
 
     /// Opens the remote workspace at `url` (`s3://bucket/prefix`): objects through the
@@ -87,21 +84,12 @@ mod s3 {
         let leases = RemoteLeases::new(Arc::clone(&kv), lease_duration_from_env());
         let meta = RemoteMeta::new(kv, Arc::clone(&leases));
         // Last-modified times of the objects, for the grace period of garbage collection.
+        let lister = Arc::clone(&store);
         let ages: ObjectAges = Box::new(move || {
             let mut out = std::collections::HashMap::new();
-            for info in remote.list(OBJECTS_DIR) {
-                let info = info?;
-                let Some(rest) = info.key.strip_prefix(OBJECTS_DIR) else {
-                    continue;
-                };
-                if rest.ends_with(OUTBOARD_SUFFIX) {
-                    continue;
-                }
-                let hex: String = rest.chars().filter(|c| *c != '/').collect();
-                if let Some(id) = ContentId::from_hex(&hex) {
-                    out.insert(id, (info.last_modified_ms, info.size));
-                }
-            }
+            lister.for_each_object(|id, info| {
+                out.insert(id, (info.last_modified_ms, info.size));
+            })?;
             Ok(out)
         });
         Workspace::with_backend(

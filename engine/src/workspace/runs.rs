@@ -197,6 +197,48 @@ pub(crate) fn valid_run_name(name: &str) -> bool {
 /// A step of a run being registered: unique id, name, target.
 pub(crate) type NewRunStep = (String, Option<String>, bool);
 
+/// Registers a run under `name`, or under a generated name if `name` is `None`, through
+/// `try_insert` (which returns whether the name was free and is now taken); returns the name.
+/// A given name is checked first and must be free; generated names are retried until one is.
+pub(crate) fn register_run(
+    name: Option<&str>,
+    mut try_insert: impl FnMut(&str) -> Result<bool>,
+) -> Result<String> {
+    if let Some(n) = name {
+        if !valid_run_name(n) {
+            return Err(Error::Run {
+                name: n.into(),
+                reason: "a run name is 1 to 200 ASCII letters, digits and - _ . :".into(),
+            });
+        }
+    }
+    let mut attempt = 0u32;
+    loop {
+        let candidate = match name {
+            Some(n) => n.to_owned(),
+            None => {
+                let mut s = generated_run_name(&crate::step::scope::fresh_nonce());
+                if attempt > 8 {
+                    s.push_str(&format!("-{attempt}"));
+                }
+                s
+            }
+        };
+        if try_insert(&candidate)? {
+            return Ok(candidate);
+        }
+        if name.is_some() {
+            return Err(Error::Run {
+                name: candidate,
+                reason: "a run of that name exists already (remove it with run-rm, or choose \
+                         another name)"
+                    .into(),
+            });
+        }
+        attempt += 1;
+    }
+}
+
 impl Db {
     /// Registers a run named `name` (or a generated name) with `steps`; returns its name.
     pub(crate) fn insert_run(
@@ -206,27 +248,8 @@ impl Db {
         provenance_id: Option<&str>,
     ) -> Result<String> {
         self.writable()?;
-        if let Some(n) = name {
-            if !valid_run_name(n) {
-                return Err(Error::Run {
-                    name: n.into(),
-                    reason: "a run name is 1 to 200 ASCII letters, digits and - _ . :".into(),
-                });
-            }
-        }
-        let mut attempt = 0u32;
-        loop {
-            let candidate = match name {
-                Some(n) => n.to_owned(),
-                None => {
-                    let mut s = generated_run_name(&crate::step::scope::fresh_nonce());
-                    if attempt > 8 {
-                        s.push_str(&format!("-{attempt}"));
-                    }
-                    s
-                }
-            };
-            let inserted = self.with(|c| {
+        register_run(name, |candidate| {
+            self.with(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO runs (name, started_at, provenance_id) VALUES (?1, ?2, ?3)",
@@ -247,20 +270,8 @@ impl Db {
                 }
                 tx.commit()?;
                 Ok(true)
-            })?;
-            if inserted {
-                return Ok(candidate);
-            }
-            if name.is_some() {
-                return Err(Error::Run {
-                    name: candidate,
-                    reason: "a run of that name exists already (remove it with run-rm, or \
-                             choose another name)"
-                        .into(),
-                });
-            }
-            attempt += 1;
-        }
+            })
+        })
     }
 
     /// Records that run `name` ended now.
