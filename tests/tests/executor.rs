@@ -873,11 +873,14 @@ impl Step for SumFollowed {
         let input_id = self.input.unique_id()?;
         let mut sum = 0;
         for item in reader.iter() {
-            if self.seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The state is read before the first item is counted: the test kills the producer
+            // as soon as it sees a count, which would otherwise race with this read.
+            if self.seen.load(Ordering::SeqCst) == 0 {
                 let state = self.ws.step_info(&input_id)?.map(|i| i.state);
                 self.first_while_running
                     .store(state == Some(StepState::Running), Ordering::SeqCst);
             }
+            self.seen.fetch_add(1, Ordering::SeqCst);
             sum += item?;
         }
         Ok(sum)
