@@ -271,18 +271,53 @@ impl Out {
     }
 
     fn text(&mut self, data: &[u8]) {
+        self.bytes.reserve(8 + data.len());
         self.len(data.len());
         self.bytes.extend_from_slice(data);
     }
 
+    /// A tag followed by a text (`len` + bytes).
+    #[inline]
+    fn tagged_text(&mut self, tag: u8, data: &[u8]) {
+        self.bytes.reserve(9 + data.len());
+        let mut head = [tag; 9];
+        if let Some(h) = head.get_mut(1..) {
+            h.copy_from_slice(&(data.len() as u64).to_le_bytes());
+        }
+        self.bytes.extend_from_slice(&head);
+        self.bytes.extend_from_slice(data);
+    }
+
     fn int(&mut self, negative: bool, magnitude: u128) {
-        self.byte(tag::INT);
-        self.byte(u8::from(negative));
+        // Written as one fixed-size block (tag, sign, n, all 16 magnitude bytes), then cut to
+        // the n bytes that count: cheaper than a copy of variable length.
         let n = 16 - (magnitude.leading_zeros() / 8) as usize;
-        self.byte(n as u8);
-        let le = magnitude.to_le_bytes();
-        self.bytes
-            .extend_from_slice(le.get(..n).unwrap_or_default());
+        let mut block = [0u8; 19];
+        if let Some(h) = block.get_mut(..3) {
+            h.copy_from_slice(&[tag::INT, u8::from(negative), n as u8]);
+        }
+        if let Some(m) = block.get_mut(3..) {
+            m.copy_from_slice(&magnitude.to_le_bytes());
+        }
+        let keep = self.bytes.len() + 3 + n;
+        self.bytes.extend_from_slice(&block);
+        self.bytes.truncate(keep);
+    }
+
+    /// [`Out::int`] for magnitudes of up to 64 bits (the same bytes, less work).
+    #[inline]
+    fn int64(&mut self, negative: bool, magnitude: u64) {
+        let n = 8 - (magnitude.leading_zeros() / 8) as usize;
+        let mut block = [0u8; 11];
+        if let Some(h) = block.get_mut(..3) {
+            h.copy_from_slice(&[tag::INT, u8::from(negative), n as u8]);
+        }
+        if let Some(m) = block.get_mut(3..) {
+            m.copy_from_slice(&magnitude.to_le_bytes());
+        }
+        let keep = self.bytes.len() + 3 + n;
+        self.bytes.extend_from_slice(&block);
+        self.bytes.truncate(keep);
     }
 
     fn signed(&mut self, v: i128) {
@@ -310,6 +345,10 @@ impl Out {
 /// entries are read back in random order when it is sorted.
 #[derive(Clone, Copy)]
 struct Entry {
+    /// The first 16 bytes of what orders the entry (see [`Keyed`]), taken when the entry is
+    /// closed, while its bytes are at hand.
+    hi: u64,
+    lo: u64,
     start: u32,
     mid: u32,
     end: u32,
@@ -356,11 +395,13 @@ impl Entries {
     }
 
     /// Starts an entry at the current end of `out`.
+    #[inline]
     fn begin(&mut self, out: &Out) {
         self.open = Some((out.bytes.len(), out.refs.len(), None));
     }
 
     /// Marks the end of the open entry's key.
+    #[inline]
     fn key_done(&mut self, out: &Out) {
         if let Some((_, _, mid)) = &mut self.open {
             *mid = Some(out.bytes.len());
@@ -368,39 +409,36 @@ impl Entries {
     }
 
     /// Closes the open entry.
+    #[inline]
     fn end(&mut self, out: &Out, name: Option<&'static str>) {
         let Some((start, refs_start, mid)) = self.open.take() else {
             return;
         };
         let end = out.bytes.len();
-        let name = match name {
+        let mid = mid.unwrap_or(end);
+        let (name, (hi, lo)) = match name {
             Some(n) => {
                 self.names.push(n);
-                self.names.len() - 1
+                (self.names.len() - 1, prefix(n.as_bytes(), 0, n.len()))
             }
-            None => NO_NAME as usize,
+            None => (NO_NAME as usize, prefix(&out.bytes, start, mid - start)),
         };
-        let small = |n: usize| u32::try_from(n).ok();
-        match (
-            small(start),
-            small(mid.unwrap_or(end)),
-            small(end),
-            small(refs_start),
-            small(out.refs.len()),
-            small(name),
-        ) {
-            (Some(start), Some(mid), Some(end), Some(refs_start), Some(refs_end), Some(name)) => {
-                self.entries.push(Entry {
-                    start,
-                    mid,
-                    end,
-                    refs_start,
-                    refs_end,
-                    name,
-                })
-            }
-            _ => self.too_large = true,
+        // start <= mid <= end and refs_start <= refs_end: the larger of each fitting is enough.
+        let refs_end = out.refs.len();
+        if u32::try_from(end).is_err() || u32::try_from(refs_end).is_err() {
+            self.too_large = true;
+            return;
         }
+        self.entries.push(Entry {
+            hi,
+            lo,
+            start: start as u32,
+            mid: mid as u32,
+            end: end as u32,
+            refs_start: refs_start as u32,
+            refs_end: refs_end as u32,
+            name: name as u32,
+        });
     }
 
     /// Fills in the count and puts the entries in canonical order.
@@ -432,14 +470,15 @@ impl Entries {
                 .cmp(key(y))
                 .then_with(|| slice(x.mid, x.end).cmp(slice(y.mid, y.end)))
         };
-        if entries
-            .windows(2)
-            .all(|w| order(&w[0], &w[1]) != std::cmp::Ordering::Greater)
-        {
+        let in_order = |x: &Entry, y: &Entry| match (x.hi, x.lo).cmp(&(y.hi, y.lo)) {
+            std::cmp::Ordering::Equal => order(x, y) != std::cmp::Ordering::Greater,
+            o => o == std::cmp::Ordering::Less,
+        };
+        if entries.windows(2).all(|w| in_order(&w[0], &w[1])) {
             return Ok(());
         }
-        // Sort (first 16 key bytes, index) pairs: most entries differ within the prefix, and the
-        // pairs are small to move. Entries that compare equal have equal bytes (and
+        // Sort (16-byte key prefix, index) triples: most entries differ within the prefix, and
+        // the triples are small to move. Entries that compare equal have equal bytes (and
         // references), so their order among themselves does not matter.
         let mut bufs = SORT_BUFFERS.with(std::cell::Cell::take);
         let SortBuffers {
@@ -448,58 +487,75 @@ impl Entries {
             bytes: sorted,
         } = &mut bufs;
         keyed.clear();
-        keyed.extend(entries.iter().enumerate().map(|(i, e)| {
-            let k = key(e);
-            let mut head = [0u8; 16];
-            let n = k.len().min(16);
-            if let (Some(h), Some(k)) = (head.get_mut(..n), k.get(..n)) {
-                h.copy_from_slice(k);
-            }
-            (head, i as u32)
+        keyed.extend(entries.iter().map(|e| Keyed {
+            hi: e.hi,
+            lo: e.lo,
+            start: e.start,
+            len: e.end.saturating_sub(e.start),
         }));
+        // An entry by its start (entries are written in order, each at least one byte long).
+        let entry = |k: &Keyed| {
+            entries
+                .binary_search_by_key(&k.start, |e| e.start)
+                .ok()
+                .and_then(|i| entries.get(i))
+        };
         // By prefix first (a radix sort), then the runs of equal prefixes by the whole order.
         radix_sort(keyed, tmp);
-        let full =
-            |a: &Keyed, b: &Keyed| match (entries.get(a.1 as usize), entries.get(b.1 as usize)) {
-                (Some(x), Some(y)) => order(x, y),
-                _ => std::cmp::Ordering::Equal,
-            };
-        let mut run = 0;
-        while run < keyed.len() {
-            let prefix = keyed.get(run).map(|k| k.0);
-            let len = keyed
-                .get(run..)
-                .unwrap_or_default()
-                .iter()
-                .take_while(|k| Some(k.0) == prefix)
-                .count();
-            if len > 1 {
-                if let Some(same) = keyed.get_mut(run..run + len) {
+        let full = |a: &Keyed, b: &Keyed| match (entry(a), entry(b)) {
+            (Some(x), Some(y)) => order(x, y),
+            _ => std::cmp::Ordering::Equal,
+        };
+        if keyed
+            .windows(2)
+            .any(|w| (w[0].hi, w[0].lo) == (w[1].hi, w[1].lo))
+        {
+            for same in keyed.chunk_by_mut(|a, b| (a.hi, a.lo) == (b.hi, b.lo)) {
+                if same.len() > 1 {
                     same.sort_unstable_by(full);
                 }
             }
-            run += len.max(1);
         }
         // The entries lie back to back after the header, in the order they were written. Copy
         // them in order into the spare buffer, after a copy of what precedes them if that is
-        // the shorter (then the buffers trade places), else alone, and then back.
+        // the shorter (then the buffers trade places), else alone, and then back. Entries of up
+        // to BLOCK bytes (most of them) are copied as one fixed-size block, which needs BLOCK
+        // bytes of slack after both buffers' ends.
+        let total = out.bytes.len();
         let first = count_at + 8;
-        let before = bytes.get(..first).unwrap_or_default();
-        let trade = before.len() <= bytes.len() - first;
+        let body = total.saturating_sub(first);
+        let trade = first <= body;
         sorted.clear();
+        sorted.reserve(if trade { first } else { 0 } + body + BLOCK);
         if trade {
-            sorted.reserve(bytes.len());
-            sorted.extend_from_slice(before);
+            sorted.extend_from_slice(out.bytes.get(..first).unwrap_or_default());
         }
-        for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
-            sorted.extend_from_slice(slice(e.start, e.end));
+        out.bytes.resize(total + BLOCK, 0);
+        let src = &out.bytes;
+        for k in keyed.iter() {
+            let (start, len) = (k.start as usize, k.len as usize);
+            let block: Option<&[u8; BLOCK]> = match len <= BLOCK {
+                true => src
+                    .get(start..start + BLOCK)
+                    .and_then(|s| s.try_into().ok()),
+                false => None,
+            };
+            if let Some(block) = block {
+                // A fixed-size copy, then cut back to the entry's length (within capacity).
+                let keep = sorted.len() + len;
+                sorted.extend_from_slice(block);
+                sorted.truncate(keep);
+            } else {
+                sorted.extend_from_slice(src.get(start..start + len).unwrap_or_default());
+            }
         }
+        out.bytes.truncate(total);
         let refs_first = entries
             .first()
             .map_or(out.refs.len(), |e| e.refs_start as usize);
         if refs_first < out.refs.len() {
             let mut refs = Vec::with_capacity(out.refs.len() - refs_first);
-            for e in keyed.iter().filter_map(|&(_, i)| entries.get(i as usize)) {
+            for e in keyed.iter().filter_map(entry) {
                 refs.extend(
                     out.refs
                         .get(e.refs_start as usize..e.refs_end as usize)
@@ -519,15 +575,52 @@ impl Entries {
             }
         }
         // A very large map's buffers are not kept.
-        if sorted.capacity() <= SCRATCH_KEEP && keyed.capacity() <= SCRATCH_KEEP / 16 {
+        if sorted.capacity() <= SCRATCH_KEEP
+            && keyed.capacity() <= SCRATCH_KEEP / std::mem::size_of::<Keyed>()
+        {
             SORT_BUFFERS.with(|b| b.set(bufs));
         }
         Ok(())
     }
 }
 
-/// A 16-byte key prefix (big-endian: compared as bytes) and the index of its entry.
-type Keyed = ([u8; 16], u32);
+/// Entries of up to this many bytes are moved as one fixed-size block when sorted.
+const BLOCK: usize = 32;
+
+/// A key's first 16 bytes as two big-endian words (so that comparing words compares bytes; a
+/// key shorter than 16 bytes is padded with zeros), and where its entry's bytes are (what the
+/// copy into order needs, without a lookup per entry).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Keyed {
+    hi: u64,
+    lo: u64,
+    start: u32,
+    len: u32,
+}
+
+/// The first 16 bytes of the `len`-byte key at `at` in `buf`, as in [`Keyed`]. Read as one
+/// 16-byte word and masked when the buffer holds 16 bytes there, else copied byte by byte.
+fn prefix(buf: &[u8], at: usize, len: usize) -> (u64, u64) {
+    let word = |w: Option<&[u8]>| {
+        w.and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    let Some(w) = buf.get(at..at + 16) else {
+        let mut head = [0u8; 16];
+        let n = len.min(16);
+        if let (Some(h), Some(k)) = (head.get_mut(..n), buf.get(at..at + n)) {
+            h.copy_from_slice(k);
+        }
+        return (word(head.get(..8)), word(head.get(8..)));
+    };
+    let (hi, lo) = (word(w.get(..8)), word(w.get(8..)));
+    // Keep the first `len` bytes (the shifts are at most 56).
+    match len {
+        16.. => (hi, lo),
+        8.. => (hi, lo & !(u64::MAX >> (8 * (len - 8)))),
+        _ => (hi & !(u64::MAX >> (8 * len)), 0),
+    }
+}
 
 /// The buffers [`Entries::finish`] sorts and copies with, kept between calls.
 #[derive(Default)]
@@ -544,55 +637,74 @@ thread_local! {
 /// The largest scratch buffer kept for the next call (bytes).
 const SCRATCH_KEEP: usize = 1 << 20;
 
-/// Sorts `(prefix, index)` pairs by prefix, stably: a least-significant-digit-first radix sort
-/// over the prefix's bytes that skips the bytes all prefixes share (for keys of one type, the
-/// tag and most of the length). Small inputs use a comparison sort. `tmp` is scratch space.
+/// Sorts keys by prefix, stably: a least-significant-digit-first radix sort over the prefix's
+/// bytes that skips the bytes all prefixes share (for keys of one type, the tag and most of the
+/// length). Small inputs, and inputs whose prefixes vary in more bytes than a comparison sort
+/// needs rounds, use a comparison sort. `tmp` is scratch space.
 fn radix_sort(keys: &mut Vec<Keyed>, tmp: &mut Vec<Keyed>) {
     let n = keys.len();
     if n < 64 {
         keys.sort_unstable();
         return;
     }
-    let (mut all, mut any) = (u128::MAX, 0u128);
-    for (k, _) in keys.iter() {
-        let k = u128::from_ne_bytes(*k);
-        all &= k;
-        any |= k;
+    let (mut all_hi, mut all_lo, mut any_hi, mut any_lo) = (u64::MAX, u64::MAX, 0, 0);
+    for k in keys.iter() {
+        (all_hi, all_lo) = (all_hi & k.hi, all_lo & k.lo);
+        (any_hi, any_lo) = (any_hi | k.hi, any_lo | k.lo);
     }
     // A byte is the same in every prefix exactly where the AND and the OR of them agree.
-    let varying = (all ^ any).to_ne_bytes();
-    if tmp.len() > n {
-        tmp.truncate(n);
+    let (vary_hi, vary_lo) = (all_hi ^ any_hi, all_lo ^ any_lo);
+    let varies = |w: u64, shift: u32| (w >> shift) & 0xFF != 0;
+    let passes = (0..64)
+        .step_by(8)
+        .map(|s| usize::from(varies(vary_hi, s)) + usize::from(varies(vary_lo, s)))
+        .sum::<usize>();
+    if passes as u32 > n.ilog2() {
+        keys.sort_unstable();
+        return;
+    }
+    if tmp.len() < n {
+        tmp.resize(n, Keyed::default());
     } else {
-        tmp.resize(n, ([0; 16], 0));
+        tmp.truncate(n);
     }
-    for pos in (0..16).rev() {
-        if varying.get(pos).is_none_or(|&v| v == 0) {
-            continue;
+    // Least significant byte first: the low word's bytes, then the high word's.
+    for shift in (0..64).step_by(8) {
+        if varies(vary_lo, shift) {
+            radix_pass(keys, tmp, |k| (k.lo >> shift) as u8);
         }
-        let digit = |k: &[u8; 16]| usize::from(k.get(pos).copied().unwrap_or(0));
-        let mut at = [0usize; 256];
-        for (k, _) in keys.iter() {
-            if let Some(c) = at.get_mut(digit(k)) {
-                *c += 1;
-            }
-        }
-        let mut sum = 0;
-        for c in at.iter_mut() {
-            let count = *c;
-            *c = sum;
-            sum += count;
-        }
-        for pair in keys.iter() {
-            if let Some(pos) = at.get_mut(digit(&pair.0)) {
-                if let Some(slot) = tmp.get_mut(*pos) {
-                    *slot = *pair;
-                }
-                *pos += 1;
-            }
-        }
-        std::mem::swap(keys, tmp);
     }
+    for shift in (0..64).step_by(8) {
+        if varies(vary_hi, shift) {
+            radix_pass(keys, tmp, |k| (k.hi >> shift) as u8);
+        }
+    }
+}
+
+/// One stable counting-sort pass of `keys` by `digit`, through `tmp` (of the same length).
+#[inline(always)]
+fn radix_pass<T: Copy>(keys: &mut Vec<T>, tmp: &mut Vec<T>, digit: impl Fn(&T) -> u8) {
+    let mut at = [0u32; 256];
+    for k in keys.iter() {
+        if let Some(c) = at.get_mut(usize::from(digit(k))) {
+            *c += 1;
+        }
+    }
+    let mut sum = 0;
+    for c in at.iter_mut() {
+        let count = *c;
+        *c = sum;
+        sum += count;
+    }
+    for k in keys.iter() {
+        if let Some(pos) = at.get_mut(usize::from(digit(k))) {
+            if let Some(slot) = tmp.get_mut(*pos as usize) {
+                *slot = *k;
+            }
+            *pos += 1;
+        }
+    }
+    std::mem::swap(keys, tmp);
 }
 
 /// The one NaN of the encoding (the quiet NaN with an empty payload and a clear sign bit).
@@ -636,20 +748,28 @@ impl<'o> Serializer for Enc<'o> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
-        self.serialize_i128(i128::from(v))
+        self.out.int64(v < 0, v.unsigned_abs().into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
-        self.serialize_i128(i128::from(v))
+        self.out.int64(v < 0, v.unsigned_abs().into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
-        self.serialize_i128(i128::from(v))
+        self.out.int64(v < 0, v.unsigned_abs().into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
-        self.serialize_i128(i128::from(v))
+        self.out.int64(v < 0, v.unsigned_abs());
+        Ok(())
     }
 
     fn serialize_i128(self, v: i128) -> Result<(), CanonicalError> {
@@ -657,20 +777,28 @@ impl<'o> Serializer for Enc<'o> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
-        self.serialize_u128(u128::from(v))
+        self.out.int64(false, v.into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
-        self.serialize_u128(u128::from(v))
+        self.out.int64(false, v.into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
-        self.serialize_u128(u128::from(v))
+        self.out.int64(false, v.into());
+        Ok(())
     }
 
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
-        self.serialize_u128(u128::from(v))
+        self.out.int64(false, v);
+        Ok(())
     }
 
     fn serialize_u128(self, v: u128) -> Result<(), CanonicalError> {
@@ -695,15 +823,14 @@ impl<'o> Serializer for Enc<'o> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
-        self.out.byte(tag::STR);
-        self.out.text(v.as_bytes());
+        self.out.tagged_text(tag::STR, v.as_bytes());
         Ok(())
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
-        self.out.byte(tag::BYTES);
-        self.out.text(v);
+        self.out.tagged_text(tag::BYTES, v);
         Ok(())
     }
 
@@ -994,6 +1121,7 @@ impl ser::SerializeMap for MapEnc<'_> {
     type Ok = ();
     type Error = CanonicalError;
 
+    #[inline]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Self::Error> {
         if self.pending_key {
             return Err(CanonicalError(
@@ -1010,6 +1138,7 @@ impl ser::SerializeMap for MapEnc<'_> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
         if !self.pending_key {
             return Err(CanonicalError(
@@ -1719,6 +1848,25 @@ mod tests {
             let plain: Vec<(Vec<u8>, Vec<u8>)> =
                 set.iter().map(|x| (bytes(x), Vec::new())).collect();
             prop_assert_eq!(bytes(&set), reference(tag::SET, plain));
+        }
+
+        /// Keys of one shape (a few varying bytes, the radix sort's fast case), structs inside
+        /// sets (fields ordered by name), and keys alike in their first 16 bytes (ties).
+        #[test]
+        fn maps_of_keys_alike_match_the_plain_sort(
+            entries in prop::collection::hash_map("k[0-9]{1,3}", any::<u8>(), 64..600),
+            small in prop::collection::hash_set(any::<u16>(), 64..600),
+            long in prop::collection::hash_map("same-sixteen-bytes-[0-9]{0,2}", any::<bool>(), 0..120),
+        ) {
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                entries.iter().map(|(k, v)| (bytes(k), bytes(v))).collect();
+            prop_assert_eq!(bytes(&entries), reference(tag::MAP, plain));
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                small.iter().map(|x| (bytes(x), Vec::new())).collect();
+            prop_assert_eq!(bytes(&small), reference(tag::SET, plain));
+            let plain: Vec<(Vec<u8>, Vec<u8>)> =
+                long.iter().map(|(k, v)| (bytes(k), bytes(v))).collect();
+            prop_assert_eq!(bytes(&long), reference(tag::MAP, plain));
         }
 
         #[test]
