@@ -524,7 +524,9 @@ impl ChunkedReader {
     /// The stream's items from chunk `first_seq` on, decompressed by a background thread in
     /// segments of about [`SEGMENT_BYTES`] (the very first segment is one block, so that the
     /// first item comes quickly), skipping the blocks that end before item `from_item`. At most
-    /// `ahead` segments wait. Follows the stream while it is being written.
+    /// `ahead` segments wait. The next few chunk files already known are loaded (read and
+    /// verified; downloaded on a remote workspace) ahead, on threads of their own, while one is
+    /// decompressed. Follows the stream while it is being written.
     pub fn decoded_chunks(&self, first_seq: u64, from_item: u64, ahead: usize) -> DecodedChunks {
         DecodedChunks::start(self.clone(), first_seq, from_item, ahead)
     }
