@@ -81,11 +81,13 @@ pub(crate) struct RemoteLeases {
 impl RemoteLeases {
     /// Leases in `kv` lasting `duration` without a renewal.
     pub(crate) fn new(kv: Arc<dyn Kv>, duration: Duration) -> Arc<Self> {
-        let p = crate::workspace::Provenance::current();
+        // The pid and host alone: not the whole provenance record, whose git commands would
+        // make every opening of a remote workspace (a read of a cached result too) spawn two
+        // processes.
         Arc::new(RemoteLeases {
             kv,
             duration,
-            owner: format!("{}@{}", p.pid, p.host),
+            owner: format!("{}@{}", std::process::id(), crate::workspace::host_name()),
             held: Mutex::default(),
         })
     }

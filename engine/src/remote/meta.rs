@@ -172,7 +172,8 @@ struct ContentDoc {
 pub(crate) struct RemoteMeta {
     kv: Arc<dyn Kv>,
     leases: Arc<RemoteLeases>,
-    provenance_cache: Mutex<HashMap<String, Provenance>>,
+    /// Provenance records already read, shared by the records that name them.
+    provenance_cache: Mutex<HashMap<String, Arc<Provenance>>>,
     current_provenance: std::sync::OnceLock<String>,
     /// Partial-file entries already read, by key (their objects never change: keys carry a
     /// nonce of the writer).
@@ -286,7 +287,7 @@ impl RemoteMeta {
         };
         let provenance = match &r.provenance_id {
             None => None,
-            Some(id) => self.provenance(id)?.map(std::sync::Arc::new),
+            Some(id) => self.provenance_arc(id)?,
         };
         Ok(StepInfo {
             unique_id: unique_id.to_owned(),
@@ -314,6 +315,18 @@ impl RemoteMeta {
 
     /// Every record, with its creation time, read shard by shard on a few threads.
     fn all_records(&self) -> Result<Vec<(String, Record)>> {
+        let mut all = self.map_shards(|_, shard| Ok(shard.records.into_iter().collect()))?;
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// `convert` applied to every shard, on [`LIST_THREADS`] threads that each fetch a shard,
+    /// decode it and convert it (so that decoding overlaps with the other threads' downloads);
+    /// the results of all shards, in no particular order.
+    fn map_shards<T: Send>(
+        &self,
+        convert: impl Fn(&str, Shard) -> Result<Vec<T>> + Sync,
+    ) -> Result<Vec<T>> {
         let keys: Vec<String> = self
             .kv
             .list(&format!("{META_ROOT}/steps/"))?
@@ -321,26 +334,56 @@ impl RemoteMeta {
             .map(|e| e.key)
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Mutex<Vec<Result<Shard>>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<Result<Vec<T>>>> = Mutex::new(Vec::with_capacity(keys.len()));
         std::thread::scope(|s| {
             for _ in 0..LIST_THREADS.min(keys.len()) {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
-                    let shard = self.read_shard(key).map(|(s, _)| s);
+                    let converted = self
+                        .read_shard(key)
+                        .and_then(|(shard, _)| convert(key, shard));
+                    let failed = converted.is_err();
                     results
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(shard);
+                        .push(converted);
+                    if failed {
+                        // Stop the other threads early: the listing fails anyway.
+                        next.store(keys.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
                 });
             }
         });
-        let mut all = Vec::new();
-        for shard in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            all.extend(shard?.records);
+        let parts = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut all =
+            Vec::with_capacity(parts.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
+        for part in parts {
+            all.extend(part?);
         }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(all)
+    }
+
+    /// Provenance record `id`, read once and then shared.
+    fn provenance_arc(&self, id: &str) -> Result<Option<Arc<Provenance>>> {
+        if let Some(p) = self
+            .provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let key = provenance_key(id);
+        let Some(o) = self.kv.get(&key)? else {
+            return Ok(None);
+        };
+        let p: Arc<Provenance> = Arc::new(self.decode(&key, &o.bytes)?);
+        self.provenance_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Arc::clone(&p));
+        Ok(Some(p))
     }
 
     fn read_run(&self, name: &str) -> Result<Option<(RunDoc, KvVersion)>> {
@@ -390,7 +433,7 @@ impl RemoteMeta {
         self.provenance_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), p.clone());
+            .insert(id.clone(), Arc::new(p.clone()));
         Ok(id)
     }
 
@@ -442,10 +485,15 @@ impl Metadata for RemoteMeta {
     }
 
     fn all(&self) -> Result<Vec<StepInfo>> {
-        self.all_records()?
-            .into_iter()
-            .map(|(id, r)| self.to_info(&id, r))
-            .collect()
+        let mut all = self.map_shards(|_, shard| {
+            shard
+                .records
+                .into_iter()
+                .map(|(id, r)| self.to_info(&id, r))
+                .collect()
+        })?;
+        all.sort_unstable_by(|a, b| a.unique_id.cmp(&b.unique_id));
+        Ok(all)
     }
 
     fn earlier_of_type(
@@ -472,24 +520,7 @@ impl Metadata for RemoteMeta {
     }
 
     fn provenance(&self, id: &str) -> Result<Option<Provenance>> {
-        if let Some(p) = self
-            .provenance_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-        {
-            return Ok(Some(p.clone()));
-        }
-        let key = provenance_key(id);
-        let Some(o) = self.kv.get(&key)? else {
-            return Ok(None);
-        };
-        let p: Provenance = self.decode(&key, &o.bytes)?;
-        self.provenance_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), p.clone());
-        Ok(Some(p))
+        Ok(self.provenance_arc(id)?.map(|p| (*p).clone()))
     }
 
     fn put_current_provenance(&self) -> Result<String> {
@@ -894,6 +925,85 @@ impl RemoteMeta {
             manifest_id: manifest.to_hex(),
         };
         self.kv.put(&content_key_key(key), &Self::encode(&doc)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn record(provenance_id: &str, n: i64) -> Record {
+        Record {
+            step_type: "Row".into(),
+            version: None,
+            state: StepState::Completed.as_str().into(),
+            manifest_id: Some(ContentId([7; 32]).to_hex()),
+            format_id: "milonga.postcard".into(),
+            format_version: 1,
+            started_at: Some(n),
+            ended_at: Some(n),
+            error: None,
+            metadata: serde_json::Value::Null,
+            attempts: 1,
+            owner: None,
+            dependencies: Vec::new(),
+            args: Some("00ff".into()),
+            nondeterministic: false,
+            provenance_id: Some(provenance_id.into()),
+            content_key: None,
+            reused_from: None,
+            last_access: Some(n),
+            created_at: n,
+            token: Some(1),
+            result_size: Some(8),
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_every_shard_shares_provenance_and_names_a_damaged_shard() {
+        let kv = Arc::new(MemoryKv::default());
+        let meta = RemoteMeta::new(
+            kv.clone(),
+            RemoteLeases::new(kv.clone(), Duration::from_secs(30)),
+        );
+        let prov = meta.put_current_provenance().unwrap();
+        let ids: Vec<String> = (0..700).map(|i| format!("Row-{i:05}")).collect();
+        for (n, id) in ids.iter().enumerate() {
+            meta.update_shard(id, |records| {
+                records.insert(id.clone(), record(&prov, n as i64));
+                Ok(((), true))
+            })
+            .unwrap();
+        }
+        let shards = kv.list(&format!("{META_ROOT}/steps/")).unwrap().len();
+        assert!(shards > 200, "the records are spread over {shards} shards");
+
+        // A fresh handle (nothing cached): every record, in unique-id order, converted.
+        let fresh = RemoteMeta::new(
+            kv.clone(),
+            RemoteLeases::new(kv.clone(), Duration::from_secs(30)),
+        );
+        let all = fresh.all().unwrap();
+        let listed: Vec<&str> = all.iter().map(|i| i.unique_id.as_str()).collect();
+        assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(all
+            .iter()
+            .all(|i| i.preimage.as_deref() == Some(&[0, 255][..])));
+        // One provenance record, read once, shared by every record that names it.
+        let first = all[0].provenance.clone().expect("a provenance");
+        assert!(all.iter().all(|i| i
+            .provenance
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &first))));
+
+        // A shard that is not JSON fails the listing, naming the shard's URL.
+        let bad = shard_key(&ids[123]);
+        kv.put(&bad, b"{not json").unwrap();
+        let err = fresh.all().unwrap_err().to_string();
+        assert!(err.contains(&format!("memory-kv://{bad}")), "{err}");
+        assert!(err.contains("invalid JSON"), "{err}");
     }
 }
 

@@ -21,6 +21,8 @@ pub use cache::{DEFAULT_RESULT_CACHE_BYTES, DEFAULT_RESULT_CACHE_ENTRIES};
 pub use db::{StepInfo, StepState, METADATA_SCHEMA_VERSION};
 pub use explain::{Difference, Explanation};
 pub use gc::{GcPolicy, GcReport};
+#[cfg(feature = "s3")]
+pub(crate) use provenance::host_name;
 pub use provenance::Provenance;
 pub use remote::CACHE_DIR_ENV;
 pub use runs::{Run, RunStep, RunSummary};

@@ -524,7 +524,9 @@ impl ChunkedReader {
     /// The stream's items from chunk `first_seq` on, decompressed by a background thread in
     /// segments of about [`SEGMENT_BYTES`] (the very first segment is one block, so that the
     /// first item comes quickly), skipping the blocks that end before item `from_item`. At most
-    /// `ahead` segments wait. Follows the stream while it is being written.
+    /// `ahead` segments wait. The next few chunk files already known are loaded (read and
+    /// verified; downloaded on a remote workspace) ahead, on threads of their own, while one is
+    /// decompressed. Follows the stream while it is being written.
     pub fn decoded_chunks(&self, first_seq: u64, from_item: u64, ahead: usize) -> DecodedChunks {
         DecodedChunks::start(self.clone(), first_seq, from_item, ahead)
     }
@@ -581,6 +583,15 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Chunk `seq` if it is known already (never waits, never reads).
+    fn known(&self, seq: u64) -> Option<KnownChunk> {
+        let st = lock(&self.state);
+        usize::try_from(seq)
+            .ok()
+            .and_then(|i| st.chunks.get(i))
+            .cloned()
     }
 
     fn has(&self, seq: u64) -> bool {
@@ -844,6 +855,72 @@ enum Msg {
     End,
 }
 
+/// How many chunk files sequential reading loads ahead of the one it decompresses, each on a
+/// thread of its own: on a remote workspace a load is a download (latency, then transfer), on a
+/// local one a verification (hashing); either way it overlaps with the decompression of the
+/// chunk before it. Only chunks already known are loaded ahead (a stream being written is not
+/// waited for), and at most this many loaded chunks wait in memory (≤ 1 GiB each by the
+/// format, ~1 MiB with the default chunk size).
+const LOAD_AHEAD: usize = 3;
+
+/// The chunk loads started ahead of sequential reading, in stream order.
+struct LoadAhead {
+    pending: std::collections::VecDeque<(u64, Receiver<Result<LoadedChunk>>)>,
+    /// The next chunk to start loading.
+    next: u64,
+}
+
+impl LoadAhead {
+    fn new(first_seq: u64) -> Self {
+        LoadAhead {
+            pending: std::collections::VecDeque::with_capacity(LOAD_AHEAD),
+            next: first_seq,
+        }
+    }
+
+    /// The load of chunk `seq`, if one was started ahead (waiting for it to finish).
+    fn take(&mut self, seq: u64) -> Option<Result<LoadedChunk>> {
+        while let Some((s, _)) = self.pending.front() {
+            if *s >= seq {
+                break;
+            }
+            self.pending.pop_front();
+        }
+        match self.pending.front() {
+            Some((s, _)) if *s == seq => {
+                let (_, rx) = self.pending.pop_front()?;
+                // A loader that ended without an answer (it could not be spawned, or it
+                // panicked): load here instead.
+                rx.recv().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts loading the known chunks from `from` on, up to [`LOAD_AHEAD`] in flight.
+    fn start(&mut self, reader: &ChunkedReader, from: u64) {
+        self.next = self.next.max(from);
+        while self.pending.len() < LOAD_AHEAD {
+            let Some(known) = reader.inner.known(self.next) else {
+                return;
+            };
+            let (tx, rx) = bounded(1);
+            let r = reader.clone();
+            let spawned = std::thread::Builder::new()
+                .name("milonga-stream-load".into())
+                .spawn(move || {
+                    let _ = tx.send(r.inner.load(&known));
+                });
+            if spawned.is_err() {
+                // No thread: the chunk is loaded in order when it is reached.
+                return;
+            }
+            self.pending.push_back((self.next, rx));
+            self.next += 1;
+        }
+    }
+}
+
 /// Decoded chunks in stream order, read ahead by a background thread; see
 /// [`ChunkedReader::decoded_chunks`]. Dropping it stops the thread.
 pub struct DecodedChunks {
@@ -1037,15 +1114,22 @@ impl DecodedChunks {
                 let cancelled = || stopped.load(Ordering::Relaxed);
                 let mut dctx = Decompressor::new();
                 let mut target = 1;
+                let mut ahead = LoadAhead::new(first_seq);
                 for seq in first_seq.. {
-                    let loaded = match reader.inner.chunk(seq, &cancelled) {
-                        Ok(None) => {
-                            let _ = tx.send(Msg::End);
-                            return;
-                        }
-                        Ok(Some(c)) => reader.inner.load(&c),
-                        Err(e) => Err(e),
+                    let loaded = match ahead.take(seq) {
+                        Some(loaded) => loaded,
+                        None => match reader.inner.chunk(seq, &cancelled) {
+                            Ok(None) => {
+                                let _ = tx.send(Msg::End);
+                                return;
+                            }
+                            Ok(Some(c)) => reader.inner.load(&c),
+                            Err(e) => Err(e),
+                        },
                     };
+                    if loaded.is_ok() {
+                        ahead.start(&reader, seq + 1);
+                    }
                     let loaded = match loaded {
                         Ok(l) => l,
                         Err(e) => {
