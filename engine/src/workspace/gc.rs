@@ -274,19 +274,19 @@ impl Workspace {
         if policy.dry_run {
             report.removed_steps = gone.clone();
         } else {
+            // The runs first, then every record they alone had and every record the policy
+            // drops, in one pass (the runs are read once for all of them, not per record).
+            let mut candidates: Vec<String> = Vec::new();
             for r in &drop_runs {
-                match self.remove_run(r) {
-                    Ok(removed) => report.removed_steps.extend(removed),
-                    // Removed by someone else meanwhile.
-                    Err(Error::Run { .. }) => {}
-                    Err(e) => return Err(e),
+                // `None`: removed by someone else meanwhile.
+                if let Some(ids) = inner.db.delete_run(r)? {
+                    candidates.extend(ids);
                 }
             }
-            for id in &gone {
-                if !report.removed_steps.contains(id) && self.remove_unrooted(id)? {
-                    report.removed_steps.push(id.clone());
-                }
-            }
+            candidates.extend(gone.iter().cloned());
+            candidates.sort();
+            candidates.dedup();
+            report.removed_steps = self.remove_all_unrooted(&candidates)?;
             report.removed_steps.sort();
         }
 
