@@ -103,7 +103,7 @@ pub(crate) trait Metadata: Send + Sync + 'static {
     /// Removes the record of `unique_id` if no run has it; whether it was removed.
     fn remove_if_unrooted(&self, unique_id: &str) -> Result<bool>;
     /// For removing many records: the unique ids some run has, read once, that
-    /// [`remove_if_unrooted`](Backend::remove_if_unrooted) would otherwise read for each record.
+    /// [`remove_if_unrooted`](Metadata::remove_if_unrooted) would otherwise read for each record.
     /// `None` (the default) where that check is atomic and cheap (SQLite: one transaction per
     /// record), so that it stays per record.
     fn rooted_ids(&self) -> Result<Option<HashSet<String>>> {
