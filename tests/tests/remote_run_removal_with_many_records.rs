@@ -5,7 +5,8 @@
 //!
 //! `measure_run_removal_and_gc` (ignored) prints the timings BENCHMARKS.md quotes:
 //! `cargo test -p milonga-tests --all-features --test remote_run_removal_with_many_records
-//! -- --ignored --nocapture` (`MILONGA_MEASURE_RECORDS`, default 1,000).
+//! -- --ignored --nocapture` (`MILONGA_MEASURE_RECORDS`, default 1,000, and
+//! `MILONGA_MEASURE_OTHER_RUNS`, default 20: other runs in the workspace).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
@@ -82,29 +83,44 @@ fn removing_runs_keeps_exactly_the_records_other_runs_have() {
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn measure_run_removal_and_gc() {
     let (_one, _cache) = one_at_a_time();
-    let n: u32 = std::env::var("MILONGA_MEASURE_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let var = |k: &str, default: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = var("MILONGA_MEASURE_RECORDS", 1000);
+    let others = var("MILONGA_MEASURE_OTHER_RUNS", 20);
     let ws = Workspace::from_url(&fresh_url("measure-removal")).unwrap();
     let t = Instant::now();
-    run(&ws, "big", 0..n);
-    println!("recording {n} steps: {:.1} s", t.elapsed().as_secs_f64());
+    // Oldest first: a run of n records (for gc), `others` runs of one record each, then a run
+    // of n records (for remove_run).
+    run(&ws, "old", 0..n);
+    for i in 0..others {
+        run(&ws, &format!("other-{i}"), 2 * n + i..2 * n + i + 1);
+    }
+    run(&ws, "big", n..2 * n);
+    println!(
+        "recording {} steps in {} runs: {:.1} s",
+        2 * n + others,
+        others + 2,
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let removed = ws.remove_run("big").unwrap();
     println!(
-        "remove_run of a run of {n} records: {:.2} s",
+        "remove_run of a run of {n} records ({others} other runs): {:.2} s",
         t.elapsed().as_secs_f64()
     );
     assert_eq!(removed.len(), n as usize);
-
-    run(&ws, "old", n..2 * n);
-    run(&ws, "new", 2 * n..2 * n + 1);
     let t = Instant::now();
-    let report = ws.gc_with(&GcPolicy::new().with_keep_last_runs(1)).unwrap();
+    let report = ws
+        .gc_with(&GcPolicy::new().with_keep_last_runs(others as usize))
+        .unwrap();
     println!(
-        "gc dropping a run of {n} records: {:.2} s",
+        "gc dropping a run of {n} records ({others} other runs): {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    assert_eq!(report.removed_runs, ["old"]);
     assert_eq!(report.removed_steps.len(), n as usize);
 }
