@@ -283,3 +283,40 @@ fn multipart_uploads_survive_the_server_restarting_mid_upload() {
     }
     assert_eq!(open_uploads(&url), Vec::<String>::new());
 }
+
+#[test]
+fn a_multipart_upload_that_fails_is_aborted() {
+    let _s = SERVER.read().unwrap();
+    let (url, with_parts) = fresh("parts-abort");
+    // Requests that must finish within a short time, never retried: the shortest time that lets
+    // the upload start (a few bytes) but not its 5 MiB parts through fails the upload after it
+    // exists. Tried from 200 ms down (a faster machine needs a shorter time).
+    let mut failed_after_start = None;
+    for (attempt, ms) in [200, 100, 50, 25, 12, 6, 3].into_iter().enumerate() {
+        // Unchecked: the check's listing may not fit in the time either.
+        let remote = Remote::from_url_unchecked(&format!(
+            "{with_parts}&timeout={ms}ms&max_retries=0&retry_timeout=0"
+        ))
+        .unwrap();
+        match remote.put_multipart_if_absent(&format!("k{attempt}"), data(LEN, attempt as u64)) {
+            // Fast enough to go through: try a shorter time.
+            Ok(_) => continue,
+            Err(e) => {
+                let err = e.to_string();
+                assert!(err.starts_with(&url), "{err}");
+                // A part or the completion failed (their requests name the upload); else the
+                // start itself timed out.
+                if err.contains("uploadId") {
+                    failed_after_start = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        failed_after_start.is_some(),
+        "no attempt failed after its upload started"
+    );
+    // The failed upload was aborted: nothing is left open on the server.
+    assert_eq!(open_uploads(&url), Vec::<String>::new());
+}
