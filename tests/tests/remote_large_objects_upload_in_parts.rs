@@ -320,3 +320,44 @@ fn a_multipart_upload_that_fails_is_aborted() {
     // The failed upload was aborted: nothing is left open on the server.
     assert_eq!(open_uploads(&url), Vec::<String>::new());
 }
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn measure_large_object_uploads() {
+    let _s = SERVER.read().unwrap();
+    let mib: usize = std::env::var("MILONGA_MEASURE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let rate = |t: std::time::Instant| mib as f64 / t.elapsed().as_secs_f64();
+    for (how, options) in [
+        ("one PUT", "multipart_threshold=5368709120".to_owned()),
+        (
+            "multipart, 16 MiB parts",
+            "multipart_threshold=0".to_owned(),
+        ),
+        (
+            "multipart, 64 MiB parts",
+            format!("multipart_threshold=0&part_size={}", 64 << 20),
+        ),
+    ] {
+        let url = fresh_url("parts-measure");
+        let store = fresh_store(&format!("{url}?{options}"));
+        let bytes = data(mib << 20, mib as u64);
+        let mut w = store.writer().unwrap();
+        for piece in bytes.chunks(1 << 20) {
+            w.write_all(piece).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let (id, len) = w.commit().unwrap();
+        println!(
+            "{how}: commit of {mib} MiB (hash done while writing): {:.1} MiB/s",
+            rate(t)
+        );
+        let reader = fresh_store(&url);
+        let t = std::time::Instant::now();
+        reader.bytes(&id, Some(len)).unwrap();
+        println!("{how}: download into an empty cache: {:.1} MiB/s", rate(t));
+        reader.remove(&id).unwrap();
+    }
+}
