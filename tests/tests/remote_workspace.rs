@@ -38,6 +38,7 @@ fn base() -> &'static str {
              server. Start it with `eval \"$(scripts/s3-server.sh start)\"` (it prints the \
              MILONGA_TEST_S3 and AWS_* variables to export), then run the tests again"
         );
+        remove_dead_processes_cache_dirs();
         // Set once, before any workspace is opened, and the same for every test.
         std::env::set_var("MILONGA_LEASE_SECONDS", LEASE_SECONDS);
         std::env::set_var("MILONGA_CACHE_DIR", shared_cache_dir());
@@ -65,7 +66,35 @@ impl Drop for CacheUse {
         let mut users = CACHE_USERS.lock().unwrap_or_else(PoisonError::into_inner);
         *users -= 1;
         if *users == 0 {
-            let _ = std::fs::remove_dir_all(shared_cache_dir());
+            // A file written meanwhile by a thread a test left behind can make one attempt fail.
+            let dir = shared_cache_dir();
+            for _ in 0..20 {
+                if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Removes the cache directories of test processes that no longer run (left by a process
+/// killed before its last test ended).
+fn remove_dead_processes_cache_dirs() {
+    // Whether a process runs is read from /proc: elsewhere, nothing is removed.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("milonga-remote-tests-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
