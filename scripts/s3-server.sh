@@ -85,8 +85,10 @@ launch() {
   . "$DIR/ports"
   mkdir -p "$DIR/data"
   # setsid: the server outlives this script and is not killed with the caller's process group.
+  # Volumes of 64 MB, grown seven at a time: with 20 the bucket had room for about 450 MB
+  # (aborted and deleted uploads count until a vacuum) and a full test run could fill it.
   setsid "$VENV/bin/weed" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.volumeSizeLimitMB=64 -volume.max=20 -master.telemetry=false -master.electionTimeout=1s \
+    -master.volumeSizeLimitMB=64 -volume.max=100 -master.telemetry=false -master.electionTimeout=1s \
     -master.port="$MASTER_PORT" -master.port.grpc="$MASTER_GRPC" \
     -volume.port="$VOLUME_PORT" -volume.port.grpc="$VOLUME_GRPC" \
     -filer.port="$FILER_PORT" -filer.port.grpc="$FILER_GRPC" \

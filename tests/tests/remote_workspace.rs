@@ -9,9 +9,9 @@
 // Test and tool code, not a decoder: a panic here is a failed test or a tool's error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use milonga::{Executor, GcPolicy, Step, StepRef, StepState, Workspace};
@@ -21,6 +21,11 @@ use milonga_tests::{Numbers, Scale, Total};
 /// The lease duration of every process in these tests: short, so that a taken-over lease is
 /// seen within seconds (the heartbeat renews it three times as often).
 const LEASE_SECONDS: &str = "1.5";
+
+/// The cache directory (`MILONGA_CACHE_DIR`) every test of this process shares.
+fn shared_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("milonga-remote-tests-{}", std::process::id()))
+}
 
 /// The server's base URL, and the settings every process of these tests shares.
 fn base() -> &'static str {
@@ -33,22 +38,75 @@ fn base() -> &'static str {
              server. Start it with `eval \"$(scripts/s3-server.sh start)\"` (it prints the \
              MILONGA_TEST_S3 and AWS_* variables to export), then run the tests again"
         );
+        remove_dead_processes_cache_dirs();
         // Set once, before any workspace is opened, and the same for every test.
         std::env::set_var("MILONGA_LEASE_SECONDS", LEASE_SECONDS);
-        let cache =
-            std::env::temp_dir().join(format!("milonga-remote-tests-{}", std::process::id()));
-        std::env::set_var("MILONGA_CACHE_DIR", &cache);
+        std::env::set_var("MILONGA_CACHE_DIR", shared_cache_dir());
         url.trim_end_matches('/').to_owned()
     })
 }
 
-/// A fresh workspace URL for one test.
-fn fresh(test: &str) -> String {
+/// How many tests of this process use the shared cache directory now.
+static CACHE_USERS: Mutex<usize> = Mutex::new(0);
+
+/// A test's use of the shared cache directory: the last test to end, passed or failed (this is
+/// dropped while a panic unwinds), removes the directory. Declared before the test's
+/// workspaces, it is dropped after them.
+struct CacheUse;
+
+impl CacheUse {
+    fn new() -> CacheUse {
+        *CACHE_USERS.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        CacheUse
+    }
+}
+
+impl Drop for CacheUse {
+    fn drop(&mut self) {
+        let mut users = CACHE_USERS.lock().unwrap_or_else(PoisonError::into_inner);
+        *users -= 1;
+        if *users == 0 {
+            // A file written meanwhile by a thread a test left behind can make one attempt fail.
+            let dir = shared_cache_dir();
+            for _ in 0..20 {
+                if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Removes the cache directories of test processes that no longer run (left by a process
+/// killed before its last test ended).
+fn remove_dead_processes_cache_dirs() {
+    // Whether a process runs is read from /proc: elsewhere, nothing is removed.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("milonga-remote-tests-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// A fresh workspace URL for one test, and the test's use of the shared cache directory.
+fn fresh(test: &str) -> (String, CacheUse) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{}/{test}-{}-{nanos}", base(), std::process::id())
+    let url = format!("{}/{test}-{}-{nanos}", base(), std::process::id());
+    (url, CacheUse::new())
 }
 
 /// Spawns this test binary as a child doing `role` on workspace `url`, with a cache directory
@@ -156,7 +214,7 @@ fn chain() -> StepRef<Total> {
 
 #[test]
 fn two_processes_racing_on_one_chain_run_each_step_once() {
-    let url = fresh("race");
+    let (url, _cache_use) = fresh("race");
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("runs.log");
     let (a, _cache_a) = spawn_child("chain", &url, &[], Some(&log));
@@ -203,7 +261,7 @@ fn wait_for_files(ws: &Workspace, unique_id: &str, files: usize) {
 
 #[test]
 fn a_killed_writer_leaves_a_stream_another_process_resumes() {
-    let url = fresh("resume");
+    let (url, _cache_use) = fresh("resume");
     let n = 300_000u64;
     let step = Count {
         n,
@@ -245,7 +303,7 @@ fn a_killed_writer_leaves_a_stream_another_process_resumes() {
 
 #[test]
 fn a_follower_in_another_process_reads_a_stream_while_it_is_written() {
-    let url = fresh("follow");
+    let (url, _cache_use) = fresh("follow");
     let n = 60_000u64;
     let step = Count {
         n,
@@ -276,7 +334,7 @@ fn signal(child: &Child, sig: &str) {
 
 #[test]
 fn a_paused_lease_holder_is_taken_over_and_its_late_commit_is_refused() {
-    let url = fresh("fence");
+    let (url, _cache_use) = fresh("fence");
     let n = 200_000u64;
     let (child, _cache) = spawn_child("stream", &url, &[&n.to_string(), "20000", "0"], None);
     let ws = Workspace::from_url(&url).unwrap();
@@ -322,7 +380,7 @@ fn a_paused_lease_holder_is_taken_over_and_its_late_commit_is_refused() {
 
 #[test]
 fn verify_and_gc_on_a_remote_workspace() {
-    let url = fresh("gc");
+    let (url, _cache_use) = fresh("gc");
     let ws = Workspace::from_url(&url).unwrap();
     let total = chain();
     let expected = (0..1000u64).map(|n| n * 3).sum::<u64>() + 11;
@@ -356,7 +414,7 @@ fn verify_and_gc_on_a_remote_workspace() {
 
 #[test]
 fn cli_commands_work_on_an_s3_workspace() {
-    let url = fresh("cli");
+    let (url, _cache_use) = fresh("cli");
     let ws = Workspace::from_url(&url).unwrap();
     let total = chain();
     Executor::new(&ws)
@@ -423,4 +481,52 @@ fn cli_commands_work_on_an_s3_workspace() {
     assert!(gc["removed_objects"].as_u64() >= Some(6), "{gc}");
     assert!(ws.steps().unwrap().is_empty());
     assert!(ws.runs().unwrap().is_empty());
+}
+
+/// A test run as a child by the one below: opens a workspace in the shared cache directory,
+/// then fails if asked to.
+#[test]
+fn a_workspace_opens_on_a_fresh_prefix() {
+    let (url, _cache_use) = fresh("open");
+    let ws = Workspace::from_url(&url).unwrap();
+    assert!(ws.steps().unwrap().is_empty());
+    assert!(shared_cache_dir().is_dir());
+    assert!(
+        std::env::var_os("MILONGA_REMOTE_FAIL").is_none(),
+        "failing on purpose"
+    );
+}
+
+#[test]
+fn the_tests_remove_their_cache_directory_when_they_pass_or_fail() {
+    for fail in [false, true] {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "a_workspace_opens_on_a_fresh_prefix",
+            "--nocapture",
+        ]);
+        if fail {
+            cmd.env("MILONGA_REMOTE_FAIL", "1");
+        }
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("milonga-remote-tests-{}", child.id()));
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), !fail, "{text}");
+        assert!(
+            text.contains("1 passed") || text.contains("1 failed"),
+            "{text}"
+        );
+        assert!(
+            !dir.exists(),
+            "{} is left behind (fail: {fail})",
+            dir.display()
+        );
+    }
 }

@@ -133,6 +133,47 @@ impl ReadCache {
         Ok((id, len))
     }
 
+    /// Takes the file at `path`, whose content the caller hashed as `id` (`len` bytes, with
+    /// outboard `outboard`) while writing or uploading it, into the cache by a rename (never a
+    /// copy), then evicts the least recently used other objects while the cache is over its cap.
+    /// Returns whether the object is now cached. The file stays where it is when it is on
+    /// another file system, or when the object with its outboard is larger than the cap (it
+    /// would evict everything else). Like every cached object it is verified on use.
+    ///
+    /// # Errors
+    /// An I/O error publishing the file or scanning the directory.
+    pub(crate) fn adopt(
+        &self,
+        path: &Path,
+        id: &ContentId,
+        len: u64,
+        outboard: &[u8],
+    ) -> Result<bool> {
+        let bytes = len.saturating_add(outboard.len() as u64);
+        if bytes > self.cap {
+            return Ok(false);
+        }
+        if self.contains(id) {
+            self.touch(id);
+            return Ok(true);
+        }
+        // Into the cache's own folder first: a file on another file system stays untouched.
+        let tmp = self.tmp_path();
+        if fs::rename(path, &tmp).is_err() {
+            return Ok(false);
+        }
+        if let Err(e) = self.store.publish(&tmp, id, len, outboard) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.touch(id);
+        let total = self.approx.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > self.cap {
+            self.evict(Some(id))?;
+        }
+        Ok(true)
+    }
+
     /// Removes object `id` from the cache.
     ///
     /// # Errors

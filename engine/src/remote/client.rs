@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{BoxStream, StreamExt};
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use milonga_sdk::{Error, Result};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as StorePath;
 use object_store::{
-    BackoffConfig, GetOptions, GetRange, ObjectMeta, ObjectStore as _, ObjectStoreExt as _,
-    PutMode, PutOptions, PutPayload, PutResult, RetryConfig, UpdateVersion,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, HeaderMap, HeaderValue, ObjectMeta,
+    ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, PutResult, RetryConfig,
+    UpdateVersion,
 };
 
 /// How long a failing request is retried before its error is returned: long enough to ride out
@@ -28,6 +30,32 @@ pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a failing request is retried, at most (URL option `max_retries`): enough that
 /// the retry timeout, not the count, ends the retries.
 pub const DEFAULT_MAX_RETRIES: usize = 100;
+
+/// Objects larger than this many bytes are uploaded in parts (a multipart upload): a failed
+/// part is sent again alone, and objects beyond the 5 GiB of one PUT request can be stored.
+/// Set per URL with the `multipart_threshold` option (bytes).
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
+/// The size of the parts of a multipart upload, in bytes (URL option `part_size`); raised for
+/// objects that would otherwise need more than 10,000 parts.
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// The smallest part size S3 accepts (every part but the last): 5 MiB.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// The most bytes one PUT request may carry on Amazon S3 (5 GiB): the largest
+/// `multipart_threshold`.
+pub const MAX_SINGLE_PUT: u64 = 5 << 30;
+/// The largest object S3 stores (5 TiB).
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+/// The most parts of one multipart upload on S3.
+const MAX_PARTS: u64 = 10_000;
+/// Parts of one upload sent at the same time.
+const PARTS_IN_FLIGHT: usize = 4;
+/// The folder (under the prefix) of the claims that serialize the completions of multipart
+/// uploads of one key: `<COMPLETION_CLAIMS>/<key>` exists while an upload of `<key>` is being
+/// completed (see `docs/FORMAT.md`, "Remote objects").
+pub const COMPLETION_CLAIMS: &str = "completing";
+/// A completion claim older than this is a dead holder's: the longest a completion can last is
+/// the client's request timeout (300 s) with its retries (60 s by default).
+const CLAIM_STALE: Duration = Duration::from_secs(6 * 60);
 
 /// The version of a stored object: what a conditional update must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,6 +97,20 @@ pub enum Created {
     AlreadyExists,
 }
 
+/// The stage of a multipart upload that failed.
+enum Step {
+    /// Starting the upload or sending its parts.
+    Parts(object_store::Error),
+    /// Completing it.
+    Complete(object_store::Error),
+}
+
+impl From<object_store::Error> for Step {
+    fn from(e: object_store::Error) -> Self {
+        Step::Parts(e)
+    }
+}
+
 /// The outcome of [`Remote::put_if_match`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Updated {
@@ -98,6 +140,14 @@ struct Inner {
     prefix: String,
     endpoint: String,
     store: Arc<AmazonS3>,
+    /// The same client configuration with `If-None-Match: *` on every request: used only to
+    /// complete multipart uploads, so that a completion never replaces an existing object
+    /// (`object_store` completes its multipart uploads unconditionally).
+    create_store: Arc<AmazonS3>,
+    /// Objects larger than this are uploaded in parts.
+    multipart_threshold: u64,
+    /// The size of those parts.
+    part_size: u64,
     runtime: Arc<Runtime>,
     /// Whether a listing succeeded: "not found" then means a missing object, not a missing
     /// bucket (shared by the handles of one client).
@@ -182,7 +232,10 @@ impl Remote {
     /// `AWS_ALLOW_HTTP`, ...), overridden by options in the URL's query
     /// (`s3://bucket/prefix?endpoint=http://127.0.0.1:8333&allow_http=true`): any key
     /// `object_store`'s `AmazonS3ConfigKey` or `ClientConfigKey` accepts, plus `retry_timeout`
-    /// (seconds, default 60) and `max_retries` (default 100).
+    /// (seconds, default 60), `max_retries` (default 100), `multipart_threshold` (bytes: larger
+    /// objects are uploaded in parts; default [`DEFAULT_MULTIPART_THRESHOLD`], at most
+    /// [`MAX_SINGLE_PUT`]) and `part_size` (bytes, default [`DEFAULT_PART_SIZE`], at least
+    /// [`MIN_PART_SIZE`]).
     ///
     /// # Errors
     /// [`Error::Remote`] naming the URL: a malformed URL or option, bad credentials, a missing
@@ -210,30 +263,55 @@ impl Remote {
         };
         // Defaults first, then the environment (as `AmazonS3Builder::from_env` reads it), then
         // the URL's options.
-        let mut builder = AmazonS3Builder::new()
-            .with_config(AmazonS3ConfigKey::Region, "us-east-1")
+        let mut config: Vec<(AmazonS3ConfigKey, String)> = vec![
+            (AmazonS3ConfigKey::Region, "us-east-1".to_owned()),
             // Payloads are content-addressed and verified on every read, and TLS protects them
             // in transit: hashing each upload with SHA-256 for the signature is not needed.
-            .with_config(AmazonS3ConfigKey::UnsignedPayload, "true")
-            .with_config(
+            (AmazonS3ConfigKey::UnsignedPayload, "true".to_owned()),
+            (
                 AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
-                "300s",
-            )
-            .with_config(
+                "300s".to_owned(),
+            ),
+            (
                 AmazonS3ConfigKey::Client(object_store::ClientConfigKey::ConnectTimeout),
-                "5s",
-            );
+                "5s".to_owned(),
+            ),
+        ];
         for (key, value) in std::env::vars() {
             if key.starts_with("AWS_") {
                 if let Ok(k) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                    builder = builder.with_config(k, value);
+                    config.push((k, value));
                 }
             }
         }
         let mut retry_timeout = DEFAULT_RETRY_TIMEOUT;
         let mut max_retries = DEFAULT_MAX_RETRIES;
+        let mut multipart_threshold = DEFAULT_MULTIPART_THRESHOLD;
+        let mut part_size = DEFAULT_PART_SIZE;
+        let bytes_option = |k: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| bad_option(format!("option {k}={v:?} is not a number of bytes")))
+        };
         for (k, v) in &options {
             match k.as_str() {
+                "multipart_threshold" => {
+                    multipart_threshold = bytes_option(k, v)?;
+                    if multipart_threshold > MAX_SINGLE_PUT {
+                        return Err(bad_option(format!(
+                            "option multipart_threshold={v} is over {MAX_SINGLE_PUT} bytes, the \
+                             most one S3 PUT request may carry"
+                        )));
+                    }
+                }
+                "part_size" => {
+                    part_size = bytes_option(k, v)?;
+                    if !(MIN_PART_SIZE..=MAX_SINGLE_PUT).contains(&part_size) {
+                        return Err(bad_option(format!(
+                            "option part_size={v} is outside {MIN_PART_SIZE}..={MAX_SINGLE_PUT} \
+                             bytes, the part sizes S3 accepts"
+                        )));
+                    }
+                }
                 "retry_timeout" => {
                     let secs: f64 = v.parse().map_err(|_| {
                         bad_option(format!(
@@ -258,19 +336,20 @@ impl Remote {
                     let key = k
                         .parse::<AmazonS3ConfigKey>()
                         .map_err(|_| bad_option(format!("unknown option {k:?}")))?;
-                    builder = builder.with_config(key, v);
+                    config.push((key, v.clone()));
                 }
             }
         }
-        let endpoint = builder
-            .get_config_value(&AmazonS3ConfigKey::Endpoint)
-            .unwrap_or_else(|| "AWS".to_owned());
         // Signatures and TLS through ring (the `s3` feature does not build aws-lc-rs). Installing
         // fails harmlessly when the process already has a default provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = builder
-            .with_bucket_name(&bucket)
-            .with_retry(RetryConfig {
+        let build = |headers: HeaderMap| {
+            let mut builder = AmazonS3Builder::new()
+                .with_client_options(ClientOptions::new().with_default_headers(headers));
+            for (k, v) in &config {
+                builder = builder.with_config(*k, v.clone());
+            }
+            builder.with_bucket_name(&bucket).with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(2),
@@ -279,6 +358,16 @@ impl Remote {
                 max_retries,
                 retry_timeout,
             })
+        };
+        let endpoint = build(HeaderMap::new())
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .unwrap_or_else(|| "AWS".to_owned());
+        let store = build(HeaderMap::new())
+            .build()
+            .map_err(|e| bad_option(format!("cannot configure the S3 client: {e}")))?;
+        let mut if_none_match = HeaderMap::new();
+        if_none_match.insert("if-none-match", HeaderValue::from_static("*"));
+        let create_store = build(if_none_match)
             .build()
             .map_err(|e| bad_option(format!("cannot configure the S3 client: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -294,6 +383,9 @@ impl Remote {
                 prefix,
                 endpoint,
                 store: Arc::new(store),
+                create_store: Arc::new(create_store),
+                multipart_threshold,
+                part_size,
                 runtime: Arc::new(Runtime(Some(runtime))),
                 checked: Arc::new(AtomicBool::new(false)),
             }),
@@ -343,6 +435,9 @@ impl Remote {
                 prefix,
                 endpoint: self.inner.endpoint.clone(),
                 store: Arc::clone(&self.inner.store),
+                create_store: Arc::clone(&self.inner.create_store),
+                multipart_threshold: self.inner.multipart_threshold,
+                part_size: self.inner.part_size,
                 runtime: Arc::clone(&self.inner.runtime),
                 checked: Arc::clone(&self.inner.checked),
             }),
@@ -633,6 +728,108 @@ impl Remote {
         }
     }
 
+    /// Objects larger than this many bytes are uploaded in parts (URL option
+    /// `multipart_threshold`).
+    pub fn multipart_threshold(&self) -> u64 {
+        self.inner.multipart_threshold
+    }
+
+    /// The part size of the multipart uploads of an object of `len` bytes: the `part_size`
+    /// option, raised (to whole MiB) when the object would need more than 10,000 parts.
+    pub fn part_size_for(&self, len: u64) -> u64 {
+        let least = len.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+        self.inner.part_size.max(least)
+    }
+
+    /// Creates object `key` holding `data` only if no object exists under `key`, as
+    /// [`put_if_absent`](Remote::put_if_absent), but in parts of
+    /// [`part_size_for`](Remote::part_size_for) bytes (a multipart upload, a few parts at a
+    /// time, each retried alone on transient failures): for objects beyond the 5 GiB of one PUT.
+    /// Only the completion is conditional (`If-None-Match: *` on CompleteMultipartUpload): of
+    /// concurrent creators exactly one gets [`Created::Created`]. An upload that fails or finds
+    /// the object there is aborted, so that no parts are left behind on the server (a process
+    /// killed during an upload leaves its parts until a bucket lifecycle rule removes them).
+    ///
+    /// A completion retried after its answer was lost finds the object there (or its upload
+    /// gone): [`Created::AlreadyExists`], which callers verify.
+    ///
+    /// `data` is sent as slices of itself (a memory-mapped file stays mapped, never copied).
+    ///
+    /// # Errors
+    /// [`Error::Remote`]; an object larger than [`MAX_OBJECT_SIZE`].
+    pub fn put_multipart_if_absent(&self, key: &str, data: impl Into<Bytes>) -> Result<Created> {
+        let data: Bytes = data.into();
+        let len = data.len() as u64;
+        if len > MAX_OBJECT_SIZE {
+            return Err(Error::Remote {
+                url: self.url_of(key),
+                reason: format!(
+                    "an object of {len} bytes is larger than the {MAX_OBJECT_SIZE} bytes S3 stores"
+                ),
+            });
+        }
+        let part = usize::try_from(self.part_size_for(len)).unwrap_or(usize::MAX);
+        let store = Arc::clone(&self.inner.store);
+        let create_store = Arc::clone(&self.inner.create_store);
+        let path = self.path(key);
+        let claim = self.path(&format!(
+            "{COMPLETION_CLAIMS}/{}",
+            key.trim_start_matches('/')
+        ));
+        let r = self.run(async move {
+            let upload = store.create_multipart(&path).await?;
+            let sent = async {
+                let parts: Vec<PartId> = futures_util::stream::iter(
+                    (0..data.len())
+                        .step_by(part.max(1))
+                        .enumerate()
+                        .map(|(i, start)| {
+                            let end = start.saturating_add(part).min(data.len());
+                            let payload = PutPayload::from_bytes(data.slice(start..end));
+                            let (store, path, upload) =
+                                (Arc::clone(&store), path.clone(), upload.clone());
+                            async move { store.put_part(&path, &upload, i, payload).await }
+                        }),
+                )
+                .buffered(PARTS_IN_FLIGHT)
+                .try_collect()
+                .await
+                .map_err(Step::Parts)?;
+                // One completion at a time per key (see `claim_completion`).
+                let Some(claim) = claim_completion(&store, &path, &claim).await? else {
+                    return Err(Step::Complete(object_store::Error::AlreadyExists {
+                        path: path.to_string(),
+                        source: "completed by another upload".into(),
+                    }));
+                };
+                let done = create_store
+                    .complete_multipart(&path, &upload, parts)
+                    .await
+                    .map_err(Step::Complete);
+                let _ = store.delete(&claim).await;
+                done
+            }
+            .await;
+            if sent.is_err() {
+                // Best effort: a failed abort leaves parts that a lifecycle rule removes.
+                let _ = store.abort_multipart(&path, &upload).await;
+            }
+            sent
+        })?;
+        match r {
+            Ok(v) => Ok(Created::Created(v.into())),
+            Err(Step::Complete(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotModified { .. }
+                // The upload is gone: completed by an earlier attempt of this request whose
+                // answer was lost (or aborted by someone else); the caller looks.
+                | object_store::Error::NotFound { .. },
+            )) => Ok(Created::AlreadyExists),
+            Err(Step::Parts(e) | Step::Complete(e)) => Err(self.error(key, e)),
+        }
+    }
+
     /// Replaces object `key` with `data` only if it still has version `expected` (a conditional
     /// write, `If-Match`): for read-modify-write updates.
     ///
@@ -774,6 +971,77 @@ impl Inner {
                 reason: "the S3 client's runtime stopped".to_owned(),
             }),
         }
+    }
+}
+
+/// Takes the completion claim `claim` of the multipart upload of `path` (created only if absent:
+/// single conditional PUTs hold under concurrency where conditional completions may not, as on
+/// SeaweedFS 4.48). While another upload holds it, waits, polling: `None` once the object
+/// exists (the other completion made it); the claim once it is free, or taken over (by a
+/// conditional update) when older than [`CLAIM_STALE`].
+async fn claim_completion(
+    store: &AmazonS3,
+    path: &StorePath,
+    claim: &StorePath,
+) -> std::result::Result<Option<StorePath>, Step> {
+    let complete = Step::Complete;
+    let create = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match store
+            .put_opts(
+                claim,
+                PutPayload::from_static(b"completing"),
+                create.clone(),
+            )
+            .await
+        {
+            Ok(_) => return Ok(Some(claim.clone())),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {}
+            Err(e) => return Err(complete(e)),
+        }
+        match store.head(path).await {
+            Ok(_) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(complete(e)),
+        }
+        let held = match store.head(claim).await {
+            Ok(meta) => meta,
+            // Released meanwhile: claim it again at once.
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(complete(e)),
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let age_ms = now_ms.saturating_sub(held.last_modified.timestamp_millis());
+        if u128::try_from(age_ms).unwrap_or(0) > CLAIM_STALE.as_millis() {
+            let take = PutOptions {
+                mode: PutMode::Update(UpdateVersion {
+                    e_tag: held.e_tag,
+                    version: held.version,
+                }),
+                ..PutOptions::default()
+            };
+            match store
+                .put_opts(claim, PutPayload::from_static(b"completing"), take)
+                .await
+            {
+                Ok(_) => return Ok(Some(claim.clone())),
+                Err(
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(complete(e)),
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -906,6 +906,15 @@ impl Metadata for RemoteMeta {
         ))
     }
 
+    fn rooted_ids(&self) -> Result<Option<HashSet<String>>> {
+        Ok(Some(
+            self.all_runs()?
+                .into_iter()
+                .flat_map(|r| r.steps.into_iter().map(|s| s.unique_id))
+                .collect(),
+        ))
+    }
+
     fn remove_if_unrooted(&self, unique_id: &str) -> Result<bool> {
         let rooted = self
             .all_runs()?

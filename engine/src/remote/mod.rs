@@ -20,8 +20,9 @@ mod store;
 
 pub use cache::{ReadCache, DEFAULT_CACHE_BYTES};
 pub use client::{
-    Created, ListIter, ObjectInfo, Remote, Updated, Version, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_TIMEOUT,
+    Created, ListIter, ObjectInfo, Remote, Updated, Version, COMPLETION_CLAIMS,
+    DEFAULT_MAX_RETRIES, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_RETRY_TIMEOUT,
+    MAX_OBJECT_SIZE, MAX_SINGLE_PUT, MIN_PART_SIZE,
 };
 pub use lease::{DEFAULT_LEASE_DURATION, LEASE_SECONDS_ENV};
 pub use store::{RemoteStore, REMOTE_QUARANTINE_DIR};

@@ -21,9 +21,6 @@ use crate::store::{
 /// Where damaged objects are moved, under the remote's prefix, as `<hex>.<nanos>`.
 pub const REMOTE_QUARANTINE_DIR: &str = "quarantine";
 
-/// The largest object one PUT request may carry on Amazon S3 (5 GiB).
-const MAX_SINGLE_PUT: u64 = 5 << 30;
-
 /// Objects larger than this are looked for (HEAD) before they are uploaded, so that content
 /// already stored is not sent again.
 const HEAD_FIRST_BYTES: u64 = 1 << 20;
@@ -278,32 +275,35 @@ impl RemoteStore {
     }
 
     /// Publishes the staged file `path` (hashed as `id`, `len` bytes, outboard `outboard`):
-    /// creates the remote object only if absent; an existing one is success once it is fetched
-    /// and hashes to `id`, and is replaced (after quarantine) if it does not.
+    /// creates the remote object only if absent (one conditional PUT, or a multipart upload
+    /// with a conditional completion above the remote's `multipart_threshold`); an existing
+    /// one is success once it is fetched and hashes to `id`, and is replaced (after
+    /// quarantine) if it does not. Once published, the staged file is moved into the
+    /// read-through cache (see [`ReadCache::adopt`]).
     fn publish(&self, path: &Path, id: &ContentId, len: u64, outboard: &[u8]) -> Result<()> {
         let key = Self::object_key(id);
-        if len > MAX_SINGLE_PUT {
-            return Err(Error::Remote {
-                url: self.remote.url_of(&key),
-                reason: format!(
-                    "objects of more than {MAX_SINGLE_PUT} bytes (one S3 PUT request) are not \
-                     supported yet: this one has {len}"
-                ),
-            });
-        }
         // The staged file is mapped, not read into memory; the mapping is the upload's payload
-        // (kept for retries).
+        // (kept for retries; a multipart upload sends slices of it).
         let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
-        let payload = PutPayload::from_bytes(Bytes::from_owner(Mapped(map_file(&file, path)?)));
+        let mapped = Bytes::from_owner(Mapped(map_file(&file, path)?));
         drop(file);
+        let multipart = len > self.remote.multipart_threshold();
         let mut exists = len > HEAD_FIRST_BYTES && self.remote.head(&key)?.is_some();
         for _ in 0..3 {
             if !exists {
-                match self.remote.put_payload_if_absent(&key, payload.clone())? {
+                let created = if multipart {
+                    self.remote.put_multipart_if_absent(&key, mapped.clone())?
+                } else {
+                    self.remote
+                        .put_payload_if_absent(&key, PutPayload::from_bytes(mapped.clone()))?
+                };
+                match created {
                     Created::Created(_) => {
                         // The outboard after the object: a missing outboard is rebuilt by the
                         // first range read that needs it.
                         let _ = self.put_outboard(id, outboard);
+                        drop(mapped);
+                        self.adopt(path, id, len, outboard);
                         return Ok(());
                     }
                     Created::AlreadyExists => {}
@@ -316,6 +316,8 @@ impl RemoteStore {
                     if self.outboard(id, len)?.is_none() {
                         let _ = self.put_outboard(id, outboard);
                     }
+                    drop(mapped);
+                    self.adopt(path, id, len, outboard);
                     return Ok(());
                 }
                 Some(_) => {
@@ -332,6 +334,14 @@ impl RemoteStore {
             reason: "the object kept changing while it was being published (three attempts)"
                 .to_owned(),
         })
+    }
+
+    /// Moves the published staged file into the read-through cache, so that this process's
+    /// first read of the object does not download it. Best effort: a file the cache cannot
+    /// take by a rename (another file system, larger than the cap) stays where it is, for
+    /// the caller to remove.
+    fn adopt(&self, path: &Path, id: &ContentId, len: u64, outboard: &[u8]) {
+        let _ = self.cache.adopt(path, id, len, outboard);
     }
 
     /// Bytes `range` of object `id` straight from the remote: the outboard (fetched once and

@@ -222,7 +222,13 @@ impl LocalStore {
     /// Moves a complete, synced staging file into place under `id` (data first, then the
     /// directory entry that points to it). An existing entry under `id` is kept only if it is a
     /// regular file whose content verifies; anything else is moved aside into quarantine first.
-    fn publish(&self, staged: &Path, id: &ContentId, len: u64, outboard: &[u8]) -> Result<()> {
+    pub(crate) fn publish(
+        &self,
+        staged: &Path,
+        id: &ContentId,
+        len: u64,
+        outboard: &[u8],
+    ) -> Result<()> {
         let dest = self.object_path(id);
         let parent = dest.parent().expect("object paths have parents");
         if fs::symlink_metadata(&dest).is_ok() {

@@ -6,6 +6,7 @@
 //! one (feature `s3`) uses objects written by conditional writes and leases with fencing tokens
 //! (`crate::remote::meta`, `crate::remote::lease`).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,13 @@ pub(crate) trait Metadata: Send + Sync + 'static {
     fn delete_run(&self, name: &str) -> Result<Option<Vec<String>>>;
     /// Removes the record of `unique_id` if no run has it; whether it was removed.
     fn remove_if_unrooted(&self, unique_id: &str) -> Result<bool>;
+    /// For removing many records: the unique ids some run has, read once, that
+    /// [`remove_if_unrooted`](Metadata::remove_if_unrooted) would otherwise read for each record.
+    /// `None` (the default) where that check is atomic and cheap (SQLite: one transaction per
+    /// record), so that it stays per record.
+    fn rooted_ids(&self) -> Result<Option<HashSet<String>>> {
+        Ok(None)
+    }
 }
 
 /// A held step lock (or lease): released when dropped, or when its holder dies.

@@ -274,19 +274,19 @@ impl Workspace {
         if policy.dry_run {
             report.removed_steps = gone.clone();
         } else {
+            // The runs first, then every record they alone had and every record the policy
+            // drops, in one pass (the runs are read once for all of them, not per record).
+            let mut candidates: Vec<String> = Vec::new();
             for r in &drop_runs {
-                match self.remove_run(r) {
-                    Ok(removed) => report.removed_steps.extend(removed),
-                    // Removed by someone else meanwhile.
-                    Err(Error::Run { .. }) => {}
-                    Err(e) => return Err(e),
+                // `None`: removed by someone else meanwhile.
+                if let Some(ids) = inner.db.delete_run(r)? {
+                    candidates.extend(ids);
                 }
             }
-            for id in &gone {
-                if !report.removed_steps.contains(id) && self.remove_unrooted(id)? {
-                    report.removed_steps.push(id.clone());
-                }
-            }
+            candidates.extend(gone.iter().cloned());
+            candidates.sort();
+            candidates.dedup();
+            report.removed_steps = self.remove_all_unrooted(&candidates)?;
             report.removed_steps.sort();
         }
 
@@ -539,4 +539,132 @@ fn remove_orphan_outboards(
         }
     }
     Ok(freed)
+}
+
+#[cfg(all(test, feature = "s3"))]
+mod remote_tests {
+    //! Remote metadata (over an in-memory [`Kv`](crate::remote::meta::Kv) that counts its
+    //! reads): removing many records reads the run documents once per operation.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde::Serialize;
+
+    use crate::remote::lease::{RemoteLeases, RemoteLeasesHandle};
+    use crate::remote::meta::{Kv, KvEntry, KvObject, KvVersion, MemoryKv, RemoteMeta};
+    use crate::store::MemoryStore;
+    use crate::{Context, Executor, GcPolicy, PostcardFormat, Step, StepRef, Workspace};
+
+    #[derive(Serialize)]
+    struct Num {
+        n: u32,
+    }
+
+    impl Step for Num {
+        const NAME: &'static str = "gc_test::Num";
+        type Output = u32;
+        type Format = PostcardFormat;
+        fn run(&self, _: &mut Context<'_>) -> std::result::Result<u32, crate::BoxError> {
+            Ok(self.n)
+        }
+    }
+
+    /// A [`MemoryKv`] counting the reads of run documents.
+    #[derive(Default)]
+    struct Counting {
+        kv: MemoryKv,
+        run_reads: AtomicUsize,
+    }
+
+    impl Kv for Counting {
+        fn describe(&self, key: &str) -> String {
+            self.kv.describe(key)
+        }
+        fn get(&self, key: &str) -> crate::Result<Option<KvObject>> {
+            if key.contains("/runs/") {
+                self.run_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            self.kv.get(key)
+        }
+        fn create(&self, key: &str, bytes: &[u8]) -> crate::Result<Option<KvVersion>> {
+            self.kv.create(key, bytes)
+        }
+        fn update(
+            &self,
+            key: &str,
+            bytes: &[u8],
+            version: &KvVersion,
+        ) -> crate::Result<Option<KvVersion>> {
+            self.kv.update(key, bytes, version)
+        }
+        fn put(&self, key: &str, bytes: &[u8]) -> crate::Result<()> {
+            self.kv.put(key, bytes)
+        }
+        fn delete(&self, key: &str) -> crate::Result<()> {
+            self.kv.delete(key)
+        }
+        fn list(&self, prefix: &str) -> crate::Result<Vec<KvEntry>> {
+            self.kv.list(prefix)
+        }
+    }
+
+    fn workspace(kv: &Arc<Counting>, dir: &std::path::Path) -> Workspace {
+        let kv: Arc<dyn Kv> = Arc::clone(kv) as Arc<dyn Kv>;
+        let leases = RemoteLeases::new(Arc::clone(&kv), Duration::from_secs(30));
+        let meta = RemoteMeta::new(kv, Arc::clone(&leases));
+        Workspace::with_backend(
+            "memory-kv://gc-test".into(),
+            Arc::new(MemoryStore::new()),
+            Box::new(meta),
+            Box::new(RemoteLeasesHandle(leases)),
+            dir.to_path_buf(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn run(ws: &Workspace, name: &str, range: std::ops::Range<u32>) {
+        Executor::new(ws)
+            .with_run_name(name)
+            .run(range.map(|n| StepRef::new(Num { n })))
+            .unwrap();
+    }
+
+    #[test]
+    fn removing_many_records_reads_the_runs_once_per_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(Counting::default());
+        let ws = workspace(&kv, dir.path());
+        // Five runs; "a" alone has 0..100, "b" shares 100..110 with "a".
+        run(&ws, "a", 0..110);
+        run(&ws, "b", 100..130);
+        for (i, name) in ["c", "d", "e"].iter().enumerate() {
+            let from = 200 + 10 * i as u32;
+            run(&ws, name, from..from + 10);
+        }
+
+        kv.run_reads.store(0, Ordering::SeqCst);
+        let removed = ws.remove_run("a").unwrap();
+        assert_eq!(removed.len(), 100);
+        let reads = kv.run_reads.load(Ordering::SeqCst);
+        // Deleting the run reads it and the other four; then one reading of the four left
+        // for all 100 records (once per record, it was 400 more).
+        assert!(reads <= 2 * 5, "{reads} run reads to remove 100 records");
+
+        kv.run_reads.store(0, Ordering::SeqCst);
+        let report = ws.gc_with(&GcPolicy::new().with_keep_last_runs(3)).unwrap();
+        assert_eq!(report.removed_runs, ["b"]);
+        assert_eq!(report.removed_steps.len(), 30);
+        let reads = kv.run_reads.load(Ordering::SeqCst);
+        // The policy reads the runs (list, then each), deleting "b" reads the rest, and the
+        // removals read them once: a bounded number, whatever the number of records.
+        assert!(
+            reads <= 5 * 4,
+            "{reads} run reads for a gc removing 30 records"
+        );
+        assert_eq!(ws.steps().unwrap().len(), 30);
+    }
 }

@@ -1,5 +1,6 @@
 //! Runs: named executor invocations, their steps by name, and the roots of garbage collection.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension};
@@ -470,21 +471,44 @@ impl Workspace {
             name: name.into(),
             reason: "no such run in this workspace".into(),
         })?;
+        self.remove_all_unrooted(&candidates)
+    }
+
+    /// Removes the records of `ids` that no run has and that are not running; returns those
+    /// removed. Which steps runs have is read once for all of them where the backend would
+    /// read it for each record (remote metadata: every run document); a run registered after
+    /// that reading, during the removals, may lose records it lists (their steps run again).
+    pub(crate) fn remove_all_unrooted(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooted = self.inner.db.rooted_ids()?;
         let mut removed = Vec::new();
-        for id in candidates {
-            if self.remove_unrooted(&id)? {
-                removed.push(id);
+        for id in ids {
+            if self.remove_unrooted_given(id, rooted.as_ref())? {
+                removed.push(id.clone());
             }
         }
         Ok(removed)
     }
 
-    /// Removes a step's record if no run has it and it is not running.
-    pub(crate) fn remove_unrooted(&self, unique_id: &str) -> Result<bool> {
+    /// Removes a step's record if no run has it and it is not running: checked against the
+    /// steps runs have already read (`rooted`), or by the backend (`None`).
+    fn remove_unrooted_given(
+        &self,
+        unique_id: &str,
+        rooted: Option<&HashSet<String>>,
+    ) -> Result<bool> {
+        if rooted.is_some_and(|r| r.contains(unique_id)) {
+            return Ok(false);
+        }
         let Some(_lock) = self.inner.try_lock_step(unique_id)? else {
             return Ok(false);
         };
-        let removed = self.inner.db.remove_if_unrooted(unique_id)?;
+        let removed = match rooted {
+            Some(_) => self.inner.db.remove(unique_id)?,
+            None => self.inner.db.remove_if_unrooted(unique_id)?,
+        };
         if removed {
             self.inner.cache_lock().remove(unique_id);
             let _ = std::fs::remove_dir_all(self.inner.work_dir(unique_id));
