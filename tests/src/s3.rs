@@ -59,3 +59,54 @@ pub fn restart_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `len` pseudo-random bytes from `seed` (xorshift; the same bytes for the same seed): test
+/// objects that do not compress and differ from one another.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Uploads objects one after another, `upload(i)` the `i`-th (returning its id and length),
+/// while the server is killed and restarted (see [`restart_server`]) as soon as the first has
+/// gone up, so that the second is on its way; stops when two more have gone up after the
+/// restart. Returns every upload's id and length, for the caller to check on the server.
+pub fn upload_across_a_restart<Id: Send>(
+    upload: impl FnMut(u64) -> (Id, u64) + Send,
+) -> Vec<(Id, u64)> {
+    use std::sync::atomic::AtomicBool;
+    let restarted = AtomicBool::new(false);
+    let first_done = AtomicBool::new(false);
+    let mut upload = upload;
+    std::thread::scope(|s| {
+        let uploader = s.spawn(|| {
+            let mut written = Vec::new();
+            let mut after = 0;
+            for i in 0u64.. {
+                written.push(upload(i));
+                first_done.store(true, Ordering::SeqCst);
+                if restarted.load(Ordering::SeqCst) {
+                    after += 1;
+                    if after == 2 {
+                        break;
+                    }
+                }
+            }
+            written
+        });
+        while !first_done.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        restart_server();
+        restarted.store(true, Ordering::SeqCst);
+        uploader.join().expect("the uploading thread panicked")
+    })
+}

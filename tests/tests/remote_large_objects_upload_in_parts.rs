@@ -8,13 +8,13 @@
 
 use std::io::Write;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 
 use milonga::remote::{Created, ReadCache, Remote, RemoteStore};
 use milonga::store::ObjectStore;
 use milonga::ContentId;
-use milonga_tests::s3::{fresh_url, restart_server};
+use milonga_tests::s3::{fresh_url, pseudo_random_bytes as data, upload_across_a_restart};
 
 /// The restart test takes it for writing: the others, whose requests it would interrupt, read.
 static SERVER: RwLock<()> = RwLock::new(());
@@ -24,19 +24,6 @@ const PARTS: &str = "multipart_threshold=6291456&part_size=5242880";
 
 /// Twelve MiB: three parts (5, 5 and 2 MiB).
 const LEN: usize = 12 << 20;
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A fresh location, and its URL with the small multipart settings.
 fn fresh(name: &str) -> (String, String) {
@@ -247,34 +234,11 @@ fn multipart_uploads_survive_the_server_restarting_mid_upload() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (url, with_parts) = fresh("parts-restart");
     let store = fresh_store(&with_parts);
-    let restarted = AtomicBool::new(false);
-    let first_done = AtomicBool::new(false);
-    let written = std::thread::scope(|s| {
-        let uploader = s.spawn(|| {
-            let mut written = Vec::new();
-            let mut after = 0;
-            // Multipart objects one after another, until two have gone up after the restart.
-            for i in 0u64.. {
-                let bytes = data(LEN, 1000 + i);
-                let id = put(&store, &bytes);
-                written.push((id, bytes.len() as u64));
-                first_done.store(true, Ordering::SeqCst);
-                if restarted.load(Ordering::SeqCst) {
-                    after += 1;
-                    if after == 2 {
-                        break;
-                    }
-                }
-            }
-            written
-        });
-        while !first_done.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        // The second object is going up now (the uploader moved on at once).
-        restart_server();
-        restarted.store(true, Ordering::SeqCst);
-        uploader.join().unwrap()
+    // Multipart objects one after another, until two have gone up after the restart (the
+    // second is going up when the server is killed).
+    let written = upload_across_a_restart(|i| {
+        let bytes = data(LEN, 1000 + i);
+        (put(&store, &bytes), bytes.len() as u64)
     });
     assert!(written.len() >= 3);
     let reader = fresh_store(&url);

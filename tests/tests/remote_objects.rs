@@ -5,29 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 
 use milonga::remote::{Created, ReadCache, Remote, RemoteStore, Updated};
 use milonga::sdk::Error as SdkError;
 use milonga::store::ObjectStore;
 use milonga::ContentId;
-use milonga_tests::s3::{bucket_url, fresh_url, restart_server};
+use milonga_tests::s3::{
+    bucket_url, fresh_url, pseudo_random_bytes as data, upload_across_a_restart,
+};
 
 /// The restart test takes it for writing: the others, whose requests it would interrupt, read.
 static SERVER: RwLock<()> = RwLock::new(());
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn store_at(url: &str, cache: &std::path::Path, cap: u64) -> RemoteStore {
     RemoteStore::new(
@@ -443,33 +433,10 @@ fn uploads_survive_the_server_restarting_mid_upload() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let url = fresh_url("restart");
     let store = fresh_store(&url);
-    let restarted = AtomicBool::new(false);
-    let first_done = AtomicBool::new(false);
-    let written = std::thread::scope(|s| {
-        let uploader = s.spawn(|| {
-            let mut written = Vec::new();
-            let mut after = 0;
-            // Objects of 8 MiB, one after another, until two have gone up after the restart.
-            for i in 0u64.. {
-                let bytes = data(8 << 20, 1000 + i);
-                let id = put(&store, &bytes);
-                written.push((id, bytes.len() as u64));
-                first_done.store(true, Ordering::SeqCst);
-                if restarted.load(Ordering::SeqCst) {
-                    after += 1;
-                    if after == 2 {
-                        break;
-                    }
-                }
-            }
-            written
-        });
-        while !first_done.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        restart_server();
-        restarted.store(true, Ordering::SeqCst);
-        uploader.join().unwrap()
+    // Objects of 8 MiB, one after another, until two have gone up after the restart.
+    let written = upload_across_a_restart(|i| {
+        let bytes = data(8 << 20, 1000 + i);
+        (put(&store, &bytes), bytes.len() as u64)
     });
     assert!(written.len() >= 3);
     let fresh = fresh_store(&url);

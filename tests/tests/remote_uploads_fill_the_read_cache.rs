@@ -10,19 +10,7 @@ use milonga::remote::{ReadCache, Remote, RemoteStore};
 use milonga::sdk::Error as SdkError;
 use milonga::store::ObjectStore;
 use milonga::ContentId;
-use milonga_tests::s3::fresh_url;
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use milonga_tests::s3::{fresh_url, pseudo_random_bytes as data};
 
 fn store_at(url: &str, cache: &Path, cap: u64) -> RemoteStore {
     RemoteStore::new(

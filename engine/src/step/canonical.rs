@@ -289,34 +289,30 @@ impl Out {
     }
 
     fn int(&mut self, negative: bool, magnitude: u128) {
-        // Written as one fixed-size block (tag, sign, n, all 16 magnitude bytes), then cut to
-        // the n bytes that count: cheaper than a copy of variable length.
-        let n = 16 - (magnitude.leading_zeros() / 8) as usize;
-        let mut block = [0u8; 19];
-        if let Some(h) = block.get_mut(..3) {
-            h.copy_from_slice(&[tag::INT, u8::from(negative), n as u8]);
+        match u64::try_from(magnitude) {
+            Ok(m) => self.int64(negative, m),
+            Err(_) => {
+                let n = 16 - (magnitude.leading_zeros() / 8) as usize;
+                self.int_le(negative, n, magnitude.to_le_bytes());
+            }
         }
-        if let Some(m) = block.get_mut(3..) {
-            m.copy_from_slice(&magnitude.to_le_bytes());
-        }
-        let keep = self.bytes.len() + 3 + n;
-        self.bytes.extend_from_slice(&block);
-        self.bytes.truncate(keep);
     }
 
     /// [`Out::int`] for magnitudes of up to 64 bits (the same bytes, less work).
     #[inline]
     fn int64(&mut self, negative: bool, magnitude: u64) {
         let n = 8 - (magnitude.leading_zeros() / 8) as usize;
-        let mut block = [0u8; 11];
-        if let Some(h) = block.get_mut(..3) {
-            h.copy_from_slice(&[tag::INT, u8::from(negative), n as u8]);
-        }
-        if let Some(m) = block.get_mut(3..) {
-            m.copy_from_slice(&magnitude.to_le_bytes());
-        }
+        self.int_le(negative, n, magnitude.to_le_bytes());
+    }
+
+    /// An integer whose magnitude is the first `n` of the little-endian bytes `le`: written as
+    /// fixed-size copies (cheaper than one of variable length), then cut back.
+    #[inline]
+    fn int_le<const W: usize>(&mut self, negative: bool, n: usize, le: [u8; W]) {
         let keep = self.bytes.len() + 3 + n;
-        self.bytes.extend_from_slice(&block);
+        self.bytes
+            .extend_from_slice(&[tag::INT, u8::from(negative), n as u8]);
+        self.bytes.extend_from_slice(&le);
         self.bytes.truncate(keep);
     }
 
