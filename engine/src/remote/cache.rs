@@ -22,13 +22,18 @@ use crate::store::{LocalStore, ObjectStore, OBJECTS_DIR, OUTBOARD_SUFFIX, QUARAN
 /// The default size cap of the read-through cache: 1 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
+/// [`ReadCache::approx`] before the directory was scanned.
+const UNSCANNED: u64 = u64::MAX;
+
 /// A local directory of verified copies of remote objects, bounded in size.
 #[derive(Debug)]
 pub struct ReadCache {
     store: LocalStore,
     cap: u64,
     /// Bytes this process believes the directory holds: set by every full scan, raised by every
-    /// insertion. Other processes' insertions are seen at the next scan.
+    /// insertion. Other processes' insertions are seen at the next scan. Unknown
+    /// ([`UNSCANNED`]) until the first insertion needs it: opening the cache, and reading from
+    /// it, never scan the directory (a large cache holds many thousands of files).
     approx: AtomicU64,
     evicting: Mutex<()>,
 }
@@ -37,17 +42,15 @@ impl ReadCache {
     /// Opens (creating it if needed) the cache in `dir`, holding at most about `cap` bytes.
     ///
     /// # Errors
-    /// An I/O error creating or scanning the directory.
+    /// An I/O error creating the directory.
     pub fn open(dir: &Path, cap: u64) -> Result<ReadCache> {
         let store = LocalStore::open(dir)?.without_sync();
         let cache = ReadCache {
             store,
             cap,
-            approx: AtomicU64::new(0),
+            approx: AtomicU64::new(UNSCANNED),
             evicting: Mutex::new(()),
         };
-        let total = cache.scan()?.iter().map(|e| e.bytes).sum();
-        cache.approx.store(total, Ordering::Relaxed);
         Ok(cache)
     }
 
@@ -124,6 +127,7 @@ impl ReadCache {
     /// # Errors
     /// An I/O error.
     pub fn insert(&self, path: &Path) -> Result<(ContentId, u64)> {
+        self.scan_once()?;
         let (id, len) = self.store.ingest(path)?;
         self.touch(&id);
         let total = self.approx.fetch_add(len, Ordering::Relaxed) + len;
@@ -157,6 +161,7 @@ impl ReadCache {
             self.touch(id);
             return Ok(true);
         }
+        self.scan_once()?;
         // Into the cache's own folder first: a file on another file system stays untouched.
         let tmp = self.tmp_path();
         if fs::rename(path, &tmp).is_err() {
@@ -224,6 +229,25 @@ impl ReadCache {
         }
         self.approx.store(total, Ordering::Relaxed);
         Ok(freed)
+    }
+
+    /// Learns the bytes the directory holds, by a scan, if no scan has yet (before the first
+    /// insertion of this handle). An insertion by another thread during the scan may be
+    /// counted twice: an overestimate, which only brings the next eviction scan (which counts
+    /// exactly) forward.
+    fn scan_once(&self) -> Result<()> {
+        if self.approx.load(Ordering::Relaxed) != UNSCANNED {
+            return Ok(());
+        }
+        let _one = self
+            .evicting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.approx.load(Ordering::Relaxed) == UNSCANNED {
+            let total: u64 = self.scan()?.iter().map(|e| e.bytes).sum();
+            self.approx.store(total, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn quarantined(&self) -> Result<Vec<(PathBuf, u64)>> {
@@ -304,5 +328,84 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         Ok(r) => Ok(r.filter_map(|e| e.ok().map(|e| e.path())).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::io(dir.display(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a panic is a failed test.
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn file(dir: &Path, name: &str, len: usize, seed: u8) -> PathBuf {
+        let path = dir.join(name);
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// A measurement, not a check: how long opening a cache of many objects takes, and the
+    /// first insertion (which scans). `cargo test -p milonga --features s3 --release --lib
+    /// remote::cache -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn measure_opening_a_large_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let n: u32 = std::env::var("OBJECTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        {
+            let cache = ReadCache::open(&dir, u64::MAX - 1).unwrap();
+            for i in 0..n {
+                let path = tmp.path().join("f");
+                fs::write(&path, i.to_le_bytes()).unwrap();
+                cache.insert(&path).unwrap();
+            }
+        }
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            let cache = ReadCache::open(&dir, u64::MAX - 1).unwrap();
+            let opened = t.elapsed();
+            let path = file(tmp.path(), "x", 10, round);
+            let t = std::time::Instant::now();
+            cache.insert(&path).unwrap();
+            println!(
+                "{n} objects: open {:.3} ms, first insertion {:.3} ms",
+                opened.as_secs_f64() * 1e3,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+
+    /// Opening does not scan; the first insertion of a new handle still counts what earlier
+    /// handles left, so the cap holds across processes and restarts.
+    #[test]
+    fn a_reopened_cache_keeps_its_cap_at_the_first_insertion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let cap = 3 << 20;
+        let first = {
+            let cache = ReadCache::open(&dir, cap).unwrap();
+            let (a, _) = cache.insert(&file(tmp.path(), "a", 1 << 20, 1)).unwrap();
+            let (b, _) = cache.insert(&file(tmp.path(), "b", 1 << 20, 2)).unwrap();
+            assert!(cache.contains(&a) && cache.contains(&b));
+            a
+        };
+        let cache = ReadCache::open(&dir, cap).unwrap();
+        assert_eq!(cache.approx.load(Ordering::Relaxed), UNSCANNED);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (c, _) = cache.insert(&file(tmp.path(), "c", 1536 << 10, 3)).unwrap();
+        // 1 + 1 + 1.5 MiB (and outboards) is over the 3 MiB cap: the oldest went.
+        assert!(cache.contains(&c));
+        assert!(
+            !cache.contains(&first),
+            "the least recently used object stays"
+        );
+        assert!(cache.size().unwrap() <= cap);
     }
 }
