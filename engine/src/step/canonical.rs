@@ -309,10 +309,15 @@ impl Out {
     /// fixed-size copies (cheaper than one of variable length), then cut back.
     #[inline]
     fn int_le<const W: usize>(&mut self, negative: bool, n: usize, le: [u8; W]) {
+        let mut block = [0u8; 19];
+        if let Some(h) = block.get_mut(..3) {
+            h.copy_from_slice(&[tag::INT, u8::from(negative), n as u8]);
+        }
+        if let Some(m) = block.get_mut(3..3 + W) {
+            m.copy_from_slice(&le);
+        }
         let keep = self.bytes.len() + 3 + n;
-        self.bytes
-            .extend_from_slice(&[tag::INT, u8::from(negative), n as u8]);
-        self.bytes.extend_from_slice(&le);
+        self.bytes.extend_from_slice(&block);
         self.bytes.truncate(keep);
     }
 
