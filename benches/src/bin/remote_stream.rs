@@ -19,6 +19,9 @@
 //! 3. `get` (cold cache: nothing cached, every block a verified range read of the server;
 //!    warm cache: the chunks the full read left in the cache): `G` random `get(i)`, the indices
 //!    of the comparison harness.
+//!    Run by hand only: `get-first`, `G` gets spread evenly over the stream (with `--gets 100`
+//!    on 1,000,000 records, each the first get in its chunk: the chunk's outboard, header and
+//!    block all come from the server).
 //! 4. `hit` (cold cache, then warm): the cached 1,000-record result fetched in a fresh process,
 //!    from opening the workspace to having the value.
 //!
@@ -144,10 +147,18 @@ fn phase(name: &str, url: &str, n: u64, gets: usize, tag: &str) -> Result<Value,
             }
             json!({"read_s": read_s, "first_item_s": first_item_s, "check": checks_json(&c)})
         }
-        "get" => {
+        "get" | "get-first" => {
             let stream = produce.result(&ws)?;
-            let indices = records::random_indices(n);
-            let indices = &indices[..gets.min(indices.len())];
+            let indices = if name == "get" {
+                let all = records::random_indices(n);
+                all[..gets.min(all.len())].to_vec()
+            } else {
+                // `gets` items spread evenly: with at least 10,000 items between two (chunks of
+                // ~9,100 records here), every get is the first in its chunk.
+                let step = n / gets.max(1) as u64;
+                (0..gets as u64).map(|j| j * step + step / 2).collect()
+            };
+            let indices = &indices[..];
             let mut times = Vec::with_capacity(indices.len());
             let mut id_sum = 0u64;
             for &i in indices {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use milonga_sdk::{ContentId, Error, Result};
+use milonga_sdk::{ContentId, Error, Result, SharedBytes};
 
 use crate::store::{LocalStore, ObjectStore, OBJECTS_DIR, OUTBOARD_SUFFIX, QUARANTINE_DIR};
 
@@ -177,6 +177,33 @@ impl ReadCache {
             self.evict(Some(id))?;
         }
         Ok(true)
+    }
+
+    /// Publishes the downloaded file at `path` into the cache like [`insert`](Self::insert),
+    /// hashing it once: the file is mapped, the mapping hashed, and the mapping returned with
+    /// the id the content has (which the caller compares with the one it asked for), so that
+    /// the bytes handed out are the bytes that were hashed and the read that downloaded them
+    /// need not hash the cached file again. The file is then known verified to
+    /// [`LocalStore`]'s `verified_path` while it stays the same file. An object too large for
+    /// the cap goes through [`insert`](Self::insert) (hashed again).
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub(crate) fn insert_verified(&self, path: &Path) -> Result<(ContentId, u64, SharedBytes)> {
+        let (id, len, outboard, bytes, file) = self.store.hash_file(path)?;
+        if self.adopt(path, &id, len, &outboard)? {
+            self.store.remember_verified(&id, &file);
+            return Ok((id, len, bytes));
+        }
+        let (again, len) = self.insert(path)?;
+        if again != id {
+            return Err(Error::corrupt(
+                path.display(),
+                0,
+                format!("the file changed while it was cached: it hashed to {id}, then to {again}"),
+            ));
+        }
+        Ok((id, len, bytes))
     }
 
     /// Removes object `id` from the cache.

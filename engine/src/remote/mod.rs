@@ -25,4 +25,4 @@ pub use client::{
     MAX_OBJECT_SIZE, MAX_SINGLE_PUT, MIN_PART_SIZE,
 };
 pub use lease::{DEFAULT_LEASE_DURATION, LEASE_SECONDS_ENV};
-pub use store::{RemoteStore, REMOTE_QUARANTINE_DIR};
+pub use store::{ReadRequests, RemoteStore, REMOTE_QUARANTINE_DIR};

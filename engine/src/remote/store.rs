@@ -5,6 +5,7 @@ use std::io::{self, BufWriter, Write};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -39,6 +40,31 @@ pub struct RemoteStore {
     remote: Remote,
     cache: Arc<ReadCache>,
     outboards: Arc<Mutex<Outboards>>,
+    reads: Arc<ReadCounters>,
+}
+
+/// What a [`RemoteStore`] (with its clones) has asked of the server to read objects: whole
+/// downloads, ranged GETs and outboards. See [`RemoteStore::read_requests`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadRequests {
+    /// Requests sent.
+    pub requests: u64,
+    /// Times a read waited for the server: requests sent together (at the same time, none
+    /// needing another's answer) count once.
+    pub round_trips: u64,
+}
+
+#[derive(Default)]
+struct ReadCounters {
+    requests: AtomicU64,
+    round_trips: AtomicU64,
+}
+
+impl ReadCounters {
+    fn add(&self, requests: u64) {
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -91,6 +117,17 @@ impl RemoteStore {
                 lru: lru::LruCache::new(NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN)),
                 bytes: 0,
             })),
+            reads: Arc::default(),
+        }
+    }
+
+    /// The requests this store (with its clones) has sent to read objects since it was made,
+    /// and the round trips they took (for tests and benchmarks: the first range read of an
+    /// object fetches its outboard and its bytes at the same time, one round trip).
+    pub fn read_requests(&self) -> ReadRequests {
+        ReadRequests {
+            requests: self.reads.requests.load(Ordering::Relaxed),
+            round_trips: self.reads.round_trips.load(Ordering::Relaxed),
         }
     }
 
@@ -145,8 +182,13 @@ impl RemoteStore {
     }
 
     /// Downloads object `id` into a temporary file of the cache and hashes it into the cache.
-    /// Returns the id the content has (`None` if there is no such object) and its length.
-    fn download(&self, id: &ContentId, len: Option<u64>) -> Result<Option<(ContentId, u64)>> {
+    /// Returns the id the content has (`None` if there is no such object), its length and the
+    /// mapping that was hashed.
+    fn download(
+        &self,
+        id: &ContentId,
+        len: Option<u64>,
+    ) -> Result<Option<(ContentId, u64, SharedBytes)>> {
         let key = Self::object_key(id);
         let tmp = self.cache.tmp_path();
         let file = OpenOptions::new()
@@ -156,6 +198,7 @@ impl RemoteStore {
             .map_err(|e| Error::io(tmp.display(), e))?;
         let result = (|| {
             let mut out = BufWriter::with_capacity(1 << 20, file);
+            self.reads.add(1);
             let Some(info) = self.remote.get_to(&key, &mut out, &tmp.display())? else {
                 return Ok(None);
             };
@@ -173,41 +216,46 @@ impl RemoteStore {
                     ));
                 }
             }
-            self.cache.insert(&tmp).map(Some)
+            self.cache.insert_verified(&tmp).map(Some)
         })();
         let _ = fs::remove_file(&tmp);
         result
     }
 
     /// Makes sure object `id` is in the cache, verified (downloading it if needed), and
-    /// records its use.
-    fn ensure_cached(&self, id: &ContentId, len: Option<u64>) -> Result<()> {
+    /// records its use. Returns the verified mapping of a download (`None` if the object was
+    /// cached already).
+    fn ensure_cached(&self, id: &ContentId, len: Option<u64>) -> Result<Option<SharedBytes>> {
         if self.cache.contains(id) {
             self.cache.touch(id);
-            return Ok(());
+            return Ok(None);
         }
         match self.download(id, len)? {
             None => Err(Error::MissingObject {
                 object: id.to_hex(),
                 path: self.remote.url_of(&Self::object_key(id)),
             }),
-            Some((actual, _)) if actual != *id => {
+            Some((actual, _, _)) if actual != *id => {
                 let _ = self.cache.remove(&actual);
                 Err(self.damaged(id, &actual))
             }
-            Some(_) => Ok(()),
+            Some((_, _, bytes)) => Ok(Some(bytes)),
         }
     }
 
     /// Runs `f` on the cached copy of `id`; a cached copy found damaged (which the local store
-    /// quarantines) is downloaded again, once.
+    /// quarantines) is downloaded again, once. After a download, `fresh` may answer from the
+    /// mapping the download hashed instead (so that the read does not hash the file again).
     fn with_cached<T>(
         &self,
         id: &ContentId,
         len: Option<u64>,
         f: impl Fn(&ReadCache) -> Result<T>,
+        fresh: impl Fn(SharedBytes) -> Option<T>,
     ) -> Result<T> {
-        self.ensure_cached(id, len)?;
+        if let Some(t) = self.ensure_cached(id, len)?.and_then(&fresh) {
+            return Ok(t);
+        }
         match f(&self.cache) {
             Err(
                 Error::ChecksumMismatch { .. }
@@ -215,7 +263,9 @@ impl RemoteStore {
                 | Error::Corrupt { .. },
             ) => {
                 let _ = self.cache.remove(id);
-                self.ensure_cached(id, len)?;
+                if let Some(t) = self.ensure_cached(id, len)?.and_then(&fresh) {
+                    return Ok(t);
+                }
                 f(&self.cache)
             }
             other => other,
@@ -225,15 +275,27 @@ impl RemoteStore {
     /// The outboard of `id` (recorded length `len`): from memory, else from the remote. `None`
     /// if the remote has none of the right length.
     fn outboard(&self, id: &ContentId, len: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        match self.memory_outboard(id, len) {
+            Some(ob) => Ok(Some(ob)),
+            None => self.fetch_outboard(id, len),
+        }
+    }
+
+    /// The outboard of `id` (recorded length `len`) if it is in memory (or empty).
+    fn memory_outboard(&self, id: &ContentId, len: u64) -> Option<Arc<Vec<u8>>> {
         let want = outboard_len(len);
         if want == 0 {
-            return Ok(Some(Arc::new(Vec::new())));
+            return Some(Arc::new(Vec::new()));
         }
-        if let Some(ob) = self.lock_outboards().get(id) {
-            if ob.len() as u64 == want {
-                return Ok(Some(ob));
-            }
-        }
+        self.lock_outboards()
+            .get(id)
+            .filter(|ob| ob.len() as u64 == want)
+    }
+
+    /// The outboard of `id` (recorded length `len`) from the remote, then kept in memory.
+    /// `None` if the remote has none of the right length.
+    fn fetch_outboard(&self, id: &ContentId, len: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        let want = outboard_len(len);
         let Some((bytes, _)) = self.remote.get(&Self::outboard_key(id))? else {
             return Ok(None);
         };
@@ -346,7 +408,8 @@ impl RemoteStore {
 
     /// Bytes `range` of object `id` straight from the remote: the outboard (fetched once and
     /// kept in memory) and the 16 KiB groups covering the range, verified before they are
-    /// returned. `None` if the object has no usable outboard.
+    /// returned. `None` if the object has no usable outboard. When the outboard is not in
+    /// memory it is fetched at the same time as the groups (one round trip, not two).
     fn remote_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Option<Vec<u8>>> {
         let what = self.describe(id);
         if range.start > range.end || range.end > len {
@@ -359,31 +422,51 @@ impl RemoteStore {
         if range.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let Some(outboard) = self.outboard(id, len)? else {
-            return Ok(None);
-        };
         let start = range.start / GROUP_BYTES * GROUP_BYTES;
         let end = range
             .end
             .div_ceil(GROUP_BYTES)
             .saturating_mul(GROUP_BYTES)
             .min(len);
-        let span = self
-            .remote
-            .get_range(&Self::object_key(id), start..end)
-            .map_err(|e| match e {
-                // The object is shorter than recorded.
-                Error::OutOfRange { .. } => Error::corrupt(
-                    &what,
-                    start,
-                    format!("the remote object is shorter than its recorded {len} bytes"),
-                ),
-                Error::MissingObject { .. } => Error::MissingObject {
-                    object: id.to_hex(),
-                    path: self.remote.url_of(&Self::object_key(id)),
-                },
-                other => other,
-            })?;
+        let key = Self::object_key(id);
+        let (outboard, span) = match self.memory_outboard(id, len) {
+            Some(ob) => {
+                self.reads.add(1);
+                (Ok(Some(ob)), self.remote.get_range(&key, start..end))
+            }
+            None => {
+                // The outboard on a thread of its own while this one fetches the groups: both
+                // requests are in flight together.
+                self.reads.add(2);
+                std::thread::scope(|s| {
+                    let ob = s.spawn(|| self.fetch_outboard(id, len));
+                    let span = self.remote.get_range(&key, start..end);
+                    let ob = ob.join().unwrap_or_else(|_| {
+                        Err(Error::Remote {
+                            url: self.remote.url_of(&Self::outboard_key(id)),
+                            reason: "fetching the outboard panicked".to_owned(),
+                        })
+                    });
+                    (ob, span)
+                })
+            }
+        };
+        let Some(outboard) = outboard? else {
+            return Ok(None);
+        };
+        let span = span.map_err(|e| match e {
+            // The object is shorter than recorded.
+            Error::OutOfRange { .. } => Error::corrupt(
+                &what,
+                start,
+                format!("the remote object is shorter than its recorded {len} bytes"),
+            ),
+            Error::MissingObject { .. } => Error::MissingObject {
+                object: id.to_hex(),
+                path: self.remote.url_of(&key),
+            },
+            other => other,
+        })?;
         let data = Span { start, bytes: span };
         verify_range(&data, len, &outboard[..], id, range, &what).map(Some)
     }
@@ -475,11 +558,12 @@ impl ObjectStore for RemoteStore {
     }
 
     fn open(&self, id: &ContentId, len: Option<u64>) -> Result<Box<dyn ReadSeek>> {
-        self.with_cached(id, len, |c| c.store().open(id, len))
+        self.with_cached(id, len, |c| c.store().open(id, len), |_| None)
     }
 
     fn bytes(&self, id: &ContentId, len: Option<u64>) -> Result<SharedBytes> {
-        self.with_cached(id, len, |c| c.store().bytes(id, len))
+        // A download's own mapping, hashed as it was cached: not hashed a second time.
+        self.with_cached(id, len, |c| c.store().bytes(id, len), Some)
     }
 
     fn read_range(&self, id: &ContentId, len: u64, range: Range<u64>) -> Result<Vec<u8>> {
@@ -561,7 +645,12 @@ impl ObjectStore for RemoteStore {
     }
 
     fn verified_path(&self, id: &ContentId, len: u64) -> Result<Option<PathBuf>> {
-        self.with_cached(id, Some(len), |c| c.store().verified_path(id, len))
+        self.with_cached(
+            id,
+            Some(len),
+            |c| c.store().verified_path(id, len),
+            |_| None,
+        )
     }
 
     fn local_path(&self, id: &ContentId) -> Result<Option<PathBuf>> {

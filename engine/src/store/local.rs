@@ -38,6 +38,8 @@ pub struct LocalStore {
     sync: bool,
     /// Open objects of recent range reads, shared by clones of the store.
     handles: Arc<Mutex<lru::LruCache<ContentId, Arc<RangeHandle>>>>,
+    /// Whole objects hashed by this store and its clones (see [`LocalStore::objects_hashed`]).
+    hashed: Arc<AtomicU64>,
 }
 
 /// How many objects range reads keep open (with their outboards in memory, up to
@@ -169,6 +171,7 @@ impl LocalStore {
             handles: Arc::new(Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(range_handles()).expect("at least 64"),
             ))),
+            hashed: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -177,6 +180,58 @@ impl LocalStore {
     pub fn without_sync(mut self) -> Self {
         self.sync = false;
         self
+    }
+
+    /// How many times this store (with its clones) has hashed a whole object since it was
+    /// opened: to publish, ingest, verify, map or rebuild an outboard (range reads of objects
+    /// with an outboard hash only the groups they read and are not counted). For tests and
+    /// benchmarks that check that a read hashes its bytes once.
+    pub fn objects_hashed(&self) -> u64 {
+        self.hashed.load(Ordering::Relaxed)
+    }
+
+    fn hashed_one(&self) {
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Maps the file at `path` (outside the objects folder, e.g. a finished download in `tmp/`)
+    /// and hashes the mapping: its id, length, outboard, the mapping (the very bytes that were
+    /// hashed) and the open file.
+    ///
+    /// # Errors
+    /// An I/O error opening or mapping the file.
+    #[cfg(feature = "s3")]
+    pub(crate) fn hash_file(
+        &self,
+        path: &Path,
+    ) -> Result<(ContentId, u64, Vec<u8>, SharedBytes, File)> {
+        let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        let bytes = map_file(&file, path)?;
+        self.hashed_one();
+        let mut b = OutboardBuilder::new();
+        b.update((*bytes).as_ref());
+        let len = b.len();
+        let (id, outboard) = b.finish();
+        Ok((id, len, outboard, bytes, file))
+    }
+
+    /// Records that object `id`'s file is `file` (already open, its content hashed as `id` by
+    /// this process): [`verified_path`](ObjectStore::verified_path) then trusts it without
+    /// hashing it again while its identity (device, inode, length, modification time) stays
+    /// the same. Nothing is recorded if the object's path holds another file.
+    #[cfg(feature = "s3")]
+    pub(crate) fn remember_verified(&self, id: &ContentId, file: &File) {
+        let (Ok(held), Ok(placed)) = (file.metadata(), fs::symlink_metadata(self.object_path(id)))
+        else {
+            return;
+        };
+        let now = stamp(&held);
+        if placed.file_type().is_file() && stamp(&placed) == now {
+            verified_files()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(*id, now);
+        }
     }
 
     /// The store's root directory.
@@ -234,6 +289,7 @@ impl LocalStore {
         if fs::symlink_metadata(&dest).is_ok() {
             match self.check_file(id, Some(len)).and_then(|(f, p)| {
                 let bytes = map_file(&f, &p)?;
+                self.hashed_one();
                 let actual = ContentId::of((*bytes).as_ref());
                 Ok((f, actual))
             }) {
@@ -387,6 +443,7 @@ impl LocalStore {
     /// is quarantined and the error says where it went.
     fn rebuild_outboard(&self, id: &ContentId, file: &File, path: &Path) -> Result<Vec<u8>> {
         let bytes = map_file(file, path)?;
+        self.hashed_one();
         let mut b = OutboardBuilder::new();
         b.update((*bytes).as_ref());
         let (actual, outboard) = b.finish();
@@ -472,6 +529,7 @@ impl ObjectStore for LocalStore {
             file.sync_all().map_err(|e| Error::io(path.display(), e))?;
         }
         let mut hasher = HashWriter(OutboardBuilder::new());
+        self.hashed_one();
         let len = io::copy(&mut &file, &mut hasher).map_err(|e| Error::io(path.display(), e))?;
         let (id, outboard) = hasher.0.finish();
         // Move into the staging folder first when possible (same filesystem), so that publish
@@ -528,6 +586,7 @@ impl ObjectStore for LocalStore {
     fn bytes(&self, id: &ContentId, len: Option<u64>) -> Result<SharedBytes> {
         let (file, path) = self.check_file(id, len)?;
         let bytes = map_file(&file, &path)?;
+        self.hashed_one();
         let actual = ContentId::of((*bytes).as_ref());
         if actual != *id {
             return Err(self.damaged(id, actual));
@@ -577,6 +636,7 @@ impl ObjectStore for LocalStore {
                 r
             }
             Err(Error::ChecksumMismatch { .. }) => {
+                self.hashed_one();
                 let actual = ContentId::of((*map_file(&file, &path)?).as_ref());
                 Err(self.damaged(id, actual))
             }
@@ -592,6 +652,7 @@ impl ObjectStore for LocalStore {
         let (file, path) = self.check_file(id, len)?;
         let bytes = map_file(&file, &path)?;
         let data = (*bytes).as_ref();
+        self.hashed_one();
         let mut b = OutboardBuilder::new();
         b.update(data);
         let (actual, outboard) = b.finish();
@@ -645,6 +706,7 @@ impl ObjectStore for LocalStore {
             .copied();
         if known != Some(now) {
             let bytes = map_file(&file, &path)?;
+            self.hashed_one();
             let actual = ContentId::of((*bytes).as_ref());
             if actual != *id {
                 return Err(self.damaged(id, actual));
@@ -714,6 +776,7 @@ impl LocalStore {
             tmp: self.tmp.clone(),
             sync: self.sync,
             handles: Arc::clone(&self.handles),
+            hashed: Arc::clone(&self.hashed),
         })
     }
 }
