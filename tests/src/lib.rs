@@ -65,6 +65,17 @@ pub fn tamper_database(root: &std::path::Path, sql: &str) -> std::path::PathBuf 
     path
 }
 
+/// Keeps the run counts of this test process still while held: a test that compares [`runs`]
+/// before and after takes it, and so does every test of its file that runs the same steps, so
+/// that no other test's runs land in between (tests of one file run in parallel threads of one
+/// process, and the counts are per process).
+pub fn counting() -> std::sync::MutexGuard<'static, ()> {
+    static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    COUNTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How many times `what` ran in this process.
 pub fn runs(what: &str) -> usize {
     RUNS.lock().unwrap().get(what).copied().unwrap_or(0)

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use milonga::{Step, Workspace};
-use milonga_tests::{runs, Numbers, Scale};
+use milonga_tests::{counting, runs, Numbers, Scale};
 
 /// The steps stored in the fixture `tests/fixtures/workspace-schema-v1`.
 fn fixture_steps() -> (Numbers, Scale) {
@@ -95,6 +95,7 @@ fn schema_version(root: &std::path::Path) -> i64 {
 
 #[test]
 fn schema_v1_workspace_upgrades_in_place_and_keeps_its_results() {
+    let _counting = counting();
     let dir = fixture_copy();
     assert_eq!(schema_version(dir.path()), 1);
     let ws = Workspace::open(dir.path()).unwrap();
@@ -149,6 +150,7 @@ fn schema_v1_workspace_upgrades_in_place_and_keeps_its_results() {
 
 #[test]
 fn schema_v1_opened_read_only_is_read_without_upgrading() {
+    let _counting = counting();
     let dir = fixture_copy();
     let ws = Workspace::open_read_only(dir.path()).unwrap();
     let (numbers, scale) = fixture_steps();
@@ -166,6 +168,7 @@ fn schema_v1_opened_read_only_is_read_without_upgrading() {
 
 #[test]
 fn concurrent_opens_of_a_schema_v1_workspace_upgrade_it_once() {
+    let _counting = counting();
     let dir = fixture_copy();
     let path = dir.path().to_owned();
     let handles: Vec<_> = (0..6)
@@ -190,6 +193,7 @@ fn concurrent_opens_of_a_schema_v1_workspace_upgrade_it_once() {
 
 #[test]
 fn newer_schema_is_refused_with_an_error_naming_the_versions() {
+    let _counting = counting();
     let dir = fixture_copy();
     drop(Workspace::open(dir.path()).unwrap());
     milonga_tests::tamper_database(dir.path(), "UPDATE schema_version SET version = 4");
@@ -220,6 +224,7 @@ fn newer_schema_is_refused_with_an_error_naming_the_versions() {
 
 #[test]
 fn schema_v2_workspace_upgrades_in_place_and_keeps_its_runs_and_results() {
+    let _counting = counting();
     let dir = fixture_copy_of("workspace-schema-v2");
     assert_eq!(schema_version(dir.path()), 2);
     let ws = Workspace::open(dir.path()).unwrap();
@@ -269,6 +274,7 @@ fn schema_v2_workspace_upgrades_in_place_and_keeps_its_runs_and_results() {
 
 #[test]
 fn schema_v2_opened_read_only_is_read_without_upgrading() {
+    let _counting = counting();
     let dir = fixture_copy_of("workspace-schema-v2");
     let ws = Workspace::open_read_only(dir.path()).unwrap();
     let run = ws.run(V2_RUN).unwrap();
@@ -286,6 +292,7 @@ fn schema_v2_opened_read_only_is_read_without_upgrading() {
 
 #[test]
 fn completed_steps_record_the_size_of_their_result() {
+    let _counting = counting();
     let ws = Workspace::memory().unwrap();
     let (numbers, scale, other) = fixture_v2_steps();
     for id in [

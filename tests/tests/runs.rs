@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use milonga::{DynStep, Error, Executor, GcPolicy, Step, StepState, Workspace};
-use milonga_tests::{runs, Numbers, Scale, Square};
+use milonga_tests::{counting, runs, Numbers, Scale, Square};
 
 fn scale(n: u32, factor: u32) -> Scale {
     Scale {
@@ -24,6 +24,7 @@ fn exec(ws: &Workspace) -> Executor {
 
 #[test]
 fn runs_survive_processes_and_are_listed_in_order() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let first = exec(&ws)
@@ -87,6 +88,7 @@ fn runs_survive_processes_and_are_listed_in_order() {
 
 #[test]
 fn a_result_is_fetched_by_run_and_step_name() {
+    let _counting = counting();
     let ws = Workspace::memory().unwrap();
     exec(&ws)
         .with_run_name("pair")
@@ -141,6 +143,7 @@ fn a_result_is_fetched_by_run_and_step_name() {
 
 #[test]
 fn removing_a_run_makes_only_its_unique_results_collectable() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let only_a = scale(5, 3);
@@ -190,6 +193,7 @@ fn removing_a_run_makes_only_its_unique_results_collectable() {
 
 #[test]
 fn keep_last_runs_and_max_age_remove_old_runs_and_a_dry_run_changes_nothing() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     for (i, f) in [1u32, 2, 3].iter().enumerate() {
@@ -243,6 +247,7 @@ fn keep_last_runs_and_max_age_remove_old_runs_and_a_dry_run_changes_nothing() {
 
 #[test]
 fn max_size_evicts_least_recently_read_results_outside_runs() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let a = Numbers { n: 100 };
@@ -308,6 +313,7 @@ fn max_size_evicts_least_recently_read_results_outside_runs() {
 
 #[test]
 fn gc_policies_under_a_concurrent_writer_lose_nothing_referenced() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_milonga-test-step"))
@@ -383,6 +389,7 @@ fn staging_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn gc_with_zero_grace_keeps_the_staging_file_of_a_writer_in_progress() {
+    let _counting = counting();
     use milonga::store::{LocalStore, ObjectStore};
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
@@ -421,6 +428,7 @@ fn gc_with_zero_grace_keeps_the_staging_file_of_a_writer_in_progress() {
 
 #[test]
 fn gc_removes_the_lock_files_of_removed_steps_that_nobody_holds() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let kept = Square { x: 3, sleep_ms: 0 };

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use milonga::{Step, StepState, Workspace};
-use milonga_tests::{runs, Numbers, Scale};
+use milonga_tests::{counting, runs, Numbers, Scale};
 
 #[test]
 fn gc_removes_only_what_no_step_refers_to() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     let keep = Numbers { n: 10 };
@@ -52,6 +53,7 @@ fn gc_removes_only_what_no_step_refers_to() {
 
 #[test]
 fn identical_results_are_stored_once() {
+    let _counting = counting();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::open(dir.path()).unwrap();
     // Two different steps (different ids) whose outputs are byte-identical.
